@@ -1,0 +1,100 @@
+"""Self-describing checkpoints: preset, full config, state dict and metadata in one file.
+
+Loading uses `torch.load(weights_only=True)` (no code runs from the file) and strict keys;
+every problem is a one-line `CheckpointError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import re
+import zipfile
+from typing import Any
+
+import torch
+
+from . import __version__
+from .models import MODELS, Segmenter
+from .presets import PRESETS
+
+FORMAT = "waveviz-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line and names the file."""
+
+
+def checkpoint_dict(model: Segmenter, preset: str, meta: dict | None = None) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "waveviz_version": __version__,
+        "preset": preset,
+        "model": model.family,
+        "config": dataclasses.asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": meta or {},
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, model: Segmenter, preset: str, meta: dict | None = None, **extra) -> None:
+    """Write atomically (temp file + rename). `extra` entries (e.g. optimizer state) are stored too."""
+    path = os.fspath(path)
+    ckpt = checkpoint_dict(model, preset, meta)
+    ckpt.update(extra)
+    tmp = f"{path}.tmp"
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict, checked to be a waveviz checkpoint; no model is built."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"(Unsupported (?:global|operand)[^.\n]*)", str(e))
+        why = f" ({m.group(1)[:160]})" if m else ""
+        raise CheckpointError(f"{path}: refused — it holds more than plain weights{why}; not loading it") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not made by torch.save)") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a waveviz checkpoint (a foreign or plain state-dict file)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {ckpt.get('format_version')} is not supported (expected {FORMAT_VERSION})")
+    for key in ("preset", "model", "config", "state_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Segmenter, dict]:
+    """→ (model in eval mode, checkpoint dict without the state dict)."""
+    path = os.fspath(path)
+    ckpt = read_checkpoint(path)
+    try:
+        model_cls, config_cls = MODELS.get(ckpt["model"])
+        fields = {f.name for f in dataclasses.fields(config_cls)}
+        cfg = dict(ckpt["config"])
+        unknown = set(cfg) - fields
+        if unknown:
+            raise ValueError(f"unknown config field(s) {', '.join(sorted(unknown))}")
+        if "head" in cfg:
+            cfg["head"] = tuple(cfg["head"])
+        model = model_cls(config_cls(**cfg))
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        msg = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: weights do not fit the model it names ({msg[:200]})") from None
+    model.eval()
+    info = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return model.to(map_location), info

@@ -1,0 +1,62 @@
+"""Data sets of (image, label mask) pairs (SPEC §7), deterministic per seed, and the `.npz` format.
+
+Images are uint8, (n, H, W) grey or (n, H, W, 3) RGB; masks are integer labels (n, H, W) with
+0 = background. `make_dataset(name, n, seed, split)` draws the same images for the same arguments,
+and the first k images of a larger draw equal a draw of k.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..registry import Registry
+from .io import DataError, SegmentationData, load_npz, save_npz, to_tensors
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    in_channels: int  # 1 grey, 3 RGB
+    num_classes: int  # N, including background 0
+    size: int  # H = W
+    class_names: tuple[str, ...]
+    paper_splits: tuple[int, int, int]  # train / val / test sizes in the paper
+    make: Callable[..., SegmentationData] = field(repr=False, compare=False)
+    description: str = ""
+
+
+DATASETS: Registry[DatasetSpec] = Registry("data set")
+
+
+def make_dataset(
+    name: str, n: int, *, seed: int = 0, split: str = "train", mnist_dir: str | None = None
+) -> SegmentationData:
+    """Draw n (image, mask) pairs of data set `name`; `split` selects disjoint streams (and, for the
+    MNIST-based sets, disjoint digit pools)."""
+    spec = DATASETS.get(name)
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    if n < 1:
+        raise DataError(f"a data set needs at least one image, got n={n}")
+    if seed < 0:
+        raise DataError(f"seed must be ≥ 0, got {seed}")
+    data = spec.make(n, seed=seed, split=split, mnist_dir=mnist_dir)
+    data.name = name
+    return data
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """One generator per image, so a draw of n starts with the draw of k < n."""
+    return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+from . import mnist, shapes  # noqa: E402  (register the data sets)
+
+__all__ = [
+    "DATASETS", "DatasetSpec", "DataError", "SegmentationData", "make_dataset", "load_npz",
+    "save_npz", "to_tensors", "SPLITS",
+]

@@ -1,0 +1,55 @@
+"""Segmentation metrics (SPEC §9): per image, then averaged over images.
+
+FG-* use only the pixels whose true label is not 0 (images without foreground are skipped);
+the plain versions use all pixels. IoU = Σ_c |pred=c ∧ true=c| / Σ_c |pred=c ∨ true=c| over the
+chosen pixels, which equals correct / (correct + 2·wrong).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+METRIC_NAMES = ("fg_acc", "fg_iou", "fg_loss", "acc", "iou", "loss")
+
+
+@torch.no_grad()
+def per_image_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """logits (B, N, H, W), target (B, H, W) → each metric as (B,) (NaN where an image has no foreground)."""
+    B = target.shape[0]
+    ce = F.cross_entropy(logits.float(), target, reduction="none").reshape(B, -1)  # (B, H·W)
+    correct = (logits.argmax(1) == target).reshape(B, -1).float()
+    fg = (target != 0).reshape(B, -1).float()
+    out = {}
+    for prefix, w in (("fg_", fg), ("", torch.ones_like(fg))):
+        n = w.sum(1)
+        right = (correct * w).sum(1)
+        wrong = n - right
+        out[prefix + "acc"] = right / n
+        out[prefix + "iou"] = right / (right + 2 * wrong)
+        out[prefix + "loss"] = (ce * w).sum(1) / n
+    return out  # 0/0 = NaN marks images without foreground
+
+
+class MetricAccumulator:
+    """Collects per-image metrics over batches; `compute()` averages, skipping images with no foreground."""
+
+    def __init__(self):
+        self.parts: dict[str, list[torch.Tensor]] = {k: [] for k in METRIC_NAMES}
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        for k, v in per_image_metrics(logits, target).items():
+            self.parts[k].append(v.detach().cpu())
+
+    def compute(self) -> dict[str, float]:
+        res = {}
+        for k, vs in self.parts.items():
+            v = torch.cat(vs) if vs else torch.empty(0)
+            v = v[~torch.isnan(v)]
+            res[k] = float(v.mean()) if len(v) else float("nan")
+        return res
+
+
+def segmentation_metrics(logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    acc = MetricAccumulator()
+    acc.update(logits, target)
+    return acc.compute()

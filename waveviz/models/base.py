@@ -1,0 +1,56 @@
+"""What every segmentation model shares: logits from `forward`, everything from `run`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutput:
+    """logits (B, N, H, W); hidden (B, T, C, H, W) for recurrent models; extras such as
+    the NWM's omega and alpha maps, each (B, C, H, W)."""
+
+    logits: torch.Tensor
+    hidden: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Segmenter(nn.Module):
+    """Base class: `forward(x)` → logits (B, N, H, W) for images x (B, in_channels, H, W) in [0, 1]."""
+
+    family: str = ""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def run(self, x: torch.Tensor) -> ModelOutput:
+        return ModelOutput(logits=self(x))
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+
+class SequenceSegmenter(Segmenter):
+    """Encoders → local recurrence → readout over time → per-pixel MLP head (timm-style split)."""
+
+    readout: nn.Module
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, in, H, W) → hidden sequence Y (B, T, C, H, W) and extra maps."""
+        raise NotImplementedError
+
+    def forward_head(self, Y: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) → logits (B, N, H, W)."""
+        return self.head(self.readout(Y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Y, _ = self.forward_features(x)
+        return self.forward_head(Y)
+
+    def run(self, x: torch.Tensor) -> ModelOutput:
+        Y, extras = self.forward_features(x)
+        return ModelOutput(logits=self.forward_head(Y), hidden=Y, extras=extras)

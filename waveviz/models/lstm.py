@@ -1,0 +1,69 @@
+"""Convolutional LSTM whose input at each step is an MLP of its own previous output (SPEC §3).
+
+    [i, f, g, o] = W * concat(u_{t-1}, h_{t-1}) + b        (3×3, circular padding)
+    c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
+    h_t = σ(o) ⊙ tanh(c_t)
+    u_t = MLP(h_t)                                          (per pixel: C → 2C → C)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
+from .base import SequenceSegmenter
+from .layers import PixelMLP, conv_stack
+
+
+@dataclass
+class ConvLSTMConfig:
+    in_channels: int = 3
+    num_classes: int = 6
+    image_size: int = 64
+    C: int = 2  # hidden channels
+    T: int = 20  # time steps
+    width: int = 16  # middle channels of the encoders
+    readout: str = "linear"
+    head: tuple[int, ...] = (256, 256, 256)
+    paper_unused_linear: bool = False
+
+    @property
+    def K(self) -> int:
+        return num_freqs(self.T)
+
+    def validate(self) -> None:
+        for name in ("in_channels", "num_classes", "image_size", "C", "T", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        READOUTS.get(self.readout)
+
+
+class ConvLSTM(SequenceSegmenter):
+    family = "lstm"
+
+    def __init__(self, config: ConvLSTMConfig):
+        config.validate()
+        super().__init__(config)
+        c = config
+        self.f_u = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
+        self.f_h = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width)
+        self.f_c = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width)
+        self.gates = nn.Conv2d(2 * c.C, 4 * c.C, 3, padding=1, padding_mode="circular")
+        self.input_mlp = PixelMLP(c.C, c.C, (2 * c.C,))
+        self.readout = create_readout(c.readout, c.T, c.C)
+        if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
+            self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
+        self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
+
+    def forward_features(self, x):
+        u, h, cell = self.f_u(x), self.f_h(x), self.f_c(x)  # each (B, C, H, W)
+        us = []
+        for _ in range(self.config.T):
+            i, f, g, o = self.gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
+            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(cell)
+            u = self.input_mlp(h)
+            us.append(u)
+        return torch.stack(us, dim=1), {}  # (B, T, C, H, W)

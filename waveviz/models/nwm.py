@@ -1,0 +1,104 @@
+"""Neural Wave Machine: a convolutional field of locally coupled, input-tuned oscillators (SPEC §2).
+
+    z_t = z_{t-1} + Δt · ( tanh(W_rec * y_{t-1}) − ω ⊙ y_{t-1} − α ⊙ z_{t-1} )
+    y_t = y_{t-1} + Δt · z_t
+
+y_0 = f_y(x), ω = f_ω(x), α = f_α(x), z_0 = 0; W_rec is a circular 3×3 convolution initialised
+with the Laplacian stencil, so the untrained network already propagates waves.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
+from .base import SequenceSegmenter
+from .layers import PixelMLP, conv_stack, laplacian_kernel_
+
+
+@dataclass
+class NWMConfig:
+    in_channels: int = 3  # 1 grey, 3 RGB
+    num_classes: int = 6  # N, class 0 is background
+    image_size: int = 64  # the size it is trained on; the model itself is fully convolutional
+    C: int = 2  # oscillator channels
+    T: int = 100  # time steps
+    dt: float = 0.1  # Δt of the IMEX step
+    width: int = 16  # middle channels of the encoders
+    readout: str = "linear"  # last | mean | max | fft | linear
+    head: tuple[int, ...] = (256, 256, 256)  # hidden widths of the per-pixel MLP
+    omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
+    paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
+
+    @property
+    def K(self) -> int:
+        return num_freqs(self.T)
+
+    def validate(self) -> None:
+        for name in ("in_channels", "num_classes", "image_size", "C", "T", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        READOUTS.get(self.readout)
+
+
+def nwm_recurrence_ref(
+    y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor, dt: float, T: int
+) -> torch.Tensor:
+    """The plain IMEX loop, written from the equations; the oracle for every fast path.
+
+    y0, omega, alpha: (B, C, H, W); weight: (C, C, 3, 3) → Y (B, T, C, H, W) = (y_1 … y_T).
+    """
+    y, z = y0, torch.zeros_like(y0)
+    ys = []
+    for _ in range(T):
+        coupling = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="circular"), weight)
+        z = z + dt * (torch.tanh(coupling) - omega * y - alpha * z)
+        y = y + dt * z
+        ys.append(y)
+    return torch.stack(ys, dim=1)
+
+
+class NWM(SequenceSegmenter):
+    family = "nwm"
+
+    def __init__(self, config: NWMConfig):
+        config.validate()
+        super().__init__(config)
+        c = config
+        self.f_y = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
+        self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
+        self.f_alpha = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
+        self.rec = nn.Conv2d(c.C, c.C, 3, padding=1, padding_mode="circular", bias=False)
+        laplacian_kernel_(self.rec.weight)
+        self.readout = create_readout(c.readout, c.T, c.C)
+        if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
+            self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
+        self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
+        if c.omega_identity_init:
+            self._identity_init()
+
+    @torch.no_grad()
+    def _identity_init(self) -> None:
+        """f_ω as identity (Dirac kernels, zero bias) and f_α at zero, as the paper's text says."""
+        for m in self.f_omega:
+            if isinstance(m, nn.Conv2d):
+                nn.init.dirac_(m.weight)
+                nn.init.zeros_(m.bias)
+        for m in self.f_alpha:
+            if isinstance(m, nn.Conv2d):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, in, H, W) → y_0, ω, α, each (B, C, H, W)."""
+        return self.f_y(x), self.f_omega(x), self.f_alpha(x)
+
+    def forward_features(self, x):
+        y0, omega, alpha = self.encode(x)
+        Y = nwm_recurrence_ref(y0, omega, alpha, self.rec.weight, self.config.dt, self.config.T)
+        return Y, {"y0": y0, "omega": omega, "alpha": alpha}

@@ -1,0 +1,333 @@
+"""A trainer that knows nothing about particular models, and `train_preset`, which wires a preset,
+its data and checkpoints to it.
+
+Training follows the paper (SPEC §8): pixel-wise cross-entropy over all classes, Adam (lr 1e-3),
+batch 64, the weights with the lowest validation loss kept, early stopping on that loss.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from .data import DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
+from .metrics import MetricAccumulator
+from .presets import PRESETS, count_params, create_model
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' → CUDA when present, else MPS, else CPU; any other name is checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for but no CUDA GPU is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device mps was asked for but MPS is not available")
+    return dev
+
+
+def hardware_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False  # bf16 autocast (CPU, CUDA); off by default to match the paper
+    patience: int | None = 30  # stop after this many epochs without a better validation loss
+    grad_clip: float | None = None  # max global gradient norm; None = the paper (no clipping)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be ≥ 1, got {self.patience}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad clip must be > 0, got {self.grad_clip}")
+
+
+class Callback(Protocol):
+    def __call__(self, event: str, trainer: "Trainer", info: dict) -> None: ...
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Trainer:
+    """Fits `model` to (x, y) tensors; reports through callbacks ("batch", "epoch", "end").
+
+    x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels.
+    """
+
+    def __init__(self, model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
+                 val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig,
+                 callbacks: list[Callback] | None = None):
+        config.validate()
+        self.config = config
+        self.device = pick_device(config.device)
+        self.model = model.to(self.device)
+        self.train_data, self.val_data = train, val
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.callbacks = callbacks or []
+        self.epoch = 0  # epochs completed
+        self.history: list[dict] = []
+        self.best_val_loss = math.inf
+        self.best_epoch = 0
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        self.elapsed = 0.0  # wall seconds spent in fit, over resumes
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    def emit(self, event: str, **info) -> None:
+        for cb in self.callbacks:
+            cb(event, self, info)
+
+    def _autocast(self):
+        dtype = torch.bfloat16 if self.device.type in ("cpu", "cuda") else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.amp)
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        x, y = self.train_data
+        order = torch.randperm(len(x), generator=self.generator)
+        B = self.config.batch_size
+        steps = math.ceil(len(x) / B)
+        total, seen = 0.0, 0
+        for step in range(steps):
+            idx = order[step * B: (step + 1) * B]
+            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = self.model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step + 1}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            self.emit("batch", step=step + 1, steps=steps, loss=loss.item())
+        return total / seen
+
+    @torch.no_grad()
+    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        return evaluate(self.model, data, batch_size=self.config.batch_size, device=self.device, amp=self.config.amp)
+
+    def fit(self) -> list[dict]:
+        """Train until `epochs` are done or validation loss stops improving; keeps the best weights."""
+        while self.epoch < self.config.epochs:
+            t0 = time.perf_counter()
+            train_loss = self.train_epoch()
+            val = self.evaluate(self.val_data)
+            self.epoch += 1
+            self.elapsed += time.perf_counter() - t0
+            record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
+                      "seconds": time.perf_counter() - t0}
+            improved = val["loss"] < self.best_val_loss
+            if improved:
+                self.best_val_loss, self.best_epoch = val["loss"], self.epoch
+                self.best_state = copy.deepcopy(self.model.state_dict())
+            self.history.append(record)
+            self.emit("epoch", record=record, improved=improved)
+            if self.config.patience and self.epoch - self.best_epoch >= self.config.patience:
+                self.emit("early_stop", epoch=self.epoch)
+                break
+        self.emit("end")
+        return self.history
+
+    def best_model(self) -> torch.nn.Module:
+        self.model.load_state_dict(self.best_state)
+        return self.model
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: last weights, optimizer, best weights, history, RNG."""
+        return {
+            "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "best_state": self.best_state, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+            "history": self.history, "elapsed": self.elapsed, "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, s: dict) -> None:
+        self.model.load_state_dict(s["model"], strict=True)
+        self.optimizer.load_state_dict(s["optimizer"])
+        self.best_state = s["best_state"]
+        self.best_val_loss, self.best_epoch = s["best_val_loss"], s["best_epoch"]
+        self.epoch, self.history, self.elapsed = s["epoch"], list(s["history"]), s["elapsed"]
+        self.generator.set_state(s["generator"])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 64,
+             device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
+    """SPEC §9 metrics of `model` on (x, y): fg_acc, fg_iou, fg_loss, acc, iou, loss."""
+    model.eval()
+    device = torch.device(device)
+    acc = MetricAccumulator()
+    x, y = data
+    for i in range(0, len(x), batch_size):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x[i: i + batch_size].to(device))
+        acc.update(logits.float(), y[i: i + batch_size].to(device))
+    return acc.compute()
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
+    """x (n, in, H, W) → predicted labels (n, H, W)."""
+    model.eval()
+    outs = [model(x[i: i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+# ------------------------------------------------------------------ presets → checkpoints
+
+@dataclass
+class DataConfig:
+    dataset: str  # name in DATASETS
+    npz: str | None = None  # train from this file instead (split 90 / 10 into train / val)
+    n_train: int | None = None  # default: the paper's split size (capped by the MNIST pool)
+    n_val: int | None = None
+    n_test: int | None = None
+    data_seed: int = 0
+    mnist_dir: str | None = None
+
+
+def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
+    spec = DATASETS.get(dataset)
+    if dataset == "mnist" and not (mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR")):
+        from .data.mnist import POOL_SPLIT
+        return POOL_SPLIT
+    return spec.paper_splits
+
+
+def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:
+    """train / val (/ test) splits: from an npz (90 / 10, no test) or freshly generated."""
+    if dc.npz:
+        data = load_npz(dc.npz, require_masks=True)
+        if len(data) < 2:
+            raise DataError(f"{dc.npz}: need at least 2 images to hold one out for validation")
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(dc.data_seed)).numpy()
+        n_val = max(1, len(data) // 10)
+        return {"train": data.subset(order[n_val:]), "val": data.subset(order[:n_val])}
+    sizes = default_sizes(dc.dataset, dc.mnist_dir)
+    n = {"train": dc.n_train or sizes[0], "val": dc.n_val or sizes[1], "test": dc.n_test if dc.n_test is not None else sizes[2]}
+    return {s: make_dataset(dc.dataset, k, seed=dc.data_seed, split=s, mnist_dir=dc.mnist_dir) for s, k in n.items() if k > 0}
+
+
+def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train: TrainConfig | None = None,
+                 overrides: dict | None = None, resume: bool = False, callbacks: list[Callback] | None = None) -> dict:
+    """Train preset `preset` and write its best weights to `out` (and resume state to `out.last`).
+
+    Returns the checkpoint metadata (also stored in the file): preset, config, data, seed, epochs,
+    metrics on the held-out test split, hardware, wall time, history.
+    """
+    p = PRESETS.get(preset)
+    train = train or TrainConfig()
+    train.validate()
+    data = data or DataConfig(dataset=p.dataset)
+    overrides = dict(overrides or {})
+    splits = load_training_data(data)
+    first = splits["train"]
+    if data.npz and first.size[0] == first.size[1]:
+        overrides.setdefault("image_size", first.size[0])  # the model is fully convolutional
+    torch.manual_seed(train.seed)
+    model = create_model(preset, **overrides)
+    cfg = model.config
+    for name, split in splits.items():
+        split.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size,
+                        what=f"{data.npz or data.dataset} ({name})")
+    tensors = {k: to_tensors(v) for k, v in splits.items()}
+    trainer = Trainer(model, tensors["train"], tensors["val"], train, callbacks)
+    last_path = out + ".last"
+    if resume and os.path.exists(last_path):
+        last = read_checkpoint(last_path)
+        if last["preset"] != preset:
+            raise CheckpointError(f"{last_path}: was made for preset {last['preset']}, not {preset}")
+        trainer.load_state_dict(last["trainer"])
+
+    def meta(status: str) -> dict:
+        return {
+            "preset": preset, "status": status, "dataset": data.dataset, "data": asdict(data),
+            "splits": {k: len(v) for k, v in splits.items()}, "train": asdict(train), "params": count_params(model),
+            "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val_loss,
+            "history": trainer.history, "hardware": hardware_name(trainer.device), "wall_time_s": trainer.elapsed,
+            "torch_version": str(torch.__version__), "waveviz_version": __version__,
+        }
+
+    def on_epoch(event, tr, info):
+        if event != "epoch":
+            return
+        save_checkpoint(last_path, tr.model, preset, meta("training"), trainer=tr.state_dict())
+        best = copy.deepcopy(tr.model)
+        best.load_state_dict(tr.best_state)
+        save_checkpoint(out, best, preset, meta("training"))
+
+    trainer.callbacks.append(on_epoch)
+    trainer.fit()
+    model = trainer.best_model()
+    info = meta("finished")
+    if "test" in tensors:
+        info["test_metrics"] = trainer.evaluate(tensors["test"])
+    info["val_metrics"] = trainer.evaluate(tensors["val"])
+    save_checkpoint(out, model, preset, info)
+    return info
+
+
+class ProgressBar:
+    """A one-line text progress bar on a stream (stderr by default): epoch, batch, loss, ETA."""
+
+    def __init__(self, stream=None, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.t0 = time.perf_counter()
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, event, trainer, info):
+        E = trainer.config.epochs
+        if event == "batch" and self.tty:
+            frac = info["step"] / info["steps"]
+            bar = "█" * int(frac * self.width)
+            self.stream.write(f"\repoch {trainer.epoch + 1}/{E} |{bar:<{self.width}}| {info['step']}/{info['steps']} loss {info['loss']:.4f}")
+            self.stream.flush()
+        elif event == "epoch":
+            r = info["record"]
+            done = trainer.epoch
+            eta = trainer.elapsed / max(1, len(trainer.history)) * (E - done)
+            mark = " *" if info["improved"] else ""
+            self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
+                              f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")
+            self.stream.flush()
+        elif event == "early_stop":
+            self.stream.write(f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})\n")
