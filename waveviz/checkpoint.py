@@ -9,7 +9,6 @@ import dataclasses
 import os
 import pickle
 import re
-import zipfile
 from typing import Any
 
 import torch
@@ -48,10 +47,11 @@ def save_checkpoint(path: str | os.PathLike, model: Segmenter, preset: str, meta
     try:
         torch.save(ckpt, tmp)
         os.replace(tmp, path)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save reports a missing folder as RuntimeError
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise CheckpointError(f"{path}: cannot write ({e.strerror or e})") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+        raise CheckpointError(f"{path}: cannot write ({why})") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         m = re.search(r"(Unsupported (?:global|operand)[^.\n]*)", str(e))
         why = f" ({m.group(1)[:160]})" if m else ""
         raise CheckpointError(f"{path}: refused — it holds more than plain weights{why}; not loading it") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+    except Exception:  # a damaged file can fail anywhere inside torch.load
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not made by torch.save)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a waveviz checkpoint (a foreign or plain state-dict file)")

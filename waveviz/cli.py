@@ -249,20 +249,29 @@ def run_predict(args) -> int:
     return 0
 
 
+EXTENSIONS = ("drum", "jobs", "bench")  # each lives in waveviz/cli_<name>.py with add_subparser(sub)
+
+
 def _register_extensions() -> None:
-    """Commands that live with their own module."""
-    try:
-        from . import cli_drum
-    except ImportError:  # pragma: no cover - drum module not present
-        return
-    COMMANDS.register("drum", cli_drum.add_subparser)
+    """Commands that live beside their own module."""
+    import importlib
+
+    for name in EXTENSIONS:
+        if name in COMMANDS:
+            continue
+        try:
+            mod = importlib.import_module(f".cli_{name}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.cli_{name}":
+                raise
+            continue
+        COMMANDS.register(name, mod.add_subparser)
 
 
 def build_parser() -> Parser:
     from . import __version__
 
-    if "drum" not in COMMANDS:
-        _register_extensions()
+    _register_extensions()
     parser = Parser(prog="waveviz", description="Traveling waves that integrate spatial information: models, data, training, analysis.")
     parser.add_argument("--version", action="version", version=f"waveviz {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)

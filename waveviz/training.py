@@ -3,6 +3,10 @@ its data and checkpoints to it.
 
 Training follows the paper (SPEC §8): pixel-wise cross-entropy over all classes, Adam (lr 1e-3),
 batch 64, the weights with the lowest validation loss kept, early stopping on that loss.
+
+Launched by `torchrun`, the same code trains data-parallel (see :mod:`waveviz.distributed`): the
+batch size stays the global one, losses and metrics are reduced over the processes, callbacks run and
+checkpoints are written on rank 0 only.
 """
 from __future__ import annotations
 
@@ -18,10 +22,10 @@ from typing import Callable, Protocol
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
-from .metrics import MetricAccumulator
+from .metrics import METRIC_NAMES, MetricAccumulator
 from .presets import PRESETS, count_params, create_model
 
 
@@ -84,10 +88,16 @@ class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class Trainer:
-    """Fits `model` to (x, y) tensors; reports through callbacks ("batch", "epoch", "end").
+class TrainingCanceled(RuntimeError):
+    """Training stopped because a callback asked it to (`Trainer.request_stop`) or raised this."""
 
-    x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels.
+
+class Trainer:
+    """Fits `model` to (x, y) tensors; reports through callbacks ("batch", "epoch", "early_stop", "end";
+    `train_preset` adds "saved" after writing the checkpoints of an epoch).
+
+    x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels. Under torchrun each process
+    holds all the data and trains on its share of every batch; callbacks run on rank 0 only.
     """
 
     def __init__(self, model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
@@ -95,55 +105,79 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         config.validate()
         self.config = config
-        self.device = pick_device(config.device)
+        self.dist = distributed.current()
+        self.device = distributed.rank_device(pick_device(config.device), self.dist)
         self.model = model.to(self.device)
+        self.net = distributed.wrap(self.model, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data, self.val_data = train, val
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.callbacks = callbacks or []
+        self.callbacks = list(callbacks or [])
         self.epoch = 0  # epochs completed
         self.history: list[dict] = []
         self.best_val_loss = math.inf
         self.best_epoch = 0
         self.best_state = copy.deepcopy(self.model.state_dict())
         self.elapsed = 0.0  # wall seconds spent in fit, over resumes
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
+        self.stop_reason: str | None = None
 
     def emit(self, event: str, **info) -> None:
+        if not self.dist.is_main:
+            return
         for cb in self.callbacks:
             cb(event, self, info)
+
+    def request_stop(self, reason: str = "canceled") -> None:
+        """Stop at the next batch with `TrainingCanceled(reason)`, in every process together (a callback
+        on rank 0 may ask; raising from a callback would leave the other ranks waiting)."""
+        self.stop_reason = reason
 
     def _autocast(self):
         dtype = torch.bfloat16 if self.device.type in ("cpu", "cuda") else torch.float16
         return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.amp)
 
     def train_epoch(self) -> float:
-        self.model.train()
+        """One pass over the training data → mean training loss (over all ranks' images)."""
+        self.net.train()
         x, y = self.train_data
         order = torch.randperm(len(x), generator=self.generator)
-        B = self.config.batch_size
+        B = self.config.batch_size  # global batch, split over the ranks
+        W = self.dist.world_size
         steps = math.ceil(len(x) / B)
         total, seen = 0.0, 0
         for step in range(steps):
             idx = order[step * B: (step + 1) * B]
-            xb, yb = x[idx].to(self.device, non_blocking=True), y[idx].to(self.device, non_blocking=True)
+            mine = self.dist.shard(idx)
+            n = len(mine)
+            if n == 0:  # fewer images than ranks in the last batch: run one with zero weight
+                mine = idx[:1]
+            xb, yb = x[mine].to(self.device, non_blocking=True), y[mine].to(self.device, non_blocking=True)
             with self._autocast():
-                logits = self.model(xb)
+                logits = self.net(xb)
             loss = F.cross_entropy(logits.float(), yb)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step + 1}")
+            # one reduction per step: the global batch's summed loss, and whether any rank must stop
+            stats = torch.stack([loss.detach() * n, torch.tensor(float(self.stop_reason is not None), device=self.device)])
+            self.dist.all_reduce_sum(stats)
+            batch_loss = stats[0].item() / len(idx)
+            if stats[1].item() > 0:
+                raise TrainingCanceled(self.stop_reason or "stopped by another training process")
+            if not math.isfinite(batch_loss):
+                raise DivergenceError(f"loss became {batch_loss} at epoch {self.epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (n * W / len(idx))).backward()  # DDP averages over ranks → the global batch's mean
             if self.config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
-            total += loss.item() * len(idx)
+            total += batch_loss * len(idx)
             seen += len(idx)
-            self.emit("batch", step=step + 1, steps=steps, loss=loss.item())
+            self.emit("batch", step=step + 1, steps=steps, loss=batch_loss)
         return total / seen
 
     @torch.no_grad()
     def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        return evaluate(self.model, data, batch_size=self.config.batch_size, device=self.device, amp=self.config.amp)
+        """Metrics over all of `data`; every rank scores its share and the sums are reduced."""
+        return evaluate(self.model, data, batch_size=self.config.batch_size, device=self.device,
+                        amp=self.config.amp, dist=self.dist)
 
     def fit(self) -> list[dict]:
         """Train until `epochs` are done or validation loss stops improving; keeps the best weights."""
@@ -190,17 +224,31 @@ class Trainer:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 64,
-             device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
-    """SPEC §9 metrics of `model` on (x, y): fg_acc, fg_iou, fg_loss, acc, iou, loss."""
+             device: torch.device | str = "cpu", amp: bool = False,
+             dist: distributed.DistEnv = distributed.SINGLE) -> dict[str, float]:
+    """SPEC §9 metrics of `model` on (x, y): fg_acc, fg_iou, fg_loss, acc, iou, loss.
+
+    With `dist` from a process group each rank scores images rank, rank + N, … and the per-image sums
+    and counts are added up over the ranks, so every rank returns the metrics of the whole set.
+    """
     model.eval()
     device = torch.device(device)
     acc = MetricAccumulator()
     x, y = data
-    for i in range(0, len(x), batch_size):
+    idx = dist.shard(torch.arange(len(x)))
+    for i in range(0, len(idx), batch_size):
+        j = idx[i: i + batch_size]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x[i: i + batch_size].to(device))
-        acc.update(logits.float(), y[i: i + batch_size].to(device))
-    return acc.compute()
+            logits = model(x[j].to(device))
+        acc.update(logits.float(), y[j].to(device))
+    sums = torch.zeros(2, len(METRIC_NAMES), dtype=torch.float64)  # (sum, count) of non-NaN per-image values
+    for m, k in enumerate(METRIC_NAMES):
+        v = torch.cat(acc.parts[k]).double() if acc.parts[k] else torch.empty(0, dtype=torch.float64)
+        v = v[~torch.isnan(v)]
+        sums[0, m], sums[1, m] = v.sum(), len(v)
+    if dist.distributed:
+        sums = dist.all_reduce_sum(sums.to(device)).cpu()
+    return {k: float(sums[0, m] / sums[1, m]) if sums[1, m] else float("nan") for m, k in enumerate(METRIC_NAMES)}
 
 
 @torch.no_grad()
@@ -269,6 +317,13 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
         split.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size,
                         what=f"{data.npz or data.dataset} ({name})")
     tensors = {k: to_tensors(v) for k, v in splits.items()}
+    with distributed.process_group(pick_device(train.device).type):
+        return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks)
+
+
+def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, data: DataConfig, train: TrainConfig,
+                  resume: bool, callbacks: list[Callback] | None) -> dict:
+    """The training half of `train_preset`, run by every process; rank 0 writes the files."""
     trainer = Trainer(model, tensors["train"], tensors["val"], train, callbacks)
     last_path = out + ".last"
     if resume and os.path.exists(last_path):
@@ -276,23 +331,26 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
         if last["preset"] != preset:
             raise CheckpointError(f"{last_path}: was made for preset {last['preset']}, not {preset}")
         trainer.load_state_dict(last["trainer"])
+    W = trainer.dist.world_size
+    hardware = hardware_name(trainer.device) if W == 1 else f"{W} × {hardware_name(trainer.device)}"
 
     def meta(status: str) -> dict:
         return {
             "preset": preset, "status": status, "dataset": data.dataset, "data": asdict(data),
             "splits": {k: len(v) for k, v in splits.items()}, "train": asdict(train), "params": count_params(model),
             "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val_loss,
-            "history": trainer.history, "hardware": hardware_name(trainer.device), "wall_time_s": trainer.elapsed,
+            "history": trainer.history, "hardware": hardware, "world_size": W, "wall_time_s": trainer.elapsed,
             "torch_version": str(torch.__version__), "waveviz_version": __version__,
         }
 
-    def on_epoch(event, tr, info):
+    def on_epoch(event, tr, info):  # callbacks run on rank 0 only: one writer
         if event != "epoch":
             return
         save_checkpoint(last_path, tr.model, preset, meta("training"), trainer=tr.state_dict())
         best = copy.deepcopy(tr.model)
         best.load_state_dict(tr.best_state)
         save_checkpoint(out, best, preset, meta("training"))
+        tr.emit("saved", best=out, last=last_path, epoch=tr.epoch)
 
     trainer.callbacks.append(on_epoch)
     trainer.fit()
@@ -301,7 +359,8 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     if "test" in tensors:
         info["test_metrics"] = trainer.evaluate(tensors["test"])
     info["val_metrics"] = trainer.evaluate(tensors["val"])
-    save_checkpoint(out, model, preset, info)
+    if trainer.dist.is_main:
+        save_checkpoint(out, model, preset, info)
     return info
 
 

@@ -102,9 +102,9 @@ def load_npz(path: str | os.PathLike, *, require_masks: bool = False) -> Segment
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    data = validate(images, masks, source=path)
     if require_masks and masks is None:
         raise DataError(f"{path}: has no 'masks' array, which this command needs")
-    data = validate(images, masks, source=path)
     data.name = os.path.basename(path)
     return data
 

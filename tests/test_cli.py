@@ -1,0 +1,124 @@
+"""The `waveviz` command line: the happy path end to end, and one line for every bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from waveviz.cli import main
+
+from .test_models import PAPER_COUNTS
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_presets_json_has_all_paper_counts(capsys):
+    code, out, _ = run(["presets", "--json"], capsys)
+    assert code == 0
+    rows = {r["name"]: r for r in json.loads(out)}
+    for name, count in PAPER_COUNTS.items():
+        assert rows[name]["params"] == count
+    assert {"name", "model", "dataset", "readout", "params"} <= set(rows["nwm-linear-mnist"])
+
+
+def test_make_train_eval_predict(tmp_path, capsys):
+    data, ckpt, pred = str(tmp_path / "d.npz"), str(tmp_path / "m.pt"), str(tmp_path / "p.npz")
+    assert run(["data", "make", "tetrominoes", "--n", "24", "--seed", "1", "--out", data], capsys)[0] == 0
+    code, out, err = run(["train", "nwm-linear-tetrominoes", "--data", data, "--epochs", "1", "--batch-size", "8",
+                          "--set", "T=6", "--set", "head=(16,)", "--out", ckpt], capsys)
+    assert code == 0, err
+    assert "FG-IoU" in out
+    code, out, _ = run(["eval", ckpt, "--data", data, "--json"], capsys)
+    assert code == 0
+    m = json.loads(out)
+    assert m["n"] == 24 and 0 <= m["fg_iou"] <= 1 and m["preset"] == "nwm-linear-tetrominoes"
+    assert run(["predict", ckpt, "--data", data, "--out", pred], capsys)[0] == 0
+    with np.load(pred) as z:
+        assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6
+
+
+def test_console_script_and_module_entry():
+    r = subprocess.run([sys.executable, "-m", "waveviz", "presets"], capture_output=True, text=True)
+    assert r.returncode == 0 and "nwm-linear-tetrominoes" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    from waveviz import create_model, make_dataset, save_checkpoint, save_npz
+    save_npz(d / "tet.npz", make_dataset("tetrominoes", 4, seed=0))
+    save_npz(d / "mnist.npz", make_dataset("mnist", 4, seed=0))
+    save_checkpoint(d / "cnn.pt", create_model("cnn2-tetrominoes"), "cnn2-tetrominoes")
+    np.savez(d / "nomask.npz", images=make_dataset("tetrominoes", 2, seed=0).images)
+    np.savez(d / "labels.npz", images=make_dataset("tetrominoes", 2, seed=0).images, masks=np.full((2, 64, 64), 9))
+    np.savez(d / "nan.npz", images=np.full((2, 64, 64, 3), np.nan))
+    np.savez(d / "empty.npz", images=np.zeros((0, 64, 64, 3), np.uint8))
+    np.savez(d / "rank.npz", images=np.zeros((64, 64), np.uint8))
+    np.savez(d / "small.npz", images=np.zeros((2, 32, 32, 3), np.uint8), masks=np.zeros((2, 32, 32), np.uint8))
+    np.savez(d / "other.npz", stuff=np.zeros(3))
+    (d / "junk.npz").write_text("junk")
+    (d / "junk.pt").write_text("junk")
+    return d
+
+
+BAD = [
+    (["train", "nope-preset", "--out", "{d}/x.pt"], "unknown preset"),
+    (["train", "cnn2-tetrominoes", "--epochs", "0", "--out", "{d}/x.pt"], "must be ≥ 1"),
+    (["train", "cnn2-tetrominoes", "--lr", "-1", "--out", "{d}/x.pt"], "positive"),
+    (["train", "cnn2-tetrominoes", "--lr", "nan", "--out", "{d}/x.pt"], "positive"),
+    (["train", "cnn2-tetrominoes", "--batch-size", "abc", "--out", "{d}/x.pt"], "whole number"),
+    (["train", "cnn2-tetrominoes", "--data", "{d}/missing.npz", "--out", "{d}/x.pt"], "no such file"),
+    (["train", "cnn2-tetrominoes", "--data", "{d}/mnist.npz", "--out", "{d}/x.pt"], "grey"),
+    (["train", "cnn2-tetrominoes", "--data", "{d}/nomask.npz", "--out", "{d}/x.pt"], "no 'masks'"),
+    (["train", "cnn2-tetrominoes", "--set", "L=-3", "--data", "{d}/tet.npz", "--out", "{d}/x.pt"], "must be ≥ 1"),
+    (["train", "cnn2-tetrominoes", "--set", "bogus=1", "--data", "{d}/tet.npz", "--out", "{d}/x.pt"], "unknown setting"),
+    (["train", "cnn2-tetrominoes", "--device", "cuda9x", "--data", "{d}/tet.npz", "--out", "{d}/x.pt"], "device"),
+    (["train", "cnn2-tetrominoes", "--out", "/proc/nope/x.pt"], "does not exist"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/missing.npz"], "no such file"),
+    (["eval", "{d}/missing.pt", "--data", "{d}/tet.npz"], "no such file"),
+    (["eval", "{d}/junk.pt", "--data", "{d}/tet.npz"], "not a readable checkpoint"),
+    (["eval", "{d}/tet.npz", "--data", "{d}/tet.npz"], "not a readable checkpoint"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/junk.npz"], "not a readable .npz"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/other.npz"], "not a waveviz data set"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/mnist.npz"], "grey"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/nomask.npz"], "no 'masks'"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/labels.npz"], "label 9"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/nan.npz"], "NaN"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/empty.npz"], "empty"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/rank.npz"], "shape"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/small.npz"], "32×32"),
+    (["eval", "{d}/cnn.pt"], "required"),
+    (["predict", "{d}/cnn.pt", "--data", "{d}/tet.npz", "--out", "/proc/nope/p.npz"], "does not exist"),
+    (["predict", "{d}/cnn.pt", "--data", "{d}/tet.npz", "--out", "{d}"], "is a folder"),
+    (["data", "make", "circles", "--n", "3", "--out", "{d}/x.npz"], "unknown data set"),
+    (["data", "make", "polygons", "--n", "0", "--out", "{d}/x.npz"], "must be ≥ 1"),
+    (["data", "make", "polygons", "--n", "3", "--seed", "-1", "--out", "{d}/x.npz"], "must be ≥ 0"),
+    (["data", "make", "mnist", "--n", "99999", "--out", "{d}/x.npz"], "at most"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,match", BAD, ids=[" ".join(a[:2]) + f"-{i}" for i, (a, _) in enumerate(BAD)])
+def test_bad_input_is_one_line_never_a_traceback(argv, match, files, capsys):
+    code, out, err = run([a.format(d=files) for a in argv], capsys)
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("epoch")]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("waveviz: error:") and match in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_unwritable_folder(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root can write into read-only folders")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    code, _, err = run(["data", "make", "polygons", "--n", "2", "--out", str(ro / "x.npz")], capsys)
+    assert code != 0 and "not writable" in err

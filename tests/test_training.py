@@ -1,0 +1,62 @@
+"""A short CPU training run in which the loss falls; best-validation weights; resume."""
+import math
+
+import pytest
+import torch
+
+from waveviz import load_checkpoint
+from waveviz.training import DataConfig, TrainConfig, Trainer, pick_device, train_preset
+
+
+def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
+    out = str(tmp_path / "m.pt")
+    info = train_preset("nwm-linear-tetrominoes", out,
+                        data=DataConfig("tetrominoes", n_train=16, n_val=4, n_test=4),
+                        train=TrainConfig(epochs=4, batch_size=8, seed=1), overrides={"T": 8, "head": (32, 32)})
+    losses = [r["train_loss"] for r in info["history"]]
+    assert losses[-1] < losses[0]
+    assert info["epochs"] == 4 and len(info["history"]) == 4
+    model, ck = load_checkpoint(out)
+    meta = ck["meta"]
+    assert ck["preset"] == "nwm-linear-tetrominoes" and ck["config"]["T"] == 8
+    assert meta["status"] == "finished" and meta["splits"] == {"train": 16, "val": 4, "test": 4}
+    assert set(meta["test_metrics"]) >= {"fg_acc", "fg_iou", "fg_loss"}
+    assert meta["best_val_loss"] == min(r["val_loss"] for r in meta["history"])
+    assert meta["wall_time_s"] > 0 and "cpu" in meta["hardware"]
+
+
+def test_resume_continues_where_it_stopped(tmp_path):
+    out = str(tmp_path / "m.pt")
+    kw = dict(data=DataConfig("polygons", n_train=16, n_val=4, n_test=0), overrides={"head": (16,)})
+    train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8), **kw)
+    info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=3, batch_size=8), resume=True, **kw)
+    assert [r["epoch"] for r in info["history"]] == [1, 2, 3]
+
+
+def test_trainer_keeps_best_validation_weights():
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(1, 2, 1)
+    x = torch.rand(8, 1, 4, 4)
+    y = (x[:, 0] > 0.5).long()
+    tr = Trainer(model, (x, y), (x, y), TrainConfig(epochs=3, batch_size=4, lr=0.1, device="cpu"))
+    tr.fit()
+    assert tr.best_val_loss == min(r["val_loss"] for r in tr.history)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch size"), (dict(lr=-1.0), "learning rate"),
+    (dict(lr=math.nan), "learning rate"), (dict(patience=0), "patience"),
+])
+def test_impossible_settings_are_refused(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad).validate()
+
+
+def test_device_choice():
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            pick_device("cuda")

@@ -1,0 +1,337 @@
+"""Measure the waves in a recurrent model's hidden sequence (SPEC §10).
+
+Units used throughout (each function repeats what it returns):
+
+- time is counted in **steps** of the recurrence (one step of the NWM is Δt = 0.1 units of its ODE time);
+- frequencies are **cycles per step**: rfft bin k of a T-step series is f_k = k / T (k = 0 … K − 1,
+  K = T // 2 + 1, so the highest is 0.5, the Nyquist frequency); `rfft_freqs(T, dt)` converts to
+  cycles per unit time f_k / Δt;
+- space is counted in **pixels**; phases in **radians**; a phase gradient in radians per pixel;
+- a **wavelength** λ = 2π / |∇φ| is in pixels. On a pixel grid the shortest wave along an axis has
+  λ = 2 px (a phase step of π per pixel), the grid's Nyquist wavelength: uncorrelated noise piles
+  up there. `long_wavelength_share` therefore takes its threshold in **units of that Nyquist
+  wavelength** (threshold 1.5 ⇒ λ > 3 px), which puts the paper's "peak at 1 due to discretisation"
+  at 1 and its threshold of 1.5 just above it;
+- a **speed** |∂φ/∂t| / |∇φ| is in pixels per step.
+
+Hidden sequences are (T, C, H, W) for one image or (B, T, C, H, W) for a batch, torch or numpy.
+The recurrences of the NWM and the ConvLSTM couple neighbours with circular padding, so the hidden
+field lives on a torus: spatial differences wrap around the edges here too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.signal
+import torch
+
+NYQUIST_WAVELENGTH_PX = 2.0  # the shortest wavelength a pixel grid carries along an axis
+AMPLITUDE_FLOOR = 1e-3  # analytic amplitude below this fraction of its maximum: no defined phase
+
+
+def as_numpy(a: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A float32 numpy view/copy of a tensor or array (detached, on the CPU)."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to("cpu", torch.float32).numpy()
+    return np.asarray(a, dtype=np.float32)
+
+
+def _batched(hidden: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(T, C, H, W) or (B, T, C, H, W) → (B, T, C, H, W) float32."""
+    h = as_numpy(hidden)
+    if h.ndim == 4:
+        h = h[None]
+    if h.ndim != 5:
+        raise ValueError(f"hidden must be (T, C, H, W) or (B, T, C, H, W), got shape {h.shape}")
+    return h
+
+
+# ------------------------------------------------------------------------------------ spectra
+
+def rfft_freqs(T: int, dt: float | None = None) -> np.ndarray:
+    """(K,) bin frequencies f_k = k / T in cycles per step, or k / (T·Δt) cycles per unit time."""
+    f = np.fft.rfftfreq(T)
+    return f if dt is None else f / dt
+
+
+def pixel_spectra(hidden: torch.Tensor | np.ndarray) -> np.ndarray:
+    """|rfft(y(t) − mean_t y)| along time for every pixel and channel (SPEC §10).
+
+    (T, C, H, W) → (K, C, H, W); (B, T, C, H, W) → (B, K, C, H, W). Bin k is k / T cycles per step;
+    bin 0 is 0 because the mean is removed.
+    """
+    h = as_numpy(hidden)
+    axis = h.ndim - 4  # the time axis
+    return np.abs(np.fft.rfft(h - h.mean(axis=axis, keepdims=True), axis=axis)).astype(np.float32)
+
+
+def frequency_bin_maps(hidden: torch.Tensor | np.ndarray, bins: Sequence[int]) -> np.ndarray:
+    """Spectral magnitude of every pixel at chosen rfft bins (paper Fig. 4, left).
+
+    hidden (T, C, H, W) → (len(bins), C, H, W); bin k is k / T cycles per step.
+    """
+    spec = pixel_spectra(hidden)
+    K = spec.shape[0]
+    bad = [b for b in bins if not 0 <= b < K]
+    if bad:
+        raise ValueError(f"frequency bins {bad} out of range 0–{K - 1}")
+    return spec[list(bins)]
+
+
+def class_spectra(hidden: torch.Tensor | np.ndarray, masks: torch.Tensor | np.ndarray,
+                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean pixel spectrum of each true class over a batch (paper Fig. 4, right).
+
+    hidden (B, T, C, H, W), masks (B, H, W) labels → spectra (N, C, K) and pixel counts (N,);
+    a class with no pixels has NaN spectra. Bin k is k / T cycles per step.
+    """
+    spec = pixel_spectra(_batched(hidden))  # (B, K, C, H, W)
+    B, K, C, H, W = spec.shape
+    labels = as_numpy(masks).astype(np.int64).reshape(B, H * W)
+    flat = spec.reshape(B, K, C, H * W).transpose(0, 3, 2, 1).reshape(B * H * W, C, K)  # (pixels, C, K)
+    labels = labels.reshape(-1)
+    counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+    out = np.full((num_classes, C, K), np.nan, np.float32)
+    for n in range(num_classes):
+        if counts[n]:
+            out[n] = flat[labels == n].mean(axis=0)
+    return out, counts
+
+
+def readout_view(readout: torch.nn.Module, hidden: torch.Tensor, row: int, col: int) -> np.ndarray:
+    """Exactly the per-pixel features a readout passes to the head: (K', C) at pixel (row, col).
+
+    hidden (B, T, C, H, W) of one image (B = 1); `readout.time_features` gives |rfft(y)| for fft
+    (no mean removed — what the model sees), the learned Linear(T → K) projection for linear, and
+    one value per channel (K' = 1) for last / mean / max.
+    """
+    with torch.inference_mode():
+        f = readout.time_features(hidden[:1])  # (1, K', C, H, W)
+    return as_numpy(f[0, :, :, row, col])
+
+
+# ----------------------------------------------------------------- phase, wavelength, speed
+
+def analytic_signal(hidden: torch.Tensor | np.ndarray) -> np.ndarray:
+    """a = y + i·H[y] along time, with y's temporal mean removed first (scipy.signal.hilbert).
+
+    (T, C, H, W) → complex64 (T, C, H, W); (B, T, …) → (B, T, …).
+    """
+    h = as_numpy(hidden)
+    axis = h.ndim - 4
+    a = scipy.signal.hilbert(h - h.mean(axis=axis, keepdims=True), axis=axis)
+    return a.astype(np.complex64)
+
+
+def phase_maps(hidden: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Instantaneous phase φ = arg a in radians, (−π, π]; same shape as `hidden`."""
+    return np.angle(analytic_signal(hidden)).astype(np.float32)
+
+
+def _valid(a: np.ndarray) -> np.ndarray:
+    """Where the analytic amplitude is large enough for its phase to mean something."""
+    amp = np.abs(a)
+    return amp > AMPLITUDE_FLOOR * max(float(amp.max(initial=0.0)), 1e-12)
+
+
+def phase_gradient(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spatial phase gradient (∂φ/∂y, ∂φ/∂x) in radians per pixel from wrapped neighbour differences
+    arg(a_{x+1} · conj(a_x)) (SPEC §10), circular like the recurrence; each the shape of `a` (…, H, W)."""
+    gy = np.angle(np.roll(a, -1, axis=-2) * np.conj(a))
+    gx = np.angle(np.roll(a, -1, axis=-1) * np.conj(a))
+    return gy.astype(np.float32), gx.astype(np.float32)
+
+
+def wavelength_from_analytic(a: np.ndarray) -> np.ndarray:
+    """λ = 2π / |∇φ| in pixels (inf where the phase is flat, NaN where the amplitude is too small)."""
+    gy, gx = phase_gradient(a)
+    k = np.hypot(gx, gy)  # rad / px
+    with np.errstate(divide="ignore"):
+        lam = (2 * np.pi / k).astype(np.float32)
+    ok = _valid(a)
+    ok &= np.roll(ok, -1, axis=-1) & np.roll(ok, -1, axis=-2)
+    lam[~ok] = np.nan
+    return lam
+
+
+def wavelength_maps(hidden: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Hilbert wavelength λ = 2π / |∇φ| in pixels per (t, c, y, x), shape of `hidden`.
+
+    inf where neighbours share one phase (a standing or synchronous oscillation); NaN where the
+    oscillation is too weak to have a phase (amplitude < 0.1 % of the largest).
+    """
+    return wavelength_from_analytic(analytic_signal(hidden))
+
+
+def long_wavelength_share(hidden: torch.Tensor | np.ndarray, threshold: float = 1.5) -> float:
+    """Share of (pixel, time) points whose Hilbert wavelength exceeds `threshold` (paper appendix).
+
+    hidden: Tensor or ndarray (T, C, H, W) or (B, T, C, H, W). λ = 2π / |∇φ| is in pixels and
+    `threshold` in units of the grid's Nyquist wavelength (2 px): the default 1.5 counts λ > 3 px.
+    Points without a defined phase (amplitude < 0.1 % of the largest in their image) are left out;
+    a sequence with no oscillation at all scores 0.0. Returns a float in [0, 1].
+    """
+    h = _batched(hidden)
+    longer, counted = 0, 0
+    for b in range(h.shape[0]):  # one image at a time keeps the complex arrays small
+        n_long, n = _count_long(wavelength_maps(h[b]), threshold)
+        longer, counted = longer + n_long, counted + n
+    return longer / counted if counted else 0.0
+
+
+def _count_long(lam: np.ndarray, threshold: float) -> tuple[int, int]:
+    ok = ~np.isnan(lam)
+    return int((lam[ok] > float(threshold) * NYQUIST_WAVELENGTH_PX).sum()), int(ok.sum())
+
+
+def share_from_analytic(a: np.ndarray, threshold: float = 1.5) -> float:
+    """`long_wavelength_share` of an analytic signal a (…, H, W) already computed (the Hilbert
+    transform runs along time, so shuffling pixels of `a` equals transforming shuffled pixels)."""
+    n_long, n = _count_long(wavelength_from_analytic(a), threshold)
+    return n_long / n if n else 0.0
+
+
+def speed_maps(hidden: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Phase speed |∂φ/∂t| / |∇φ| in pixels per step, and propagation direction in radians.
+
+    hidden (T, C, H, W) → speed (T, C, H, W), direction (T, C, H, W). ∂φ/∂t is the wrapped
+    difference arg(a_{t+1} · conj(a_t)) (the last step repeats the one before). A wave travels
+    along −sign(∂φ/∂t)·∇φ; its direction is atan2 of that vector's (y, x) components, with x
+    pointing right and y down the image; NaN where the phase is undefined or flat.
+    """
+    a = analytic_signal(hidden)
+    dphi = np.angle(a[1:] * np.conj(a[:-1]))
+    dphi = np.concatenate([dphi, dphi[-1:]], axis=0) if len(dphi) else np.zeros_like(a.real)
+    gy, gx = phase_gradient(a)
+    k = np.hypot(gx, gy)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        speed = np.abs(dphi) / k
+    s = -np.sign(dphi)
+    direction = np.arctan2(s * gy, s * gx)
+    bad = ~_valid(a) | (k == 0)
+    speed[bad] = np.nan
+    direction[bad] = np.nan
+    return speed.astype(np.float32), direction.astype(np.float32)
+
+
+# ------------------------------------------------------------------------ shuffled-pixel null
+
+@dataclass
+class NullTest:
+    """A score against its shuffled-pixel null: `null` (n,) scores of pixel-shuffled copies and
+    p = (1 + #{null ≥ observed}) / (1 + n), one-sided."""
+
+    observed: float
+    null: np.ndarray
+    p_value: float
+
+    @property
+    def null_mean(self) -> float:
+        return float(np.mean(self.null))
+
+
+def shuffle_pixels(hidden: torch.Tensor | np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One random permutation of pixel positions, shared by every time step and channel:
+    each pixel keeps its own time series, all spatial arrangement is destroyed. Shape and dtype kept."""
+    h = hidden.detach().cpu().numpy() if isinstance(hidden, torch.Tensor) else np.asarray(hidden)
+    *lead, H, W = h.shape
+    perm = rng.permutation(H * W)
+    return h.reshape(*lead, H * W)[..., perm].reshape(h.shape)
+
+
+def shuffled_null(score: Callable[[np.ndarray], float], hidden: torch.Tensor | np.ndarray,
+                  n: int = 20, seed: int = 0) -> NullTest:
+    """Compare `score(data)` with the scores of `n` pixel-shuffled copies (deterministic per seed).
+
+    data: any array whose last two axes are (H, W): a hidden sequence, or its analytic signal
+    (then `score=share_from_analytic` skips n Hilbert transforms).
+    """
+    h = hidden.detach().cpu().numpy() if isinstance(hidden, torch.Tensor) else np.asarray(hidden)
+    rng = np.random.default_rng(seed)
+    observed = float(score(h))
+    null = np.array([score(shuffle_pixels(h, rng)) for _ in range(n)], dtype=np.float64)
+    p = (1 + int((null >= observed).sum())) / (1 + n)
+    return NullTest(observed, null, p)
+
+
+# ------------------------------------------------------------------ effective receptive field
+
+@dataclass
+class ReceptiveField:
+    """Input gradients of one pixel's logit as time runs.
+
+    steps (S,): the step counts t; maps (S, H, W): Σ over input channels of |∂ logit / ∂x|,
+    each normalised to max 1; radius (S,): pixels from the clicked pixel within which 90 % of the
+    gradient mass lies; label: the class whose logit was differentiated.
+    """
+
+    steps: np.ndarray
+    maps: np.ndarray
+    radius: np.ndarray
+    label: int
+
+
+def mass_radius(grad_map: np.ndarray, row: int, col: int, mass: float = 0.9) -> float:
+    """Smallest Euclidean distance (pixels) from (row, col) that encloses `mass` of the map's total."""
+    H, W = grad_map.shape
+    yy, xx = np.mgrid[0:H, 0:W]
+    d = np.hypot(yy - row, xx - col).ravel()
+    w = np.abs(grad_map).ravel()
+    total = w.sum()
+    if total <= 0:
+        return 0.0
+    order = np.argsort(d, kind="stable")
+    cum = np.cumsum(w[order])
+    return float(d[order][np.searchsorted(cum, mass * total)])
+
+
+def held_sequence(Y: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T, C, H, W) → the same shape with y_s = y_t for s > t: the waves frozen after step t."""
+    T = Y.shape[1]
+    return torch.cat([Y[:, :t], Y[:, t - 1: t].expand(-1, T - t, -1, -1, -1)], dim=1)
+
+
+def effective_receptive_field(model, x: torch.Tensor, row: int, col: int, steps: Sequence[int] | None = None,
+                              label: int | None = None) -> ReceptiveField:
+    """How far the input reaches pixel (row, col) after t steps (paper Fig. 7).
+
+    For a recurrent model, the logit of the class it predicts at the pixel is recomputed with the
+    hidden sequence frozen after step t (`held_sequence`: y_s = y_t for s > t, so only the input
+    that reached the pixel by step t counts) and differentiated with respect to the image
+    x (1, in, H, W). Every t runs as one batch element, so one backward pass serves all; the head
+    is a per-pixel MLP, so it runs on the clicked pixel alone. `label` defaults to the predicted
+    class. A model without a time axis (CNN, U-Net) gives one map, at step 0.
+    """
+    x = x[:1].detach()
+    if label is None:
+        with torch.inference_mode():
+            label = int(model(x)[0, :, row, col].argmax())
+    recurrent = hasattr(model, "forward_features")
+    T = model.config.T if recurrent else 0
+    if recurrent:
+        steps = sorted({int(s) for s in (steps or default_erf_steps(T)) if 1 <= int(s) <= T})
+        if not steps:
+            raise ValueError(f"steps must lie in 1–{T}")
+    else:
+        steps = [0]
+    xs = x.repeat(len(steps), 1, 1, 1).requires_grad_(True)  # (S, in, H, W): one copy per t
+    with torch.enable_grad():
+        if recurrent:
+            Y, _ = model.forward_features(xs)  # (S, T, C, H, W)
+            Y = Y[..., row: row + 1, col: col + 1]  # (S, T, C, 1, 1): the head is per pixel
+            held = torch.cat([held_sequence(Y[i: i + 1], t) for i, t in enumerate(steps)])
+            logit = model.forward_head(held)[:, label, 0, 0]  # (S,)
+        else:
+            logit = model(xs)[:, label, row, col]
+        (grad,) = torch.autograd.grad(logit.sum(), xs)
+    maps = grad.abs().sum(1).numpy()  # (S, H, W)
+    radius = np.array([mass_radius(m, row, col) for m in maps])
+    peak = maps.reshape(len(steps), -1).max(1).clip(min=1e-30)
+    return ReceptiveField(np.array(steps), (maps / peak[:, None, None]).astype(np.float32), radius, label)
+
+
+def default_erf_steps(T: int, n: int = 6) -> list[int]:
+    """About n step counts from 1 to T, spaced geometrically (the receptive field grows fastest early)."""
+    return sorted({int(round(s)) for s in np.geomspace(1, T, n)})

@@ -1,0 +1,1 @@
+"""Streamlit page bodies and helpers; `pages/*.py` only call their `render()`."""

@@ -1,0 +1,128 @@
+"""Data-parallel training under `torchrun`: one code path for 1 … N processes.
+
+`torchrun --nproc_per_node=N -m waveviz train …` starts N copies of the ordinary training command
+with RANK, WORLD_SIZE and LOCAL_RANK set; `process_group` joins them (NCCL on GPUs, gloo on CPU) and
+the trainer then splits every global batch over the ranks. Without those variables every helper here
+is the identity, so a single process runs exactly the same code.
+
+Equivalence with one process (what `tests/test_distributed.py` checks): all ranks draw the same
+permutation; rank r takes images r, r + N, r + 2N, … of each global batch of B and weights its
+mean loss by n_r·N / B, so DDP's average of the ranks' gradients is the gradient of the global
+batch's mean loss.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .registry import Registry
+
+BACKENDS: Registry[str] = Registry("device type for data-parallel training")
+BACKENDS.register("cuda", "nccl")
+BACKENDS.register("cpu", "gloo")
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits among the training processes."""
+
+    rank: int = 0  # 0 … world_size − 1; rank 0 reports, logs and writes checkpoints
+    world_size: int = 1
+    local_rank: int = 0  # index on this machine: the GPU it drives
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, idx: torch.Tensor) -> torch.Tensor:
+        """This rank's share of `idx` (n,): every world_size-th element from position `rank`."""
+        return idx[self.rank::self.world_size]
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum `t` over the ranks, in place; the identity for one process."""
+        if self.distributed:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+
+SINGLE = DistEnv()
+
+
+def launch_env() -> DistEnv:
+    """What the launcher (torchrun) asked for through RANK / WORLD_SIZE / LOCAL_RANK; SINGLE without it."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise ValueError("RANK, WORLD_SIZE and LOCAL_RANK must be whole numbers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK {rank} is not in 0 … WORLD_SIZE − 1 = {world - 1}")
+    return DistEnv(rank, world, local)
+
+
+def current() -> DistEnv:
+    """This process's place in the initialised process group; SINGLE when there is none."""
+    if dist.is_available() and dist.is_initialized():
+        return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return SINGLE
+
+
+@contextmanager
+def process_group(device_type: str) -> Iterator[DistEnv]:
+    """Join the torchrun processes for training on `device_type` ("cuda" → NCCL, "cpu" → gloo) and
+    leave again afterwards; yields SINGLE when not launched by torchrun, and the existing group when
+    the caller already made one."""
+    env = launch_env()
+    if not env.distributed or (dist.is_available() and dist.is_initialized()):
+        yield current()
+        return
+    backend = BACKENDS.get(device_type)
+    if device_type == "cuda":
+        if env.local_rank >= torch.cuda.device_count():
+            raise ValueError(f"process {env.rank} wants GPU {env.local_rank} but this machine has "
+                             f"{torch.cuda.device_count()}; start at most that many processes per node")
+        torch.cuda.set_device(env.local_rank)
+    dist.init_process_group(backend)  # env:// rendezvous from MASTER_ADDR / MASTER_PORT
+    try:
+        yield current()
+    finally:
+        dist.destroy_process_group()
+
+
+def rank_device(device: torch.device, env: DistEnv) -> torch.device:
+    """Under DDP each process drives its own GPU, cuda:LOCAL_RANK (any index given is ignored)."""
+    if env.distributed and device.type == "cuda":
+        return torch.device("cuda", env.local_rank)
+    return device
+
+
+def unused_parameters(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of parameters that get no gradient from one forward/backward pass on x (1, in, H, W);
+    DDP must be told about them or it waits for their gradients forever."""
+    model.zero_grad(set_to_none=True)
+    model(x).float().sum().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
+def wrap(model: nn.Module, device: torch.device, env: DistEnv, probe: torch.Tensor) -> nn.Module:
+    """The module to train: `model` itself for one process, a DistributedDataParallel around it for
+    several (whose backward averages the gradients over the ranks). `probe` (1, in, H, W) finds
+    parameters the forward pass never uses."""
+    if not env.distributed:
+        return model
+    find_unused = bool(unused_parameters(model, probe.to(device)))
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
