@@ -249,6 +249,29 @@ def run_predict(args) -> int:
     return 0
 
 
+@command("results")
+def _results(sub):
+    p = sub.add_parser("results", help="the shipped checkpoints' metrics next to the paper's tables")
+    p.add_argument("--dir", default=None, help="checkpoint folder (default: the shipped checkpoints/)")
+    p.add_argument("--fresh", type=nonneg_int, default=0, help="re-evaluate on N fresh samples no checkpoint saw")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_results)
+
+
+def run_results(args) -> int:
+    from dataclasses import asdict
+
+    from .paths import SHIPPED_CHECKPOINTS
+    from .results import markdown, results_table
+
+    folder = args.dir or SHIPPED_CHECKPOINTS
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no such folder")
+    rows = results_table(folder, fresh=args.fresh)
+    emit([asdict(r) | {"meets_target": r.meets_target} for r in rows], args.json, markdown(rows) if rows else f"no checkpoints with metrics in {folder}")
+    return 0
+
+
 EXTENSIONS = ("drum", "jobs", "bench")  # each lives in waveviz/cli_<name>.py with add_subparser(sub)
 
 

@@ -1,0 +1,70 @@
+"""The results table, its CLI, and the Results page under AppTest."""
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+import waveviz.paths
+from waveviz.cli import main
+from waveviz.paths import REPO_ROOT as ROOT
+from waveviz.results import PAPER, markdown, results_table, share_loss_correlation
+from waveviz.training import DataConfig, TrainConfig, train_preset
+
+
+@pytest.fixture(scope="module")
+def ckpt_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpts")
+    train_preset("nwm-linear-tetrominoes", str(d / "nwm-linear-tetrominoes.pt"),
+                 data=DataConfig("tetrominoes", n_train=8, n_val=4, n_test=4),
+                 train=TrainConfig(epochs=2, batch_size=4), overrides={"T": 6, "head": (16,)})
+    (d / "junk.pt").write_text("not a checkpoint")  # skipped, not fatal
+    return d
+
+
+def test_table_pairs_stored_metrics_with_the_paper(ckpt_dir):
+    rows = results_table(ckpt_dir)
+    assert [r.preset for r in rows] == ["nwm-linear-tetrominoes"]
+    r = rows[0]
+    assert r.n == 4 and r.paper == PAPER["nwm-linear-tetrominoes"] and r.target == ("fg_iou", 0.97)
+    assert r.meets_target is (r.fg_iou >= 0.97)
+    assert "| nwm-linear-tetrominoes | 4 |" in markdown(rows)
+    fresh = results_table(ckpt_dir, fresh=3)[0]
+    assert fresh.n == 3 and fresh.source.startswith("fresh")
+
+
+def test_results_cli(ckpt_dir, capsys):
+    assert main(["results", "--dir", str(ckpt_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["preset"] == "nwm-linear-tetrominoes" and "meets_target" in rows[0]
+    assert main(["results", "--dir", str(ckpt_dir / "nope")]) != 0
+
+
+def test_share_loss_correlation():
+    hist = [{"epoch": e, "val_loss": 1.0 / e, "lw_share": 0.1 * e} for e in range(1, 6)]
+    assert share_loss_correlation({"history": hist}) > 0.8
+    assert share_loss_correlation({"history": hist[:2]}) is None
+    assert share_loss_correlation({"history": [{"epoch": 1, "val_loss": 1.0}]}) is None
+
+
+def test_results_page(ckpt_dir, monkeypatch):
+    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", ckpt_dir)
+    at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.title[0].value == "Results"
+    assert len(at.dataframe) == 1
+    assert at.selectbox[0].value == "nwm-linear-tetrominoes"
+    assert len(at.get("plotly_chart")) == 2  # training curves and class spectra
+
+
+def test_results_page_without_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path)
+    at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=60).run()
+    assert not at.exception
+    assert "No trained checkpoints" in at.info[0].value
+
+
+def test_landing_page_links_existing_pages():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+    assert not at.exception
+    assert "traveling waves" in at.title[0].value
+    assert len(at.get("image")) >= 1

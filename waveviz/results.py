@@ -1,0 +1,124 @@
+"""Shipped checkpoints against the paper's tables (SPEC §9), and their training curves.
+
+`results_table()` reads every checkpoint's stored test metrics (or re-evaluates on fresh samples the
+checkpoint never saw, with `fresh=n`) and pairs them with the paper's mean over seeds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import make_dataset, to_tensors
+from .paths import SHIPPED_CHECKPOINTS
+
+# (dataset, model, readout or width) → paper FG-Acc / FG-IoU / FG-Loss, mean over seeds (SPEC §9).
+PAPER = {
+    "nwm-linear-mnist": (0.90, 0.85, 0.30), "nwm-fft-mnist": (0.76, 0.65, 0.72), "nwm-last-mnist": (0.50, 0.39, 1.34),
+    "lstm-linear-mnist": (0.79, 0.73, 0.78), "cnn8-mnist": (0.42, 0.30, 1.76),
+    "nwm-linear-tetrominoes": (0.99, 0.98, 0.05), "nwm-fft-tetrominoes": (0.98, 0.97, 0.07),
+    "nwm-last-tetrominoes": (0.94, 0.90, 0.21), "lstm-linear-tetrominoes": (0.97, 0.94, 0.13),
+    "cnn8-tetrominoes": (0.74, 0.64, 0.70),
+    "nwm-linear-multi_mnist": (0.96, 0.93, 0.15), "unet2-multi_mnist": (0.66, 0.60, 1.19),
+    "unet3-multi_mnist": (0.90, 0.87, 0.56), "unet4-multi_mnist": (0.97, 0.96, 0.24), "unet5-multi_mnist": (0.98, 0.97, 0.17),
+    "nwm-fft-polygons": (1.00, None, None),  # "classifies all polygon types correctly"
+}
+# The issue's targets for the shipped checkpoints, on held-out data: preset → (metric, minimum).
+TARGETS = {
+    "nwm-linear-tetrominoes": ("fg_iou", 0.97), "nwm-fft-tetrominoes": ("fg_iou", 0.95),
+    "lstm-linear-tetrominoes": ("fg_iou", 0.93), "nwm-fft-polygons": ("fg_acc", 0.95),
+    "nwm-linear-mnist": ("fg_iou", 0.75), "nwm-linear-multi_mnist": ("fg_iou", 0.85),
+}
+FRESH_SEED = 10_000  # fresh samples come from a data seed no training run uses by default
+
+
+@dataclass
+class ResultRow:
+    preset: str
+    dataset: str
+    path: str
+    n: int  # images the metrics were measured on
+    source: str  # "stored test split" or "fresh samples"
+    fg_acc: float
+    fg_iou: float
+    fg_loss: float
+    paper: tuple | None
+    target: tuple | None
+    epochs: int
+    wall_time_s: float
+    hardware: str
+
+    @property
+    def meets_target(self) -> bool | None:
+        if not self.target:
+            return None
+        return getattr(self, self.target[0]) >= self.target[1]
+
+
+@torch.inference_mode()
+def evaluate_fresh(model, dataset: str, n: int, seed: int = FRESH_SEED) -> dict[str, float]:
+    from .training import evaluate
+
+    data = make_dataset(dataset, n, seed=seed, split="test")
+    return evaluate(model, to_tensors(data), batch_size=32)
+
+
+def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0) -> list[ResultRow]:
+    rows = []
+    for path in sorted(Path(folder).glob("*.pt")):
+        try:
+            model, info = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        meta = info.get("meta", {})
+        preset = info["preset"]
+        dataset = meta.get("dataset") or preset.rsplit("-", 1)[-1]
+        if fresh:
+            m, n, source = evaluate_fresh(model, dataset, fresh), fresh, f"fresh samples (seed {FRESH_SEED})"
+        else:
+            m = meta.get("test_metrics") or {}
+            n, source = meta.get("splits", {}).get("test", 0), "stored test split"
+        if not m:
+            continue
+        rows.append(ResultRow(preset, dataset, str(path), n, source, m["fg_acc"], m["fg_iou"], m["fg_loss"],
+                              PAPER.get(preset), TARGETS.get(preset), meta.get("epochs", 0),
+                              meta.get("wall_time_s", 0.0), meta.get("hardware", "")))
+    return rows
+
+
+def _fmt(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def markdown(rows: list[ResultRow]) -> str:
+    lines = ["| preset | n | FG-Acc | FG-IoU | FG-Loss | paper (Acc / IoU / Loss) | target | epochs | hardware |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
+        target = f"{r.target[0]} ≥ {r.target[1]} {'✓' if r.meets_target else '✗'}" if r.target else "–"
+        lines.append(f"| {r.preset} | {r.n} | {r.fg_acc:.3f} | {r.fg_iou:.3f} | {r.fg_loss:.3f} | {paper} | {target} | "
+                     f"{r.epochs} | {r.hardware} |")
+    return "\n".join(lines)
+
+
+def history_arrays(meta: dict) -> dict[str, np.ndarray]:
+    """Per-epoch curves of a checkpoint's training history: epoch, train_loss, val_loss, val_fg_iou,
+    and the long-wavelength share where it was recorded (key `lw_share`)."""
+    hist = meta.get("history") or []
+    keys = sorted({k for r in hist for k, v in r.items() if isinstance(v, (int, float))})
+    return {k: np.array([r.get(k, np.nan) for r in hist], float) for k in keys}
+
+
+def share_loss_correlation(meta: dict) -> float | None:
+    """Pearson r between the long-wavelength share and −validation loss over epochs (paper Fig. 10)."""
+    h = history_arrays(meta)
+    share = h.get("lw_share")
+    if share is None or "val_loss" not in h:
+        return None
+    ok = np.isfinite(share) & np.isfinite(h["val_loss"])
+    if ok.sum() < 3 or np.std(share[ok]) == 0:
+        return None
+    return float(np.corrcoef(share[ok], -h["val_loss"][ok])[0, 1])
