@@ -177,6 +177,10 @@ def run_train(args) -> int:
                         device=args.device, amp=args.amp, patience=args.patience, grad_clip=args.grad_clip)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
                         resume=args.resume, callbacks=[ProgressBar()])
+    from .distributed import launch_env
+
+    if not launch_env().is_main:  # under torchrun only rank 0 reports
+        return 0
     m = info.get("test_metrics") or info["val_metrics"]
     which = "test" if "test_metrics" in info else "val"
     print(f"wrote {args.out}: best epoch {info['best_epoch']}/{info['epochs']}, {which} FG-Acc {m['fg_acc']:.3f} "

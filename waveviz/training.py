@@ -16,8 +16,8 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Protocol
+from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,98 @@
+"""Data-parallel training: `waveviz train` under torchrun with 2 CPU processes (gloo) matches one
+process on the same data, and the helpers are the identity without torchrun."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from waveviz import distributed
+from waveviz.checkpoint import read_checkpoint
+from waveviz.registry import UnknownNameError
+from waveviz.training import DataConfig, TrainConfig, Trainer, TrainingCanceled, train_preset
+
+TINY = {"T": 8, "head": (16,), "width": 4}
+SET = ["--set", "T=8", "--set", "head=(16,)", "--set", "width=4"]
+
+
+def tiny_npz(path, n=23, size=16, seed=0) -> str:
+    """Grey size×size images, one filled rectangle each labelled 1–4 (fits the polygons presets)."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), np.int64)
+    for i in range(n):
+        r, c = rng.integers(0, size - 6, 2)
+        h, w = rng.integers(3, 7, 2)
+        k = rng.integers(1, 5)
+        images[i, r:r + h, c:c + w] = 60 * k
+        masks[i, r:r + h, c:c + w] = k
+    np.savez(path, images=images, masks=masks)
+    return str(path)
+
+
+def test_torchrun_two_cpu_processes_match_one(tmp_path):
+    # 23 images → 21 train, 2 val; global batch 10 → batches of 10, 10, 1: uneven shards and, in the
+    # last batch, a rank with no image at all
+    npz = tiny_npz(tmp_path / "tiny.npz")
+    out = tmp_path / "ddp.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WAVEVIZ_DEBUG", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "waveviz",
+           "train", "nwm-linear-polygons", "--data", npz, "--epochs", "2", "--batch-size", "10", "--device", "cpu",
+           *SET, "--out", str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+    one = train_preset("nwm-linear-polygons", str(tmp_path / "one.pt"), data=DataConfig(dataset="polygons", npz=npz),
+                       train=TrainConfig(epochs=2, batch_size=10, device="cpu"), overrides=TINY)
+    ddp = read_checkpoint(out)
+    assert ddp["meta"]["world_size"] == 2 and ddp["meta"]["hardware"].startswith("2 × cpu")
+    for a, b in zip(one["history"], ddp["meta"]["history"], strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], abs=1e-5)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-5)
+    single = read_checkpoint(tmp_path / "one.pt")["state_dict"]
+    for k, v in single.items():
+        torch.testing.assert_close(ddp["state_dict"][k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_without_torchrun_everything_is_single(monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert distributed.launch_env() == distributed.SINGLE
+    with distributed.process_group("cpu") as env:
+        assert env == distributed.SINGLE and not torch.distributed.is_initialized()
+    idx = torch.arange(7)
+    assert distributed.SINGLE.shard(idx).tolist() == idx.tolist()
+    assert distributed.DistEnv(1, 3).shard(idx).tolist() == [1, 4]
+    t = torch.ones(2)
+    assert distributed.SINGLE.all_reduce_sum(t) is t
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK 2"):
+        distributed.launch_env()
+    with pytest.raises(UnknownNameError, match="valid: cpu, cuda"):
+        distributed.BACKENDS.get("mps")
+
+
+def test_request_stop_cancels_at_the_next_batch():
+    torch.manual_seed(0)
+    from waveviz.presets import create_model
+
+    model = create_model("nwm-linear-polygons", image_size=16, **TINY)
+    x, y = torch.rand(12, 1, 16, 16), torch.randint(0, 5, (12, 16, 16))
+    steps = []
+
+    def stop_after_two(event, trainer, info):
+        if event == "batch":
+            steps.append(info["step"])
+            if info["step"] == 2:
+                trainer.request_stop("enough")
+
+    trainer = Trainer(model, (x, y), (x[:2], y[:2]), TrainConfig(epochs=3, batch_size=2, device="cpu"), [stop_after_two])
+    with pytest.raises(TrainingCanceled, match="enough"):
+        trainer.fit()
+    assert steps == [1, 2] and trainer.epoch == 0

@@ -1,0 +1,205 @@
+"""The Train page: launch background training jobs and watch, cancel, resume or delete them.
+
+Layout and widgets only; jobs, their files and every number shown come from :mod:`waveviz.jobs`.
+"""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from waveviz import jobs
+from waveviz.data import DATASETS
+from waveviz.presets import PRESETS
+from waveviz.readouts import READOUTS
+
+REFRESH_S = 2.0  # live view refresh while a job is queued or running
+NPZ = "an .npz file"
+DEVICES = ("auto", "cpu", "cuda", "mps")
+STATE_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "canceled": "⏹️", "crashed": "💥"}
+
+INTRO = """
+Train any preset in the background. Each job is its own process with its own folder under
+`$WAVEVIZ_HOME/jobs` (config, status with a heartbeat, log, per-epoch metrics, best and last
+checkpoints), so it keeps running when you reload this page or restart the app. Canceled and crashed
+jobs resume from their last finished epoch; a finished job's best checkpoint appears in every model
+picker of the app. The shell has the same controls: `waveviz jobs --help`.
+"""
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def _data_source() -> tuple[str | None, str | None]:
+    """→ (data set name or None, npz path or None)."""
+    choice = st.selectbox("Data", [*DATASETS.names(), NPZ], key="train_data",
+                          help="Generated fresh from a seed, or your own .npz with `images` and `masks`.")
+    if choice != NPZ:
+        return choice, None
+    upload = st.file_uploader("Upload an .npz", type=["npz"], key="train_upload")
+    path = st.text_input("…or its path on this machine", key="train_npz")
+    if upload is not None:
+        return None, jobs.save_upload(upload.name, upload.getvalue())
+    return None, path.strip() or None
+
+
+def _launch_form(store: jobs.JobStore) -> None:
+    st.subheader("New job")
+    try:
+        dataset, npz = _data_source()
+    except jobs.JobError as e:
+        st.error(str(e))
+        return
+    names = [n for n in PRESETS.names() if dataset is None or PRESETS.get(n).dataset == dataset]
+    preset = st.selectbox("Preset", names, key="train_preset")
+    p = PRESETS.get(preset)
+    readout = None
+    if p.readout is not None:
+        options = READOUTS.names()
+        readout = st.selectbox("Readout", options, index=options.index(p.readout), key="train_readout")
+    c1, c2 = st.columns(2)
+    epochs = c1.number_input("Epochs", 1, 100_000, 300, key="train_epochs")
+    batch = c2.number_input("Batch size", 1, 65_536, 64, key="train_batch")
+    lr = c1.number_input("Learning rate", 0.0, 10.0, 1e-3, step=1e-4, format="%g", key="train_lr")
+    seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
+    device = st.selectbox("Device", DEVICES, key="train_device")
+    with st.expander("More settings"):
+        T = st.number_input("Time steps T (0: the preset's)", 0, 10_000, 0, key="train_T",
+                            disabled=p.readout is None)
+        patience = st.number_input("Early-stopping patience (epochs)", 1, 100_000, 30, key="train_patience")
+        amp = st.checkbox("bf16 mixed precision", key="train_amp")
+        nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, 1, key="train_nproc")
+        if npz is None:
+            n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, 0, key="train_n_train")
+            n_val = st.number_input("Validation images (0: the paper's)", 0, 1_000_000, 0, key="train_n_val")
+        else:
+            n_train = n_val = 0
+    if not st.button("Launch", type="primary", key="train_launch"):
+        return
+    if dataset is None and not npz:
+        st.error("Upload an .npz or give its path.")
+        return
+    spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
+                        epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
+                        amp=amp, patience=int(patience), n_train=int(n_train) or None, n_val=int(n_val) or None,
+                        overrides={"T": int(T)} if T else {}, nproc=int(nproc))
+    try:
+        job_id = store.submit(spec)
+    except jobs.JobError as e:
+        st.error(str(e))
+        return
+    st.session_state["train_job"] = job_id
+    st.success(f"Job {job_id} is {store.status(job_id)['state']}.")
+
+
+def _curves(records: list[dict]) -> go.Figure | None:
+    if not records:
+        return None
+    s = jobs.metric_series(records)
+    panels = [("loss", ["train_loss", "val_loss"]), ("FG-IoU (val)", ["val_fg_iou"]),
+              ("long-wavelength share", ["long_wavelength_share"])]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for t, _ in panels])
+    for col, (_, keys) in enumerate(panels, start=1):
+        for k in keys:
+            if k in s:
+                fig.add_trace(go.Scatter(x=s["epoch"], y=s[k], name=k, mode="lines+markers"), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _actions(store: jobs.JobStore, status: dict) -> None:
+    job_id = status["id"]
+    c1, c2, c3 = st.columns(3)
+    try:
+        if status["state"] in jobs.ACTIVE and c1.button("Cancel", key=f"train_cancel_{job_id}"):
+            store.cancel(job_id)
+            st.rerun(scope="app")
+        if status["resumable"]:
+            more = c2.number_input("Epochs in all", max(1, status["epoch"]), 100_000, max(status.get("epochs") or 1,
+                                   status["epoch"]), key=f"train_resume_epochs_{job_id}")
+            if c2.button("Resume", key=f"train_resume_{job_id}"):
+                store.resume(job_id, epochs=int(more))
+                st.rerun(scope="app")
+        if status["state"] != "running" and c3.button("Delete", key=f"train_delete_{job_id}"):
+            store.delete(job_id)
+            st.session_state.pop("train_job", None)
+            st.rerun(scope="app")
+    except jobs.JobError as e:
+        st.error(str(e))
+
+
+def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
+    """One job: progress, curves, log, controls. Runs as a self-refreshing fragment while active."""
+    try:
+        status = store.status(job_id)
+    except jobs.JobError as e:
+        st.warning(str(e))
+        return
+    if was_active and status["state"] not in jobs.ACTIVE:
+        st.rerun(scope="app")  # it just ended: refresh the list and stop refreshing
+    state = status["state"]
+    st.markdown(f"**{STATE_ICONS.get(state, '')} {job_id}** — {status.get('preset', '?')} — **{state}**")
+    epochs = status.get("epochs") or "?"
+    st.progress(status["progress"], text=f"epoch {status['epoch']}/{epochs} · ETA {_fmt_seconds(status['eta_s'])}")
+    if status["message"]:
+        (st.error if state in ("failed", "crashed") else st.caption)(status["message"])
+    _actions(store, status)
+    fig = _curves(store.metrics(job_id))
+    if fig is not None:
+        st.plotly_chart(fig, key=f"train_curves_{job_id}")
+    if status["checkpoint"]:
+        st.caption(f"Best checkpoint: `{status['checkpoint']}`")
+    st.code(store.log_tail(job_id, 30) or "(no output yet)", language=None)
+
+
+def _jobs(store: jobs.JobStore) -> None:
+    st.subheader("Jobs")
+    rows = store.list()
+    if not rows:
+        st.info("No jobs yet: launch one on the left.")
+        return
+    st.dataframe([{"id": r["id"], "state": f"{STATE_ICONS.get(r['state'], '')} {r['state']}",
+                   "preset": r.get("preset"), "epoch": f"{r['epoch']}/{r.get('epochs') or '?'}",
+                   "best val loss": r.get("best_val_loss"), "message": r["message"]} for r in rows],
+                 hide_index=True, key="train_table")
+    ids = [r["id"] for r in rows]
+    if st.session_state.get("train_job") not in ids:
+        st.session_state["train_job"] = ids[0]
+    by_id = {r["id"]: r for r in rows}
+    job_id = st.selectbox("Job", ids, key="train_job",
+                          format_func=lambda i: f"{i} · {by_id[i].get('preset', '?')} · {by_id[i]['state']}")
+    active = by_id[job_id]["state"] in jobs.ACTIVE
+    if active:
+        st.fragment(_live, run_every=REFRESH_S)(store, job_id, True)
+    else:
+        _live(store, job_id, False)
+
+
+def render() -> None:
+    st.title("Train")
+    st.markdown(INTRO)
+    store = jobs.JobStore()
+    with st.sidebar:
+        try:
+            fixed = store.max_running_fixed()
+            limit = st.number_input("Jobs at once", 1, 64, store.max_running(), key="train_limit", disabled=fixed,
+                                    help="Set by $WAVEVIZ_MAX_JOBS." if fixed else
+                                    "More jobs wait in a queue and start as slots free up.")
+            if not fixed and limit != store.max_running():
+                store.set_max_running(int(limit))
+        except jobs.JobError as e:
+            st.error(str(e))
+    try:
+        store.schedule()  # moves the queue on after a crash nobody else noticed
+    except (jobs.JobError, OSError) as e:
+        st.error(f"{e}")
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        _launch_form(store)
+    with right:
+        _jobs(store)

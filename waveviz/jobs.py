@@ -1,0 +1,759 @@
+"""Background training jobs that outlive page reloads, app restarts and crashes.
+
+A job is a folder `$WAVEVIZ_HOME/jobs/<id>/`, and the folder is the whole truth (nothing is kept in
+memory, so an app or shell that starts later sees every job):
+
+    config.json    the JobSpec it was started with (a resume may raise `epochs`)
+    status.json    state, pid, host, epoch / epochs, step / steps, ETA, message, heartbeat (Unix time)
+    launch.json    pid and host of the launched process
+    log.txt        the worker's output
+    metrics.json   one record per finished epoch: losses, metrics, long-wavelength share
+    best.pt        the best weights so far (every model picker lists it); best.pt.last: resume state
+    cancel         present while the user wants the job stopped
+
+Every JSON write is atomic (temp file, fsync, rename), and so are the checkpoints.
+
+States: queued → running → finished | failed | canceled. A stored "running" whose worker process is
+gone (same host) or whose heartbeat is older than `stale_s` reads as crashed; canceled, crashed and
+failed jobs resume from best.pt.last. At most `max_running` jobs run at once (argument,
+$WAVEVIZ_MAX_JOBS, or `settings.json` in the jobs folder; default 1): `schedule()` starts the oldest
+queued jobs when slots are free. Submitting, resuming, a worker's end and every look from the app or
+the CLI call it, so a queue moves on even after a crash.
+
+The worker is `python -m waveviz.jobs run DIR` (under torchrun when `nproc` > 1), started in its own
+session with no terminal, so neither a reload nor a stopped Streamlit server touches it. It stops at
+the next batch once `cancel` appears.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .paths import jobs_dir, waveviz_home
+
+STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
+ACTIVE = ("queued", "running")
+RESUMABLE = ("canceled", "crashed", "failed")
+HEARTBEAT_S = 2.0  # the worker rewrites status.json at least this often
+STALE_S = 30.0  # a running job silent for longer than this has crashed
+DEFAULT_MAX_RUNNING = 1
+MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
+HOST = socket.gethostname()
+BEST, LAST = "best.pt", "best.pt.last"
+
+
+class JobError(ValueError):
+    """A job request that cannot be honoured; the message is one line."""
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# ------------------------------------------------------------------ files
+
+def _finite(obj):
+    """JSON without NaN / Infinity (not JSON): non-finite floats become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomically: a reader sees the old file or the new one, never a torn one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(_finite(obj), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def pid_running(pid: int) -> bool:
+    """Whether process `pid` exists on this machine and is not a zombie (a finished child not yet
+    reaped still answers os.kill(pid, 0))."""
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there: trust the heartbeat
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): trust the heartbeat
+
+
+# ------------------------------------------------------------------ what to train
+
+@dataclass
+class JobSpec:
+    """Everything a job trains with; stored as config.json."""
+
+    preset: str  # name in PRESETS
+    npz: str | None = None  # train on this file (90 / 10 train / val) instead of generated images
+    readout: str | None = None  # replace the preset's readout (recurrent presets only)
+    epochs: int = 300
+    batch_size: int = 64  # global: split over the processes when nproc > 1
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    patience: int | None = 30
+    grad_clip: float | None = None
+    n_train: int | None = None  # generated images per split (default: the paper's)
+    n_val: int | None = None
+    n_test: int | None = None
+    data_seed: int = 0
+    overrides: dict = field(default_factory=dict)  # model config fields, e.g. {"T": 50}
+    nproc: int = 1  # training processes under torchrun (one per GPU)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JobSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def model_overrides(self) -> dict:
+        return {**self.overrides, **({"readout": self.readout} if self.readout else {})}
+
+    def data_config(self):
+        from .presets import PRESETS
+        from .training import DataConfig
+
+        return DataConfig(dataset=PRESETS.get(self.preset).dataset, npz=self.npz, n_train=self.n_train,
+                          n_val=self.n_val, n_test=self.n_test, data_seed=self.data_seed)
+
+    def train_config(self):
+        from .training import TrainConfig
+
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                           device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip)
+
+    def validate(self) -> None:
+        """Refuse, in one line, whatever would make the worker fail at once."""
+        try:
+            self._validate()
+        except JobError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:  # DataError, UnknownNameError, config errors
+            raise JobError(_one_line(e)) from None
+
+    def _validate(self) -> None:
+        import torch
+
+        from .data import DATASETS, load_npz
+        from .presets import PRESETS
+        from .readouts import READOUTS
+        from .training import pick_device
+
+        p = PRESETS.get(self.preset)
+        self.train_config().validate()
+        device = pick_device(self.device)
+        if self.nproc < 1:
+            raise JobError(f"processes must be ≥ 1, got {self.nproc}")
+        if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
+            raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
+        if self.nproc > 1 and device.type not in ("cpu", "cuda"):
+            raise JobError(f"several processes train on cpu or cuda, not {device.type}")
+        if self.readout:
+            if p.readout is None:
+                raise JobError(f"preset {self.preset} is a baseline without a readout; leave the readout empty")
+            READOUTS.get(self.readout)
+        cfg = p.build_config(**self.model_overrides())
+        if hasattr(cfg, "validate"):
+            cfg.validate()
+        if self.npz:
+            if not os.path.isfile(self.npz):
+                raise JobError(f"{self.npz}: no such file")
+            data = load_npz(self.npz, require_masks=True)
+            if len(data) < 2:
+                raise JobError(f"{self.npz}: need at least 2 images to hold one out for validation")
+            H, W = data.size  # train_preset sizes the model to square images (it is fully convolutional)
+            size = self.overrides.get("image_size", H if H == W else cfg.image_size)
+            data.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=size, what=self.npz)
+            return
+        spec = DATASETS.get(p.dataset)
+        if (cfg.in_channels, cfg.num_classes, cfg.image_size) != (spec.in_channels, spec.num_classes, spec.size):
+            raise JobError(f"the settings change the model's input or classes; {p.dataset} needs in_channels "
+                           f"{spec.in_channels}, num_classes {spec.num_classes}, image_size {spec.size}")
+        for name in ("n_train", "n_val"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise JobError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.n_test is not None and self.n_test < 0:
+            raise JobError(f"n_test must be ≥ 0, got {self.n_test}")
+
+
+# ------------------------------------------------------------------ the store
+
+def progress(status: dict) -> tuple[float, float | None]:
+    """→ (fraction done in [0, 1], seconds left or None) from a status; an upper bound when early
+    stopping ends the run sooner."""
+    if status.get("state") == "finished":
+        return 1.0, 0.0
+    E = status.get("epochs") or 0
+    steps = status.get("steps") or 0
+    done = (status.get("epoch") or 0) + ((status.get("step") or 0) / steps if steps else 0.0)
+    frac = min(1.0, done / E) if E else 0.0
+    eta = status.get("eta_s")
+    if status.get("state") != "running" or eta is None:
+        return frac, None
+    return frac, max(0.0, eta - (time.time() - (status.get("eta_at") or time.time())))
+
+
+def metric_series(records: list[dict]) -> dict[str, list]:
+    """Per-epoch records → columns (epoch, train_loss, val_loss, val_fg_iou, long_wavelength_share, …);
+    a metric missing in an epoch is None."""
+    keys: list[str] = []
+    for r in records:
+        keys += [k for k in r if k not in keys]
+    return {k: [r.get(k) for r in records] for k in keys}
+
+
+class JobStore:
+    """The jobs under `root` (default `$WAVEVIZ_HOME/jobs`, read at each call)."""
+
+    def __init__(self, root: str | os.PathLike | None = None, *, max_running: int | None = None,
+                 stale_s: float = STALE_S):
+        self._root = Path(root) if root is not None else None
+        self._max_running = max_running
+        self.stale_s = stale_s
+
+    @property
+    def root(self) -> Path:
+        return self._root if self._root is not None else jobs_dir()
+
+    # ---- reading
+
+    def ids(self) -> list[str]:
+        """Job ids, oldest first (ids start with their creation time)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "config.json").is_file())
+
+    def path(self, job_id: str) -> Path:
+        d = self.root / str(job_id)
+        if not job_id or os.sep in str(job_id) or not (d / "config.json").is_file():
+            raise JobError(f"no job {job_id!r} in {self.root} (`waveviz jobs list` shows them)")
+        return d
+
+    def spec(self, job_id: str) -> JobSpec:
+        return JobSpec.from_dict(read_json(self.path(job_id) / "config.json", {}))
+
+    def status(self, job_id: str) -> dict:
+        """The stored status with derived fields: state (crashed when the worker is gone), checkpoint
+        (path of best.pt or None), resumable, progress, eta_s."""
+        d = self.path(job_id)
+        st = read_json(d / "status.json")
+        if not isinstance(st, dict):
+            st = {"state": "failed", "message": "status.json is missing or unreadable"}
+        st["id"] = job_id
+        st.setdefault("pid", None)
+        st.setdefault("epoch", 0)
+        st.setdefault("message", "")
+        if st.get("state") == "running" and not self._alive(d, st):
+            st["state"] = "crashed"
+            st["message"] = (f"the worker stopped without a word at epoch {st['epoch']} (killed or out of memory?); "
+                             "resume to continue")
+        best = d / BEST
+        st["checkpoint"] = str(best) if best.is_file() else None
+        st["resumable"] = st["state"] in RESUMABLE
+        st["progress"], st["eta_s"] = progress(st)
+        return st
+
+    def _alive(self, d: Path, st: dict) -> bool:
+        launch = read_json(d / "launch.json", {}) or {}
+        for pid, host in ((st.get("pid"), st.get("host")), (launch.get("pid"), launch.get("host"))):
+            if pid and host == HOST and not pid_running(int(pid)):
+                return False
+        return time.time() - float(st.get("heartbeat") or 0) <= self.stale_s
+
+    def list(self) -> list[dict]:
+        """Every job's status, newest first."""
+        out = []
+        for i in self.ids():
+            try:
+                out.append(self.status(i))
+            except JobError:  # deleted meanwhile
+                continue
+        return sorted(out, key=lambda st: (st.get("created") or 0, st["id"]), reverse=True)
+
+    def metrics(self, job_id: str) -> list[dict]:
+        return read_json(self.path(job_id) / "metrics.json", []) or []
+
+    def log_tail(self, job_id: str, lines: int = 40) -> str:
+        try:
+            with open(self.path(job_id) / "log.txt", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 200 * lines))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
+
+    # ---- settings
+
+    def max_running(self) -> int:
+        if self._max_running is not None:
+            return self._max_running
+        env = os.environ.get("WAVEVIZ_MAX_JOBS")
+        if env:
+            try:
+                n = int(env)
+            except ValueError:
+                n = 0
+            if n < 1:
+                raise JobError(f"WAVEVIZ_MAX_JOBS must be a whole number ≥ 1, got {env!r}")
+            return n
+        settings = read_json(self.root / "settings.json", {}) or {}
+        return int(settings.get("max_running", DEFAULT_MAX_RUNNING))
+
+    def max_running_fixed(self) -> bool:
+        """Whether the limit comes from the constructor or $WAVEVIZ_MAX_JOBS (so settings.json is ignored)."""
+        return self._max_running is not None or bool(os.environ.get("WAVEVIZ_MAX_JOBS"))
+
+    def set_max_running(self, n: int) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise JobError(f"jobs at once must be a whole number ≥ 1, got {n!r}")
+        self._ensure_root()
+        settings = read_json(self.root / "settings.json", {}) or {}
+        write_json(self.root / "settings.json", {**settings, "max_running": n})
+        self.schedule()
+
+    # ---- changing
+
+    def _ensure_root(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JobError(f"cannot create the jobs folder {self.root}: {e.strerror or e}") from None
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One controller at a time changes states and starts workers (an advisory file lock)."""
+        self._ensure_root()
+        with open(self.root / ".lock", "a") as f:
+            try:
+                import fcntl
+            except ImportError:  # Windows: no cross-process lock
+                yield
+                return
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def submit(self, spec: JobSpec) -> str:
+        """Check `spec`, make the job folder, queue it and start it when a slot is free → job id."""
+        if spec.npz:
+            spec = dataclasses.replace(spec, npz=os.path.abspath(spec.npz))
+        spec.validate()
+        self._ensure_root()
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = MIN_FREE_BYTES
+        if free < MIN_FREE_BYTES:
+            raise JobError(f"only {free / 2**20:.0f} MB free in {self.root}; need {MIN_FREE_BYTES // 2**20} MB")
+        for _ in range(100):
+            now = time.time()  # ids sort by creation: date-time, milliseconds, two random hex digits
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+            job_id = f"{stamp}-{int(now * 1000) % 1000:03d}{secrets.token_hex(1)}"
+            d = self.root / job_id
+            try:
+                d.mkdir()
+                break
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise JobError(f"cannot create the job folder {d}: {e.strerror or e}") from None
+        try:
+            now = time.time()
+            write_json(d / "status.json", {"state": "queued", "pid": None, "epoch": 0, "epochs": spec.epochs,
+                                           "preset": spec.preset, "created": now, "queued_at": now,
+                                           "attempt": 0, "message": "waiting for a free slot"})
+            write_json(d / "config.json", asdict(spec))  # last: its presence makes the folder a job
+        except OSError as e:
+            shutil.rmtree(d, ignore_errors=True)
+            raise JobError(f"cannot write to the job folder {d}: {e.strerror or e}") from None
+        self.schedule()
+        return job_id
+
+    def schedule(self) -> list[str]:
+        """Start the oldest queued jobs while fewer than `max_running` run → the ids started."""
+        started = []
+        with self._lock():
+            jobs = [self.status(i) for i in self.ids()]
+            free = self.max_running() - sum(j["state"] == "running" for j in jobs)
+            for j in sorted((j for j in jobs if j["state"] == "queued"), key=lambda j: j.get("queued_at") or 0):
+                if free <= 0:
+                    break
+                self._launch(j["id"])
+                started.append(j["id"])
+                free -= 1
+        return started
+
+    def _launch(self, job_id: str) -> None:
+        d = self.path(job_id)
+        spec = self.spec(job_id)
+        (d / "launch.json").unlink(missing_ok=True)  # the last attempt's process is not this one
+        st = read_json(d / "status.json", {}) or {}
+        st.update(state="running", pid=None, host=HOST, heartbeat=time.time(), started=time.time(),
+                  attempt=int(st.get("attempt") or 0) + 1, message="starting")
+        write_json(d / "status.json", st)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
+        try:
+            with open(d / "log.txt", "ab") as log:
+                proc = subprocess.Popen(worker_command(d, spec.nproc), stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, cwd=d, env=env, start_new_session=True)
+            write_json(d / "launch.json", {"pid": proc.pid, "host": HOST, "time": time.time()})
+        except OSError as e:
+            st.update(state="failed", message=f"could not start the worker: {e.strerror or e}", finished=time.time())
+            write_json(d / "status.json", st)
+            return
+        # reap the worker when it ends, so that a long-lived app keeps no zombies
+        threading.Thread(target=proc.wait, daemon=True, name=f"reap-{job_id}").start()
+
+    def cancel(self, job_id: str) -> dict:
+        """Stop a job: a queued or crashed one at once, a running one at its next batch."""
+        with self._lock():
+            d = self.path(job_id)
+            st = self.status(job_id)
+            if st["state"] == "running":
+                (d / "cancel").touch()
+            elif st["state"] in ("queued", "crashed"):
+                stored = read_json(d / "status.json", {}) or {}
+                was = "before it started" if st["state"] == "queued" else f"after a crash at epoch {st['epoch']}"
+                stored.update(state="canceled", message=f"canceled {was}", finished=time.time())
+                write_json(d / "status.json", stored)
+            else:
+                raise JobError(f"job {job_id} is already {st['state']}")
+        return self.status(job_id)
+
+    def resume(self, job_id: str, *, epochs: int | None = None) -> dict:
+        """Queue a canceled, crashed or failed job again; it continues from best.pt.last (or starts
+        over when no epoch was finished). `epochs` raises or lowers the total."""
+        with self._lock():
+            d = self.path(job_id)
+            st = self.status(job_id)
+            if st["state"] not in RESUMABLE:
+                raise JobError(f"job {job_id} is {st['state']}; only {', '.join(RESUMABLE)} jobs can be resumed")
+            if epochs is not None:
+                if epochs < max(1, st["epoch"]):
+                    raise JobError(f"job {job_id} has trained {st['epoch']} epochs; give at least {max(1, st['epoch'])}")
+                spec = dataclasses.replace(self.spec(job_id), epochs=epochs)
+                write_json(d / "config.json", asdict(spec))
+            (d / "cancel").unlink(missing_ok=True)
+            stored = read_json(d / "status.json", {}) or {}
+            stored.update(state="queued", pid=None, queued_at=time.time(), epochs=self.spec(job_id).epochs,
+                          message=f"queued to resume after epoch {st['epoch']}")
+            write_json(d / "status.json", stored)
+        self.schedule()
+        return self.status(job_id)
+
+    def delete(self, job_id: str) -> None:
+        with self._lock():
+            d = self.path(job_id)
+            st = self.status(job_id)
+            if st["state"] == "running":
+                raise JobError(f"job {job_id} is running; cancel it first")
+            shutil.rmtree(d)
+
+    def wait(self, job_id: str, *, timeout: float = 600.0, poll: float = 0.2) -> dict:
+        """Block until the job is neither queued nor running (or `timeout` seconds pass) → its status."""
+        end = time.time() + timeout
+        while True:
+            st = self.status(job_id)
+            if st["state"] not in ACTIVE or time.time() > end:
+                return st
+            if st["state"] == "queued":
+                self.schedule()
+            time.sleep(poll)
+
+
+def save_upload(filename: str, data: bytes) -> str:
+    """Keep an uploaded .npz under `$WAVEVIZ_HOME/uploads/` (named by content) → its path, for jobs
+    to read after the browser is gone."""
+    import hashlib
+
+    folder = waveviz_home() / "uploads"
+    name = f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(filename).name}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / name).is_file():
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(data)
+            os.replace(tmp, folder / name)
+    except OSError as e:
+        raise JobError(f"cannot keep the upload in {folder}: {e.strerror or e}") from None
+    return str(folder / name)
+
+
+def worker_command(job_dir: Path, nproc: int = 1) -> list[str]:
+    """The worker's command line: one process, or `nproc` under torchrun on this machine."""
+    worker = ["-m", "waveviz.jobs", "run", str(job_dir)]
+    if nproc == 1:
+        return [sys.executable, *worker]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
+
+
+# ------------------------------------------------------------------ the worker
+
+class StatusWriter:
+    """The worker's view of status.json: every update rewrites it (atomically) with a fresh heartbeat."""
+
+    def __init__(self, job_dir: Path):
+        self.path = job_dir / "status.json"
+        self.data = read_json(self.path, {}) or {}
+        self._lock = threading.Lock()
+
+    def update(self, **fields) -> None:
+        with self._lock:
+            self.data.update(fields, heartbeat=time.time())
+            write_json(self.path, self.data)
+
+
+class Heartbeat(threading.Thread):
+    """Rewrites the status every `every` seconds, even while a long batch or evaluation runs."""
+
+    def __init__(self, writer: StatusWriter, every: float = HEARTBEAT_S):
+        super().__init__(daemon=True, name="heartbeat")
+        self.writer, self.every = writer, every
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                self.writer.update()
+            except OSError:  # a full disk: try again next time; the worker reports the real error
+                pass
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+class LogStream:
+    """stdout for the log (redirected to log.txt), never raising: a full disk must not kill training."""
+
+    def write(self, s: str) -> None:
+        try:
+            sys.stdout.write(s)
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+
+    def flush(self) -> None:
+        pass
+
+
+def log(msg: str) -> None:
+    LogStream().write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
+
+
+def wave_share(model, x, device) -> float | None:
+    """Long-wavelength share (waveviz.analysis) of the hidden sequences of images x (n, in, H, W),
+    one image at a time; None for models without a hidden sequence or before analysis exists."""
+    import torch
+
+    try:
+        from .analysis import long_wavelength_share
+    except ImportError:
+        return None
+    model.eval()
+    shares = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            hidden = model.run(x[i: i + 1].to(device)).hidden  # (1, T, C, H, W) or None
+            if hidden is None:
+                return None
+            shares.append(float(long_wavelength_share(hidden[0].float().cpu())))
+    return sum(shares) / len(shares) if shares else None
+
+
+class JobMonitor:
+    """The training callback of a job: status and ETA per batch, the cancel flag, the long-wavelength
+    share per epoch, metrics.json after each epoch's checkpoints."""
+
+    def __init__(self, job_dir: Path, writer: StatusWriter, probe_images: int = 4):
+        self.dir, self.writer, self.probe_images = job_dir, writer, probe_images
+        self.epoch = 0
+        self.epoch_t0 = time.perf_counter()
+        self.last_write = 0.0
+        self.probe_on = True
+
+    def eta(self, trainer, step: int, steps: int) -> float | None:
+        per_epoch = [r["seconds"] for r in trainer.history[-5:]]
+        if per_epoch:
+            t = sum(per_epoch) / len(per_epoch)
+        elif step:
+            t = (time.perf_counter() - self.epoch_t0) / step * steps
+        else:
+            return None
+        return t * max(0.0, trainer.config.epochs - trainer.epoch - (step / steps if steps else 0))
+
+    def __call__(self, event: str, trainer, info: dict) -> None:
+        getattr(self, f"on_{event}", lambda tr, info: None)(trainer, info)
+
+    def on_batch(self, trainer, info) -> None:
+        if info["step"] == 1:
+            self.epoch_t0 = time.perf_counter()
+        if (self.dir / "cancel").exists():
+            trainer.request_stop("canceled by the user")
+        now = time.perf_counter()
+        if now - self.last_write >= 1.0 or info["step"] == info["steps"]:
+            self.last_write = now
+            step, steps = info["step"], info["steps"]
+            self.writer.update(epoch=trainer.epoch, epochs=trainer.config.epochs, step=step, steps=steps,
+                               eta_s=self.eta(trainer, step, steps), eta_at=time.time(),
+                               message=f"epoch {trainer.epoch + 1}: batch {step}/{steps}, loss {info['loss']:.4f}")
+
+    def on_epoch(self, trainer, info) -> None:
+        self.epoch = trainer.epoch
+        if not self.probe_on:
+            return
+        try:
+            share = wave_share(trainer.model, trainer.val_data[0][: self.probe_images], trainer.device)
+        except Exception as e:  # an optional metric must never stop training
+            self.probe_on = False
+            log(f"long-wavelength share switched off: {type(e).__name__}: {_one_line(e)[:200]}")
+            return
+        if share is not None:
+            info["record"]["long_wavelength_share"] = share  # lands in the history, so in checkpoints too
+
+    def on_saved(self, trainer, info) -> None:
+        write_json(self.dir / "metrics.json", trainer.history)
+        r = trainer.history[-1]
+        self.writer.update(epoch=trainer.epoch, epochs=trainer.config.epochs, step=0,
+                           best_epoch=trainer.best_epoch, best_val_loss=trainer.best_val_loss,
+                           eta_s=self.eta(trainer, 0, 0), eta_at=time.time(),
+                           message=f"epoch {trainer.epoch}: val loss {r['val_loss']:.4f}, FG-IoU {r['val_fg_iou']:.3f}")
+
+    def on_early_stop(self, trainer, info) -> None:
+        self.writer.update(message=f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})")
+
+
+def _outcome(e: BaseException | None, info: dict | None, monitor: JobMonitor, job_dir: Path) -> dict:
+    """Final state and message of a worker that ended with exception `e` (None: it finished)."""
+    from .checkpoint import CheckpointError
+    from .training import DivergenceError, TrainingCanceled
+
+    kept = "kept the best checkpoint" if (job_dir / BEST).is_file() else "no checkpoint yet"
+    if e is None:
+        m = info.get("test_metrics") or info["val_metrics"]
+        which = "test" if "test_metrics" in info else "val"
+        return {"state": "finished", "message": f"best epoch {info['best_epoch']}/{info['epochs']}: {which} FG-IoU "
+                f"{m['fg_iou']:.3f}, FG-Acc {m['fg_acc']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})"}
+    if isinstance(e, TrainingCanceled):
+        return {"state": "canceled", "message": f"{_one_line(e)} during epoch {monitor.epoch + 1}; resume to continue"}
+    if isinstance(e, DivergenceError):
+        return {"state": "failed", "message": f"diverged: {_one_line(e)}; {kept}"}
+    if isinstance(e, OSError):  # a full disk, a folder that became unwritable
+        what = f"{e.filename}: {e.strerror}" if e.filename else (e.strerror or _one_line(e))
+        return {"state": "failed", "message": f"{what}; {kept}"}
+    if isinstance(e, CheckpointError):
+        return {"state": "failed", "message": f"{_one_line(e)}; {kept}"}
+    if isinstance(e, (ValueError, KeyError)):
+        return {"state": "failed", "message": _one_line(e)}
+    return {"state": "failed", "message": f"internal error: {type(e).__name__}: {_one_line(e)[:300]} (see the log)"}
+
+
+def run_job(job_dir: str | os.PathLike) -> int:
+    """The worker: train the job in `job_dir` to its end, keeping status.json current → exit code
+    (0 finished or canceled, 1 failed). Under torchrun only rank 0 writes; the others just train."""
+    from . import distributed
+    from .training import ProgressBar, TrainingCanceled, train_preset
+
+    d = Path(job_dir).resolve()
+    spec = JobSpec.from_dict(read_json(d / "config.json", {}))
+
+    def train(**callbacks):
+        return train_preset(spec.preset, str(d / BEST), data=spec.data_config(), train=spec.train_config(),
+                            overrides=spec.model_overrides(), resume=True, **callbacks)
+
+    if not distributed.launch_env().is_main:
+        try:
+            train()
+        except TrainingCanceled:
+            pass
+        return 0
+
+    writer = StatusWriter(d)
+    writer.update(state="running", pid=os.getpid(), host=HOST, epochs=spec.epochs, message="loading data")
+    heartbeat = Heartbeat(writer)
+    heartbeat.start()
+    monitor = JobMonitor(d, writer)
+    # SIGTERM (logout, shutdown, `kill`): stop like a cancel, at the next batch
+    signal.signal(signal.SIGTERM, lambda *_: (d / "cancel").touch())
+    log(f"job {d.name}: {spec.preset} on {spec.npz or 'generated data'}, attempt {writer.data.get('attempt')}, "
+        f"pid {os.getpid()} on {HOST}")
+    error, info = None, None
+    try:
+        if (d / "cancel").exists():
+            raise TrainingCanceled("canceled before it started")
+        info = train(callbacks=[monitor, ProgressBar(stream=LogStream())])
+    except BaseException as e:  # every ending is recorded in status.json
+        error = e
+        if not isinstance(e, (TrainingCanceled, KeyboardInterrupt)):
+            LogStream().write(traceback.format_exc())
+    heartbeat.stop()
+    outcome = _outcome(error, info, monitor, d)
+    log(f"{outcome['state']}: {outcome['message']}")
+    try:
+        writer.update(**outcome, finished=time.time(), eta_s=None)
+    except OSError as e:  # nothing more can be said on disk; the job will read as crashed
+        log(f"cannot write the final status: {e}")
+        return 1
+    try:
+        JobStore(d.parent).schedule()  # hand the slot to the next queued job
+    except (OSError, JobError) as e:
+        log(f"could not start the next queued job: {_one_line(e)}")
+    return 0 if outcome["state"] in ("finished", "canceled") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "run":
+        print("usage: python -m waveviz.jobs run JOB_DIR", file=sys.stderr)
+        return 2
+    return run_job(argv[1])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
