@@ -367,19 +367,27 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
 class ProgressBar:
     """A one-line text progress bar on a stream (stderr by default): epoch, batch, loss, ETA."""
 
-    def __init__(self, stream=None, width: int = 24):
+    def __init__(self, stream=None, width: int = 24, every_s: float = 60.0):
         self.stream = stream or sys.stderr
         self.width = width
         self.t0 = time.perf_counter()
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every_s = every_s
+        self.last_line = self.t0
 
     def __call__(self, event, trainer, info):
         E = trainer.config.epochs
-        if event == "batch" and self.tty:
-            frac = info["step"] / info["steps"]
-            bar = "█" * int(frac * self.width)
-            self.stream.write(f"\repoch {trainer.epoch + 1}/{E} |{bar:<{self.width}}| {info['step']}/{info['steps']} loss {info['loss']:.4f}")
-            self.stream.flush()
+        if event == "batch":
+            now = time.perf_counter()
+            if self.tty:
+                frac = info["step"] / info["steps"]
+                bar = "█" * int(frac * self.width)
+                self.stream.write(f"\repoch {trainer.epoch + 1}/{E} |{bar:<{self.width}}| {info['step']}/{info['steps']} loss {info['loss']:.4f}")
+                self.stream.flush()
+            elif now - self.last_line >= self.every_s:  # logs and pipes: a line now and then
+                self.last_line = now
+                self.stream.write(f"epoch {trainer.epoch + 1}/{E} step {info['step']}/{info['steps']} loss {info['loss']:.4f}\n")
+                self.stream.flush()
         elif event == "epoch":
             r = info["record"]
             done = trainer.epoch
