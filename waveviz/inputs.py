@@ -50,11 +50,13 @@ class ModelInput:
     """x (1, in, S, S) float in [0, 1]; image: the same as uint8 (S, S) or (S, S, 3), for showing;
     mask (S, S) true labels when known; steps: what was done to the source, in words."""
 
+
     x: torch.Tensor
     image: np.ndarray
     mask: np.ndarray | None = None
     source: str = ""
     steps: list[str] = field(default_factory=list)
+    dataset: str | None = None  # the data set a sample came from (its mask's class names)
 
     @property
     def key(self) -> str:
@@ -167,7 +169,7 @@ def from_canvas(rgba: np.ndarray, spec: InputSpec, *, fill: bool = False) -> Mod
         raise InputError(f"a canvas drawing must be (h, w, 4) RGBA, got shape {rgba.shape}")
     steps = [f"took the {rgba.shape[0]}×{rgba.shape[1]} drawing"]
     if fill:
-        ink = rgba[..., 3] > 0
+        ink = (rgba[..., 3] > 0) & (rgba[..., :3].max(axis=-1) > INK_LEVEL)  # eraser strokes are black
         holes = binary_fill_holes(ink) & ~ink
         if holes.any():
             colour = rgba[ink][:, :3].mean(axis=0) if ink.any() else np.zeros(3)
@@ -208,7 +210,10 @@ def from_upload(data: bytes, spec: InputSpec, name: str = "upload") -> ModelInpu
             img = img.copy()
             img[..., :3] = 255
             steps.append("took the opaque strokes as white ink")
-    return prepare_image(img, spec, source=name, steps=steps)
+    try:
+        return prepare_image(img, spec, source=name, steps=steps)
+    except InputError as e:
+        raise InputError(f"{name}: {e}") from None
 
 
 def from_sample(dataset: str, seed: int, spec: InputSpec, *, split: str = "test") -> ModelInput:
@@ -224,6 +229,7 @@ def from_sample(dataset: str, seed: int, spec: InputSpec, *, split: str = "test"
     if mask.shape[0] != spec.size:
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((spec.size, spec.size), Image.Resampling.NEAREST))
     out.mask = mask.astype(np.int64)
+    out.dataset = dataset
     return out
 
 

@@ -9,6 +9,7 @@ per pixel makes them clickable (`customdata` = [row, col]).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from dataclasses import dataclass
 from typing import Sequence
@@ -26,6 +27,7 @@ FONT = dict(size=16)  # legible on a projector
 SPEEDS = (0.25, 0.5, 1.0, 2.0)  # play buttons, multiples of the base frame rate
 BASE_FRAME_MS = 60
 MAX_FRAMES = 100
+MAX_FRAME_PIXELS = 10_000_000  # all frames of one animation together: fewer frames for big grids
 MAX_CLICK_MARKERS = 20_000  # larger images get a click marker every few pixels
 # Class colours: 0 background black, then distinct hues (Okabe–Ito, colour-blind safe, and more).
 PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
@@ -34,8 +36,9 @@ PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D
 
 # ------------------------------------------------------------------------------ colour
 
+@functools.lru_cache(maxsize=16)
 def colour_lut(colorscale: str = DIVERGING, n: int = 256) -> np.ndarray:
-    """(n, 3) uint8 colours sampled evenly along a plotly colour scale."""
+    """(n, 3) uint8 colours sampled evenly along a plotly colour scale (cached: treat as read-only)."""
     cols = sample_colorscale(colorscale, list(np.linspace(0, 1, n)), colortype="tuple")
     return (np.array(cols) * (255 if max(max(c) for c in cols) <= 1 else 1)).round().clip(0, 255).astype(np.uint8)
 
@@ -46,15 +49,25 @@ def symmetric_scale(values: np.ndarray, q: float = 99.5) -> float:
     return v if v > 1e-12 else 1.0
 
 
+def colour_index(values: np.ndarray, vmax: float, vmin: float | None = None, n: int = 255) -> np.ndarray:
+    """values (…) → uint8 indices 0 … n−1 on the fixed scale [vmin, vmax] (default [−vmax, vmax]);
+    NaN → n (the grey entry of `palette`)."""
+    lo = -vmax if vmin is None else vmin
+    v = np.asarray(values, dtype=np.float32)
+    idx = np.clip((v - lo) / max(vmax - lo, 1e-12) * (n - 1), 0, n - 1)
+    out = np.nan_to_num(idx, nan=0).round().astype(np.uint8)
+    out[np.isnan(v)] = n
+    return out
+
+
+def palette(colorscale: str = DIVERGING) -> np.ndarray:
+    """(256, 3) uint8: 255 colours along the scale, then grey for NaN (pairs with `colour_index`)."""
+    return np.concatenate([colour_lut(colorscale, 255), np.full((1, 3), 128, np.uint8)])
+
+
 def colourize(values: np.ndarray, vmax: float, colorscale: str = DIVERGING, vmin: float | None = None) -> np.ndarray:
     """values (…) → RGB (…, 3) uint8 on the fixed scale [vmin, vmax] (default [−vmax, vmax]); NaN → grey."""
-    lo = -vmax if vmin is None else vmin
-    lut = colour_lut(colorscale)
-    v = np.asarray(values, dtype=np.float32)
-    idx = np.clip((v - lo) / max(vmax - lo, 1e-12) * (len(lut) - 1), 0, len(lut) - 1)
-    out = lut[np.nan_to_num(idx, nan=0).round().astype(np.int64)]
-    out[np.isnan(v)] = 128
-    return out
+    return palette(colorscale)[colour_index(values, vmax, vmin)]
 
 
 def label_rgb(labels: np.ndarray) -> np.ndarray:
@@ -68,10 +81,16 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
 
 
-def png_uri(rgb: np.ndarray) -> str:
-    """(H, W, 3) uint8 → a PNG data URI (what go.Image `source` takes)."""
+def png_uri(img: np.ndarray, lut: np.ndarray | None = None) -> str:
+    """(H, W, 3) uint8 RGB, or (H, W) uint8 indices into `lut` (256, 3), → a PNG data URI (what
+    go.Image `source` takes). Indexed PNGs are about a third the size."""
     buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    if lut is None:
+        im = Image.fromarray(img)
+    else:
+        im = Image.frombytes("P", (img.shape[1], img.shape[0]), np.ascontiguousarray(img, np.uint8).tobytes())
+        im.putpalette(lut.ravel().tolist())
+    im.save(buf, format="PNG", compress_level=6)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
@@ -81,22 +100,30 @@ def png_uri(rgb: np.ndarray) -> str:
 class WaveFrames:
     """Colour-mapped frames of all hidden channels, tiled in a grid.
 
-    rgb (F, h, w, 3) uint8; steps (F,) the recurrence step (1-based) each frame shows; vmax: the
-    fixed symmetric scale; grid (rows, cols), tile (H, W) and gap in pixels locate channel c at
-    row c // cols, column c % cols.
+    index (F, h, w) uint8 colour indices into lut (256, 3) (`palette`); steps (F,) the recurrence
+    step (1-based) each frame shows; vmax: the fixed symmetric scale; grid (rows, cols), tile (H, W)
+    and gap in pixels locate the k-th tile (hidden channel `channels[k]`) at row k // cols,
+    column k % cols.
     """
 
-    rgb: np.ndarray
+    index: np.ndarray
+    lut: np.ndarray
     steps: np.ndarray
     vmax: float
     grid: tuple[int, int]
     tile: tuple[int, int]
     gap: int
+    channels: tuple[int, ...] = ()  # the hidden channel shown in each tile
 
-    def channel_origin(self, c: int) -> tuple[int, int]:
-        """Top-left (row, col) of channel c's tile."""
+    def channel_origin(self, k: int) -> tuple[int, int]:
+        """Top-left (row, col) of the k-th tile."""
         H, W = self.tile
-        return (c // self.grid[1]) * (H + self.gap), (c % self.grid[1]) * (W + self.gap)
+        return (k // self.grid[1]) * (H + self.gap), (k % self.grid[1]) * (W + self.gap)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(F, h, w, 3) uint8."""
+        return self.lut[self.index]
 
 
 def frame_steps(T: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
@@ -108,19 +135,23 @@ def frame_steps(T: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
 
 def wave_frames(hidden: np.ndarray, *, max_frames: int = MAX_FRAMES, vmax: float | None = None,
                 channels: Sequence[int] | None = None, gap: int = 2) -> WaveFrames:
-    """hidden (T, C, H, W) → tiled colour-mapped frames on one symmetric scale for all channels."""
+    """hidden (T, C, H, W) → tiled colour-mapped frames on one symmetric scale for all channels.
+
+    At most `max_frames` frames, and fewer when the tiled grid is large (≤ MAX_FRAME_PIXELS in all),
+    so a 16-channel 128² model still sends a few megabytes.
+    """
     T, C, H, W = hidden.shape
     chans = list(range(C)) if channels is None else list(channels)
-    idx = frame_steps(T, max_frames)
     vmax = symmetric_scale(hidden) if vmax is None else vmax
     cols = min(len(chans), 4)
     rows = -(-len(chans) // cols)
     h, w = rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap
+    idx = frame_steps(T, max(2, min(max_frames, MAX_FRAME_PIXELS // (h * w))))
     grid = np.full((len(idx), h, w), np.nan, np.float32)  # NaN = the grey gaps
     for k, c in enumerate(chans):
         r0, c0 = (k // cols) * (H + gap), (k % cols) * (W + gap)
         grid[:, r0: r0 + H, c0: c0 + W] = hidden[idx, c]
-    return WaveFrames(colourize(grid, vmax), idx + 1, vmax, (rows, cols), (H, W), gap)
+    return WaveFrames(colour_index(grid, vmax), palette(), idx + 1, vmax, (rows, cols), (H, W), gap, tuple(chans))
 
 
 def click_layer(H: int, W: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),), name: str = "pixel") -> go.Scatter:
@@ -145,9 +176,13 @@ def pixel_marker(row: int, col: int, *, origins: Sequence[tuple[int, int]] = ((0
                       marker=dict(size=14, symbol="x-thin", line=dict(width=3, color="#00FF66")))
 
 
-def _image_axes(fig: go.Figure, **kw) -> None:
-    fig.update_xaxes(visible=False, constrain="domain", **kw)
-    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x", constrain="domain", **kw)
+def _image_axes(fig: go.Figure, H: int, W: int) -> None:
+    """Hide the axes, show exactly the H × W pixels with row 0 on top, and keep pixels square in
+    every subplot (fixed ranges, so click-layer markers cannot widen them)."""
+    fig.update_xaxes(visible=False, constrain="domain", range=[-0.5, W - 0.5], autorange=False)
+    fig.update_yaxes(visible=False, constrain="domain", range=[H - 0.5, -0.5], autorange=False)
+    for name in [k for k in fig.layout if k.startswith("yaxis")]:
+        fig.layout[name].scaleanchor = "x" + name[len("yaxis"):]
 
 
 def _play_controls(names: list[str], frame_ms: int, prefix: str) -> dict:
@@ -173,11 +208,11 @@ def animation_figure(frames: WaveFrames, *, title: str = "", pixel: tuple[int, i
     Trace 0 is the image (the only one frames change); then the click layer over every channel tile
     and the clicked pixel's marker. Channel tiles are labelled c0, c1, … at their top-left corner.
     """
-    F = len(frames.rgb)
-    uris = [png_uri(f) for f in frames.rgb]
+    F = len(frames.index)
+    uris = [png_uri(f, frames.lut) for f in frames.index]
     names = [str(int(s)) for s in frames.steps]
-    C = frames.grid[0] * frames.grid[1]
-    origins = [frames.channel_origin(c) for c in range(C)]
+    chans = frames.channels or tuple(range(frames.grid[0] * frames.grid[1]))
+    origins = [frames.channel_origin(k) for k in range(len(chans))]
     H, W = frames.tile
     data = [go.Image(source=uris[0], hoverinfo="skip")]
     if clickable:
@@ -185,23 +220,30 @@ def animation_figure(frames: WaveFrames, *, title: str = "", pixel: tuple[int, i
     if pixel is not None:
         data.append(pixel_marker(*pixel, origins=origins))
     fig = go.Figure(data=data, frames=[go.Frame(data=[go.Image(source=u)], traces=[0], name=n) for u, n in zip(uris, names)])
-    for c, (r0, c0) in enumerate(origins):
-        fig.add_annotation(x=c0, y=r0, text=f"c{c}", showarrow=False, xanchor="left", yanchor="top",
+    for c, (r0, c0) in zip(chans, origins):
+        fig.add_annotation(x=c0 - 0.5, y=r0 - 0.5, text=f"c{c}", showarrow=False, xanchor="left", yanchor="top",
                            font=dict(size=14, color="#222"), bgcolor="rgba(255,255,255,0.6)")
     fig.update_layout(title=dict(text=title, font=FONT), height=height, margin=dict(l=10, r=10, t=50, b=10),
                       font=FONT, dragmode=False, **_play_controls(names, frame_ms, "step "))
-    _image_axes(fig)
+    _image_axes(fig, *frames.index.shape[1:3])
     if F == 1:
         fig.layout.updatemenus, fig.layout.sliders = (), ()
     return fig
 
 
-def gif_bytes(rgb: np.ndarray, *, frame_ms: int = BASE_FRAME_MS, min_side: int = 256) -> bytes:
-    """(F, h, w, 3) uint8 → an endlessly looping GIF, enlarged (nearest neighbour) to ≥ min_side px."""
-    scale = max(1, -(-min_side // min(rgb.shape[1:3])))
-    frames = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.NEAREST) for f in rgb]
+def gif_bytes(frames: WaveFrames, *, frame_ms: int = BASE_FRAME_MS, min_side: int = 256) -> bytes:
+    """The frames as an endlessly looping GIF, enlarged (nearest neighbour) to ≥ min_side px."""
+    idx = frames.index
+    scale = max(1, -(-min_side // min(idx.shape[1:3])))
+    big = idx.repeat(scale, axis=1).repeat(scale, axis=2)  # (F, h·s, w·s)
+    pal = frames.lut.ravel().tolist()
+    ims = []
+    for f in big:
+        im = Image.frombytes("P", (f.shape[1], f.shape[0]), np.ascontiguousarray(f).tobytes())
+        im.putpalette(pal)
+        ims.append(im)
     buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=frame_ms, loop=0, optimize=False)
     return buf.getvalue()
 
 
@@ -233,7 +275,7 @@ def segmentation_figure(image: np.ndarray, pred: np.ndarray, truth: np.ndarray |
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), font=FONT, dragmode=False,
                       legend=dict(orientation="h", y=-0.02, yanchor="top", font=FONT))
     fig.update_annotations(font=FONT)
-    _image_axes(fig)
+    _image_axes(fig, H, W)
     return fig
 
 
@@ -299,7 +341,7 @@ def maps_figure(maps: np.ndarray, titles: Sequence[str], *, colorscale: str = SE
             fig.add_trace(pixel_marker(*pixel), i // cols + 1, i % cols + 1)
     fig.update_layout(height=height_per_row * rows + 40, font=FONT, margin=dict(l=10, r=10, t=40, b=10))
     fig.update_annotations(font=FONT)
-    _image_axes(fig)
+    _image_axes(fig, *maps.shape[1:3])
     return fig
 
 
@@ -363,23 +405,29 @@ def erf_radius_figure(steps: np.ndarray, radius: np.ndarray, *, height: int = 30
 @dataclass
 class ComparePanel:
     """One model's column: title; frames (F, H, W, 3) uint8 of one hidden channel on its own
-    symmetric scale (F = 1 for a model without time); steps (F,) the step each frame shows."""
+    symmetric scale, as (F, H, W) uint8 indices into `palette()` or (F, H, W, 3) RGB (F = 1 for a
+    model without time); steps (F,) the step each frame shows."""
 
     title: str
     frames: np.ndarray
     steps: np.ndarray
 
+    def uri(self, f: int) -> str:
+        fr = self.frames[f]
+        return png_uri(fr) if fr.ndim == 3 else png_uri(fr, palette())
+
 
 def compare_frames(hidden: np.ndarray | None, channel: int, n_frames: int, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One model's frames on a shared clock of n_frames: frame f shows step ⌈(f + 1)/n_frames · T⌉
     (so models with different T stay aligned by the share of their run that has passed).
-    hidden (T, C, H, W) or None → (frames (F, H, W, 3), steps (F,)); without time: [fallback], [0]."""
+    hidden (T, C, H, W) or None → (frames (F, H, W) palette indices, steps (F,));
+    without time: ([fallback RGB (H, W, 3)], [0])."""
     if hidden is None:
         return fallback[None], np.array([0])
     T = hidden.shape[0]
     idx = np.ceil((np.arange(n_frames) + 1) / n_frames * T).astype(np.int64) - 1
     h = hidden[:, min(channel, hidden.shape[1] - 1)]
-    return colourize(h[idx], symmetric_scale(h)), idx + 1
+    return colour_index(h[idx], symmetric_scale(h)), idx + 1
 
 
 def compare_figure(panels: Sequence[ComparePanel], *, frame_ms: int = BASE_FRAME_MS, height: int = 430) -> go.Figure:
@@ -387,18 +435,18 @@ def compare_figure(panels: Sequence[ComparePanel], *, frame_ms: int = BASE_FRAME
     M = len(panels)
     fig = make_subplots(1, M, subplot_titles=[p.title for p in panels], horizontal_spacing=0.02)
     for i, p in enumerate(panels):
-        fig.add_trace(go.Image(source=png_uri(p.frames[0]), hoverinfo="skip"), 1, i + 1)
+        fig.add_trace(go.Image(source=p.uri(0), hoverinfo="skip"), 1, i + 1)
     timed = [i for i, p in enumerate(panels) if len(p.frames) > 1]
     F = max((len(panels[i].frames) for i in timed), default=1)
     frames = []
     for f in range(F):
-        data = [go.Image(source=png_uri(panels[i].frames[f])) for i in timed]
+        data = [go.Image(source=panels[i].uri(f)) for i in timed]
         frames.append(go.Frame(data=data, traces=timed, name=f"{(f + 1) / F:.0%}"))
     fig.frames = frames
     fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=50, b=10), dragmode=False,
                       **_play_controls([fr.name for fr in frames], frame_ms, "share of each run: "))
     fig.update_annotations(font=FONT)
-    _image_axes(fig)
+    _image_axes(fig, *panels[0].frames.shape[1:3])
     if F == 1 or not timed:
         fig.layout.updatemenus, fig.layout.sliders = (), ()
     return fig
@@ -424,14 +472,19 @@ def prediction_row_figure(image: np.ndarray, preds: Sequence[tuple[str, np.ndarr
     fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=40, b=10), dragmode=False,
                       legend=dict(orientation="h", y=-0.02, yanchor="top"))
     fig.update_annotations(font=FONT)
-    _image_axes(fig)
+    _image_axes(fig, *image.shape[:2])
     return fig
 
 
 def pixel_from_points(points: Sequence[dict]) -> tuple[int, int] | None:
-    """The (row, col) of the last clicked click-layer marker in a plotly selection event, if any."""
+    """The (row, col) of the last clicked click-layer marker in a plotly selection event, if any.
+
+    Streamlit hands a point's customdata [row, col] back as a list or as {"0": row, "1": col}.
+    """
     for p in reversed(list(points or [])):
         cd = p.get("customdata")
+        if isinstance(cd, dict):
+            cd = [cd.get("0", cd.get(0)), cd.get("1", cd.get(1))]
         if isinstance(cd, (list, tuple)) and len(cd) >= 2:
             try:
                 return int(cd[0]), int(cd[1])

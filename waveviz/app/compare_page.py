@@ -1,0 +1,146 @@
+"""The Compare page: one input through 2–4 models side by side, on one shared clock (paper Table 1, live).
+
+Layout and widgets only; runs through :mod:`waveviz.app.common`, pictures from :mod:`waveviz.app.figures`.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+import torch
+
+from ..data import DATASETS
+from ..metrics import segmentation_metrics
+from . import common, figures
+
+INTRO = """
+The paper's Table 1 asks which models can segment shapes they only see through local neurons:
+a wave model whose readout keeps the whole time series (linear, fft), one that keeps only the last
+step, a ConvLSTM and a deep CNN. Here they all get the same input, and one slider runs all their clocks at once.
+"""
+
+MAX_MODELS = 4
+
+
+def default_lineup(presets: dict[str, str], k: int = MAX_MODELS) -> list[str]:
+    """Up to k checkpoint ids in the paper's order of interest, one per preset when possible.
+    presets: id → preset name."""
+    ranked = sorted(presets, key=lambda c: common.preset_rank(presets[c]))
+    first, rest, seen = [], [], set()
+    for c in ranked:
+        (rest if presets[c] in seen else first).append(c)
+        seen.add(presets[c])
+    return (first + rest)[:k]
+
+
+def render() -> None:
+    with common.torch_threads(1):
+        _render()
+
+
+def _render() -> None:
+    st.title("Compare readouts and models")
+    st.markdown(INTRO)
+    options = common.checkpoint_options()
+    if not options:
+        common.no_checkpoints_message()
+        return
+    by_ds: dict[str, dict[str, str]] = {}
+    for cid, (preset, ds) in common.describe_checkpoints(options).items():
+        by_ds.setdefault(ds, {})[cid] = preset
+    if not by_ds:
+        st.warning("None of the checkpoints could be read. " + common.GET_MORE)
+        return
+    datasets = sorted(by_ds, key=lambda d: -len(by_ds[d]))
+    with st.sidebar:
+        ds = st.selectbox("Data set", datasets, key="data", bind="query-params",
+                          help="Models are compared on the data set they were trained on.")
+        ids = list(by_ds[ds])
+        chosen = st.multiselect("Models (2–4)", ids, default=default_lineup(by_ds[ds]), key="models",
+                                max_selections=MAX_MODELS, bind="query-params")
+        st.caption(common.GET_MORE)
+    if len(ids) < 2:
+        st.info(f"Only one {ds} model so far ({ids[0]}); a comparison needs two. " + common.GET_MORE)
+    if not chosen:
+        st.info("Choose models to compare in the sidebar.")
+        return
+    picked = []
+    for cid in chosen:
+        try:
+            model, info = common.load_model(options[cid])
+        except common.CheckpointError as e:
+            st.error(str(e))
+            continue
+        picked.append(common.Picked(cid, options[cid], model, info))
+    if not picked:
+        return
+    in_ch = {p.spec.in_channels for p in picked}
+    if len(in_ch) > 1:
+        st.error("These models take different inputs (grey and RGB); choose models of one data set.")
+        return
+
+    timings = common.Timings()
+    first = picked[0]
+    left, right = st.columns([1, 1.6], gap="large")
+    with left:
+        mi = common.input_picker(first.spec, ds, key="cmp")
+        if mi is not None:
+            common.show_input(mi)
+    if mi is None:
+        return
+    results = []
+    for p in picked:
+        x = mi.x
+        if p.spec != first.spec:  # another training size: convert the same picture for this model
+            from ..inputs import prepare_image
+
+            x = prepare_image(mi.image, p.spec, invert=False).x
+        with timings.stage("model"):
+            results.append(common.cached_run(p.key, mi.key, p.model, x))
+    names = DATASETS.get(ds).class_names
+    truth = mi.mask if mi.dataset == ds else None
+    shape = results[0].pred.shape
+    same_size = all(r.pred.shape == shape for r in results)
+
+    with right:
+        st.subheader("Metrics on this input")
+        st.dataframe(_table(picked, results, truth), hide_index=True)
+        if truth is None:
+            st.caption("No true mask for a drawing or an upload: only the models' own test metrics are shown.")
+    with timings.stage("rendering"):
+        preds = [(p.short, r.pred) for p, r in zip(picked, results)]
+        if same_size:
+            st.plotly_chart(figures.prediction_row_figure(mi.image, preds, truth, names), key="cmp_preds",
+                            config={"displayModeBar": False})
+        C = max((r.hidden.shape[1] for r in results if r.hidden is not None), default=0)
+        if C:
+            ch = int(st.selectbox("Hidden channel", list(range(C)), key="ch", bind="query-params")) if C > 1 else 0
+            n_frames = min(figures.MAX_FRAMES, max(r.hidden.shape[0] for r in results if r.hidden is not None))
+            panels = []
+            for p, r in zip(picked, results):
+                fr, steps = figures.compare_frames(r.hidden, ch, n_frames, figures.label_rgb(r.pred))
+                title = f"{p.short} (T = {p.model.config.T})" if r.hidden is not None else f"{p.short}: no waves"
+                panels.append(figures.ComparePanel(title, fr, steps))
+            st.subheader("Their hidden states, on one clock")
+            st.caption("Each panel shows one hidden channel on its own symmetric scale; the slider runs every model "
+                       "through the same share of its run (an LSTM with T = 20 and an NWM with T = 100 stay in step). "
+                       "A feed-forward model shows its prediction instead.")
+            st.plotly_chart(figures.compare_figure(panels), key="cmp_waves", config={"displayModeBar": False})
+    st.caption("Timings: " + timings.line())
+
+
+def _table(picked: list[common.Picked], results: list[common.RunResult], truth: np.ndarray | None) -> list[dict]:
+    rows = []
+    for p, r in zip(picked, results):
+        meta = p.info.get("meta") or {}
+        test = meta.get("test_metrics") or {}
+        row = {"model": p.short, "checkpoint": p.id, "params": meta.get("params") or sum(t.numel() for t in p.model.parameters())}
+        if truth is not None and truth.shape == r.pred.shape:
+            m = segmentation_metrics(torch.from_numpy(r.logits)[None], torch.from_numpy(truth)[None])
+            row.update({"FG-Acc": _r3(m["fg_acc"]), "FG-IoU": _r3(m["fg_iou"]), "FG-Loss": _r3(m["fg_loss"])})
+        row.update({"test FG-IoU": _r3(test.get("fg_iou")), "run (ms)": round(1000 * r.seconds)})
+        rows.append(row)
+    return rows
+
+
+def _r3(v):
+    return None if v is None or v != v else round(float(v), 3)
