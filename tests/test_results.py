@@ -40,7 +40,7 @@ def test_results_cli(ckpt_dir, capsys):
 
 
 def test_share_loss_correlation():
-    hist = [{"epoch": e, "val_loss": 1.0 / e, "lw_share": 0.1 * e} for e in range(1, 6)]
+    hist = [{"epoch": e, "val_loss": 1.0 / e, "long_wavelength_share": 0.1 * e} for e in range(1, 6)]
     assert share_loss_correlation({"history": hist}) > 0.8
     assert share_loss_correlation({"history": hist[:2]}) is None
     assert share_loss_correlation({"history": [{"epoch": 1, "val_loss": 1.0}]}) is None

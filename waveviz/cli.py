@@ -176,7 +176,7 @@ def run_train(args) -> int:
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=args.device, amp=args.amp, patience=args.patience, grad_clip=args.grad_clip)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
-                        resume=args.resume, callbacks=[ProgressBar()])
+                        resume=args.resume, callbacks=[ProgressBar(), wave_share_probe])
     from .distributed import launch_env
 
     if not launch_env().is_main:  # under torchrun only rank 0 reports
@@ -186,6 +186,16 @@ def run_train(args) -> int:
     print(f"wrote {args.out}: best epoch {info['best_epoch']}/{info['epochs']}, {which} FG-Acc {m['fg_acc']:.3f} "
           f"FG-IoU {m['fg_iou']:.3f} FG-Loss {m['fg_loss']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})")
     return 0
+
+
+def wave_share_probe(event, trainer, info) -> None:
+    """Record the long-wavelength share of 4 validation images per epoch (paper Fig. 10)."""
+    from .jobs import wave_share
+
+    if event == "epoch":
+        share = wave_share(trainer.model, trainer.val_data[0][:4], trainer.device)
+        if share is not None:
+            info["record"]["long_wavelength_share"] = share
 
 
 def _load_for(ckpt: str, data_path: str, require_masks: bool):

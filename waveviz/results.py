@@ -106,7 +106,7 @@ def markdown(rows: list[ResultRow]) -> str:
 
 def history_arrays(meta: dict) -> dict[str, np.ndarray]:
     """Per-epoch curves of a checkpoint's training history: epoch, train_loss, val_loss, val_fg_iou,
-    and the long-wavelength share where it was recorded (key `lw_share`)."""
+    and the long-wavelength share where it was recorded (key `long_wavelength_share`)."""
     hist = meta.get("history") or []
     keys = sorted({k for r in hist for k, v in r.items() if isinstance(v, (int, float))})
     return {k: np.array([r.get(k, np.nan) for r in hist], float) for k in keys}
@@ -115,7 +115,7 @@ def history_arrays(meta: dict) -> dict[str, np.ndarray]:
 def share_loss_correlation(meta: dict) -> float | None:
     """Pearson r between the long-wavelength share and −validation loss over epochs (paper Fig. 10)."""
     h = history_arrays(meta)
-    share = h.get("lw_share")
+    share = h.get("long_wavelength_share")
     if share is None or "val_loss" not in h:
         return None
     ok = np.isfinite(share) & np.isfinite(h["val_loss"])

@@ -47,7 +47,7 @@ def curves_figure(meta: dict) -> go.Figure:
     h = history_arrays(meta)
     fig = go.Figure()
     for key, name in (("train_loss", "train loss"), ("val_loss", "val loss"), ("val_fg_iou", "val FG-IoU"),
-                      ("lw_share", "long-wavelength share")):
+                      ("long_wavelength_share", "long-wavelength share")):
         if key in h:
             fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], name=name, mode="lines+markers"))
     fig.update_layout(xaxis_title="epoch", height=400, font=dict(size=16))
