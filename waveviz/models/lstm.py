@@ -4,6 +4,10 @@
     c_t = σ(f) ⊙ c_{t-1} + σ(i) ⊙ tanh(g)
     h_t = σ(o) ⊙ tanh(c_t)
     u_t = MLP(h_t)                                          (per pixel: C → 2C → C)
+
+`model.engine` (auto | fast | reference, as for the NWM): the fast engine computes the same
+function with channels-last encoders and `waveviz.engine`'s readout and fused head, which is most
+of the FLOPs; the 20-step loop itself is cheap and stays as written.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
 from .base import SequenceSegmenter
 from .layers import PixelMLP, conv_stack
@@ -40,12 +45,13 @@ class ConvLSTMConfig:
         READOUTS.get(self.readout)
 
 
-class ConvLSTM(SequenceSegmenter):
+class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
     family = "lstm"
 
     def __init__(self, config: ConvLSTMConfig):
         config.validate()
         super().__init__(config)
+        self.engine = fast.default_engine()
         c = config
         self.f_u = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
         self.f_h = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width)
@@ -58,7 +64,8 @@ class ConvLSTM(SequenceSegmenter):
         self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
 
     def forward_features(self, x):
-        u, h, cell = self.f_u(x), self.f_h(x), self.f_c(x)  # each (B, C, H, W)
+        x = self.engine_input(x)
+        u, h, cell = (m(x).contiguous() for m in (self.f_u, self.f_h, self.f_c))  # each (B, C, H, W)
         us = []
         for _ in range(self.config.T):
             i, f, g, o = self.gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
@@ -67,3 +74,8 @@ class ConvLSTM(SequenceSegmenter):
             u = self.input_mlp(h)
             us.append(u)
         return torch.stack(us, dim=1), {}  # (B, T, C, H, W)
+
+    def forward_head(self, Y):
+        if self.uses_fast_engine:
+            return fast.forward_head(self.readout, self.head, Y)
+        return super().forward_head(Y)

@@ -5,15 +5,22 @@
 
 y_0 = f_y(x), ω = f_ω(x), α = f_α(x), z_0 = 0; W_rec is a circular 3×3 convolution initialised
 with the Laplacian stencil, so the untrained network already propagates waves.
+
+Two engines compute the same function (`model.engine`, not part of the config or the checkpoint):
+"reference" runs `nwm_recurrence_ref` and the head's modules under plain autograd; "auto" (the
+default) or "fast" runs `waveviz.engine`: a fused recurrence with a hand-written adjoint (a C
+kernel on CPU, a Triton kernel on CUDA, torch ops elsewhere), the linear readout fused into it,
+and a fused head. `WAVEVIZ_ENGINE` sets the default for new models.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
 from .base import SequenceSegmenter
 from .layers import PixelMLP, conv_stack, laplacian_kernel_
@@ -63,12 +70,13 @@ def nwm_recurrence_ref(
     return torch.stack(ys, dim=1)
 
 
-class NWM(SequenceSegmenter):
+class NWM(fast.EngineSelectable, SequenceSegmenter):
     family = "nwm"
 
     def __init__(self, config: NWMConfig):
         config.validate()
         super().__init__(config)
+        self.engine = fast.default_engine()
         c = config
         self.f_y = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
         self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
@@ -96,9 +104,27 @@ class NWM(SequenceSegmenter):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, in, H, W) → y_0, ω, α, each (B, C, H, W)."""
-        return self.f_y(x), self.f_omega(x), self.f_alpha(x)
+        x = self.engine_input(x)
+        maps = self.f_y(x), self.f_omega(x), self.f_alpha(x)
+        return tuple(m.contiguous() for m in maps) if self.uses_fast_engine else maps
 
     def forward_features(self, x):
         y0, omega, alpha = self.encode(x)
-        Y = nwm_recurrence_ref(y0, omega, alpha, self.rec.weight, self.config.dt, self.config.T)
+        recurrence = fast.nwm_recurrence if self.uses_fast_engine else nwm_recurrence_ref
+        Y = recurrence(y0, omega, alpha, self.rec.weight, self.config.dt, self.config.T)
         return Y, {"y0": y0, "omega": omega, "alpha": alpha}
+
+    def forward_head(self, Y):
+        if self.uses_fast_engine:
+            return fast.forward_head(self.readout, self.head, Y)
+        return super().forward_head(Y)
+
+    def forward(self, x):
+        """(B, in, H, W) → logits (B, N, H, W). The fast engine never materialises Y here when the
+        readout is linear: the readout is accumulated inside the recurrence."""
+        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+            return super().forward(x)
+        y0, omega, alpha = self.encode(x)
+        c = self.config
+        feats = fast.nwm_linear_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight)
+        return fast.fast_head(feats, self.head)  # feats (B, K, C, H, W)

@@ -1,0 +1,365 @@
+"""The fast wave engine against the plain reference (STYLE: a fast kernel beside its `*_ref`).
+
+Every fast path — the C kernel and the torch-op backend of the recurrence, the recurrence fused
+with the linear readout, the fused head, whole models — is compared with the reference on the same
+weights over a grid of shapes (B, C, H ≠ W, T, Δt, segment lengths): outputs and every gradient.
+Tolerances are relative to the largest reference magnitude: 1e-9 in float64 (the algorithms are
+the same; what differs is rounding order) and 1e-5 in float32 (the contract in the issue).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from waveviz import engine
+from waveviz.checkpoint import load_checkpoint, save_checkpoint
+from waveviz.models.layers import PixelMLP
+from waveviz.models.nwm import nwm_recurrence_ref
+from waveviz.presets import count_params, create_model
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
+HAS_C = engine.cpu_kernel() is not None
+NO_CUDA = "needs a CUDA GPU: the fast CUDA path is checked against the reference only where one is present"
+BACKENDS = ["torch", pytest.param("c", marks=pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel"))]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: threads only add synchronisation (and stalls on a shared machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a − b| / max |b|: the error relative to the reference's scale."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-300)).item()
+
+
+def wave_inputs(B, C, H, W, dtype, seed=0, device="cpu"):
+    """y0, ω, α, W_rec as the encoders would make them (y0 = tanh(·), ω, α ≥ 0), requiring grad."""
+    g = torch.Generator().manual_seed(seed)
+    y0 = torch.randn(B, C, H, W, generator=g, dtype=dtype).tanh()
+    omega = torch.rand(B, C, H, W, generator=g, dtype=dtype) * 2
+    alpha = torch.rand(B, C, H, W, generator=g, dtype=dtype) * 0.5
+    weight = torch.randn(C, C, 3, 3, generator=g, dtype=dtype) * 0.4
+    return [t.to(device).requires_grad_() for t in (y0, omega, alpha, weight)]
+
+
+# (B, C, H, W, T, dt): H ≠ W, one-pixel and one-channel edge cases, the paper's C = 2 and 16
+GRID = [(2, 2, 5, 7, 13, 0.1), (3, 3, 8, 6, 20, 0.05), (1, 1, 1, 1, 4, 0.1), (1, 2, 2, 3, 9, 0.2),
+        (2, 16, 6, 5, 7, 0.1), (4, 2, 12, 10, 30, 0.1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", GRID, ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
+@pytest.mark.parametrize("segment", [None, 1, 4], ids=["seg-auto", "seg1", "seg4"])
+def test_recurrence_matches_reference(dtype, backend, shape, segment):
+    B, C, H, W, T, dt = shape
+    ins = wave_inputs(B, C, H, W, dtype, seed=B * 100 + T)
+    Y_ref = nwm_recurrence_ref(*ins, dt, T)
+    gY = torch.randn(Y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    grads_ref = torch.autograd.grad((Y_ref * gY).sum(), ins)
+
+    Y = engine.nwm_recurrence(*ins, dt, T, backend=backend, segment=segment)
+    assert Y.shape == (B, T, C, H, W) and Y.is_contiguous() and Y.dtype == dtype
+    grads = torch.autograd.grad((Y * gY).sum(), ins)
+    assert rel_err(Y, Y_ref) < TOL[dtype]
+    for name, g, g_ref in zip(("y0", "omega", "alpha", "weight"), grads, grads_ref):
+        assert rel_err(g, g_ref) < TOL[dtype], f"∂{name}: {rel_err(g, g_ref):.2e}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", GRID[:4] + GRID[5:], ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
+@pytest.mark.parametrize("segment", [None, 3])
+def test_fused_linear_readout_matches_reference(dtype, backend, shape, segment):
+    """feat = Σ_t P[:, t] y_t accumulated inside the recurrence = the einsum of LinearReadout."""
+    B, C, H, W, T, dt = shape
+    ins = wave_inputs(B, C, H, W, dtype, seed=T)
+    P_ref = (torch.randn(T // 2 + 1, T, generator=torch.Generator().manual_seed(2), dtype=dtype) / T).requires_grad_()
+    f_ref = torch.einsum("btchw,kt->bkchw", nwm_recurrence_ref(*ins, dt, T), P_ref)
+    gf = torch.randn(f_ref.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    grads_ref = torch.autograd.grad((f_ref * gf).sum(), ins + [P_ref])
+
+    P = P_ref.detach().clone().requires_grad_()
+    f = engine.nwm_linear_features(*ins, dt, T, P, backend=backend, segment=segment)
+    assert f.shape == f_ref.shape
+    grads = torch.autograd.grad((f * gf).sum(), ins + [P])
+    assert rel_err(f, f_ref) < TOL[dtype]
+    for name, g, g_ref in zip(("y0", "omega", "alpha", "weight", "proj"), grads, grads_ref):
+        assert rel_err(g, g_ref) < TOL[dtype], f"∂{name}: {rel_err(g, g_ref):.2e}"
+
+
+# presets with small overrides so that the references run in milliseconds; image sizes H ≠ W
+MODEL_CASES = [
+    ("nwm-linear-tetrominoes", dict(T=12, head=(32, 32)), (2, 3, 9, 11)),
+    ("nwm-linear-tetrominoes", dict(T=7, dt=0.2), (1, 3, 6, 5)),  # the paper's 256-wide head
+    ("nwm-fft-mnist", dict(T=10, head=(24,)), (2, 1, 8, 6)),
+    ("nwm-last-tetrominoes", dict(T=7, C=3, head=(16, 16)), (3, 3, 6, 5)),
+    ("nwm-mean-polygons", dict(T=9, head=(16,)), (2, 1, 7, 7)),
+    ("nwm-max-mnist", dict(T=6, head=(16,)), (1, 1, 5, 9)),
+    ("nwm-linear-multi_mnist", dict(T=9), (2, 1, 10, 12)),  # C = 16, the 6-layer 32-wide head
+    ("lstm-linear-tetrominoes", dict(T=6, head=(32, 32)), (2, 3, 7, 9)),
+    ("lstm-fft-mnist", dict(T=5, head=(16,)), (1, 1, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", MODEL_CASES, ids=lambda c: c[0] + "-" + "-".join(f"{k}{v}" for k, v in c[1].items()))
+def test_model_fast_matches_reference(dtype, case):
+    """Same weights: logits, the hidden sequence, the loss and every parameter gradient."""
+    name, overrides, shape = case
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).to(dtype)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    y = torch.randint(0, model.config.num_classes, (shape[0], *shape[2:]), generator=torch.Generator().manual_seed(5))
+    out = {}
+    for eng in ("reference", "fast"):
+        model.engine = eng
+        model.zero_grad()
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        run = model.run(x)
+        out[eng] = logits.detach(), run.logits.detach(), run.hidden.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+    ref, fast = out["reference"], out["fast"]
+    assert fast[0].shape == ref[0].shape == (shape[0], model.config.num_classes, *shape[2:])
+    for what, a, b in (("logits", fast[0], ref[0]), ("run().logits", fast[1], ref[1]), ("hidden", fast[2], ref[2])):
+        assert rel_err(a, b) < TOL[dtype], f"{what}: {rel_err(a, b):.2e}"
+    assert set(fast[3]) == set(ref[3])
+    for k in ref[3]:
+        assert rel_err(fast[3][k], ref[3][k]) < TOL[dtype], f"∂{k}: {rel_err(fast[3][k], ref[3][k]):.2e}"
+
+
+def test_paper_setting_float32_full_T():
+    """The Tetrominoes preset as trained (T = 100, Δt = 0.1, 256-wide head) on a small image, float32."""
+    torch.manual_seed(0)
+    model = create_model("nwm-linear-tetrominoes")
+    x, y = torch.rand(2, 3, 16, 12), torch.randint(0, 6, (2, 16, 12))
+    res = {}
+    for eng in ("reference", "fast"):
+        model.engine = eng
+        model.zero_grad()
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        res[eng] = logits.detach(), [p.grad.clone() for p in model.parameters()]
+    assert rel_err(res["fast"][0], res["reference"][0]) < 1e-5
+    for g, g_ref in zip(res["fast"][1], res["reference"][1]):
+        assert rel_err(g, g_ref) < 1e-5
+
+
+def test_engine_changes_no_weights_or_checkpoints(tmp_path):
+    """The engine is not part of the model: same parameters, keys and checkpoints as before."""
+    model = create_model("nwm-linear-tetrominoes")
+    assert model.engine == "auto" and model.uses_fast_engine
+    assert count_params(model) == 176_124  # the paper's fingerprint
+    ref = copy.deepcopy(model)
+    ref.engine = "reference"
+    assert list(ref.state_dict()) == list(model.state_dict())
+    assert not hasattr(model.config, "engine")
+    with pytest.raises(ValueError, match="valid: auto, fast, reference"):
+        model.engine = "turbo"
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, ref, "nwm-linear-tetrominoes")
+    loaded, _ = load_checkpoint(path)
+    assert loaded.engine == "auto"  # a loaded model trains and predicts with the fast engine
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        loaded.engine = "reference"
+        a = loaded(x)
+        loaded.engine = "fast"
+        assert rel_err(loaded(x), a) < 1e-5
+
+
+def test_default_engine_from_environment(monkeypatch):
+    monkeypatch.setenv("WAVEVIZ_ENGINE", "reference")
+    assert create_model("nwm-linear-mnist").engine == "reference"
+    assert create_model("lstm-linear-mnist").engine == "reference"
+    monkeypatch.setenv("WAVEVIZ_ENGINE", "warp")
+    with pytest.raises(ValueError, match="unknown engine 'warp'"):
+        create_model("nwm-linear-mnist")
+
+
+def test_without_a_compiler_the_torch_backend_takes_over(monkeypatch):
+    monkeypatch.setenv("WAVEVIZ_CPU_KERNEL", "0")
+    x = torch.zeros(1, 1, 2, 2)
+    assert engine.cpu_kernel() is None
+    assert engine.resolve_backend("auto", x) == "torch"
+    with pytest.raises(RuntimeError, match="C backend is unavailable"):
+        engine.resolve_backend("c", x)
+    ins = wave_inputs(1, 2, 4, 3, torch.float32)
+    assert rel_err(engine.nwm_recurrence(*ins, 0.1, 5), nwm_recurrence_ref(*ins, 0.1, 5)) < 1e-5
+
+
+def test_backend_choice():
+    assert engine.resolve_backend("auto", torch.zeros(1, dtype=torch.float16)) == "torch"
+    with pytest.raises(ValueError, match="valid: auto, c, triton, torch"):
+        engine.resolve_backend("cuda", torch.zeros(1))
+    with pytest.raises(ValueError, match="float32/float64 CPU"):
+        engine.resolve_backend("c", torch.zeros(1, dtype=torch.bfloat16))
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+def test_c_tanh_is_accurate_and_keeps_nan():
+    """The kernel's vectorised float tanh: ≤ 2 ulp from the float64 tanh everywhere; NaN stays NaN."""
+    x = torch.cat([torch.linspace(-12, 12, 400_001), torch.logspace(-30, 1.5, 20_001), -torch.logspace(-30, 1.5, 20_001),
+                   torch.tensor([0.0, -0.0, 50.0, -50.0, 1e30, -1e30])])
+    y = engine.cpu_tanh(x).double()
+    ref = torch.tanh(x.double())
+    ulp = torch.from_numpy(__import__("numpy").spacing(ref.abs().float().numpy())).double()
+    assert ((y - ref).abs() / ulp).max() <= 2.0
+    assert torch.isnan(engine.cpu_tanh(torch.tensor([float("nan")]))).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_divergence_stays_visible(backend):
+    """A NaN anywhere ends as NaN in the output, so the trainer's divergence check still fires."""
+    y0, om, al, w = (t.detach() for t in wave_inputs(2, 2, 5, 4, torch.float32))
+    y0[1, 0, 2, 2] = float("nan")
+    Y = engine.nwm_recurrence(y0, om, al, w, 0.1, 6, backend=backend)
+    assert torch.isnan(Y[1]).any() and torch.isfinite(Y[0]).all()
+
+
+@pytest.mark.parametrize("name", ["nwm-linear-polygons", "lstm-linear-polygons"])
+def test_empty_batch(name):
+    """A data-parallel rank can get no image in the last batch: forward and backward still work."""
+    model = create_model(name, T=8, head=(16,), width=4)
+    x, y = torch.rand(0, 1, 16, 12), torch.randint(0, 5, (0, 16, 12))
+    logits = model(x)
+    assert logits.shape == (0, 5, 16, 12) and model.run(x).hidden.shape == (0, 8, model.config.C, 16, 12)
+    F.cross_entropy(logits, y, reduction="sum").backward()
+    assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
+
+
+def test_auto_segment():
+    """Segments fit the per-buffer budget, are never shorter than √(2T/3), and tile T evenly."""
+    assert engine.auto_segment(100, 2 * 64 * 64, 4) == 100  # one image: one segment
+    assert engine.auto_segment(100, 64 * 2 * 64 * 64, 4, "cuda") == 100
+    for T, numel, dev in ((100, 16 * 2 * 64 * 64, "cpu"), (100, 64 * 2 * 64 * 64, "cpu"),
+                          (100, 64 * 16 * 128 * 128, "cuda"), (500, 64 * 16 * 128 * 128, "cuda"), (7, 10**9, "cpu")):
+        s = engine.auto_segment(T, numel, 4, dev)
+        floor = math.ceil(math.sqrt(2 * T / 3))
+        budget = engine.SEGMENT_BUFFER_BYTES["cpu" if dev == "cpu" else "other"]
+        assert 1 <= s <= T
+        assert s * numel * 4 <= budget or s <= floor + 1, (T, numel, s)
+        assert s >= min(T, floor) and math.ceil(T / s) * s - T < math.ceil(T / s)  # near-equal segments
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("k_last", [False, True], ids=["k-major", "k-innermost"])
+def test_head_matches_pixel_mlp(dtype, k_last):
+    """The fused head on both feature layouts = PixelMLP on the readout's (B, K·C, H, W)."""
+    torch.manual_seed(0)
+    B, K, C, H, W = 2, 5, 3, 4, 6
+    mlp = PixelMLP(K * C, 4, (16, 8)).to(dtype)
+    f = torch.randn(B, C, H, W, K, dtype=dtype).permute(0, 4, 1, 2, 3) if k_last else torch.randn(B, K, C, H, W, dtype=dtype)
+    f.requires_grad_()
+    ref = mlp(f.reshape(B, K * C, H, W))
+    g = torch.randn(ref.shape, dtype=dtype)
+    grads_ref = torch.autograd.grad((ref * g).sum(), [f, *mlp.parameters()])
+    out = engine.fast_head(f, mlp)
+    grads = torch.autograd.grad((out * g).sum(), [f, *mlp.parameters()])
+    assert rel_err(out, ref) < TOL[dtype]
+    for a, b in zip(grads, grads_ref):
+        assert rel_err(a, b) < TOL[dtype]
+
+
+def test_inference_mode_and_autocast():
+    torch.manual_seed(0)
+    model = create_model("nwm-linear-tetrominoes", T=8, head=(32,))
+    x = torch.rand(2, 3, 6, 7)
+    with torch.inference_mode():
+        model.engine = "reference"
+        ref = model(x)
+        model.engine = "auto"
+        assert rel_err(model(x), ref) < 1e-5
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the trainer's --amp: head in bf16, recurrence in fp32
+        logits = model(x)
+    assert torch.isfinite(logits).all() and rel_err(logits.float(), ref) < 0.05
+    logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---------------------------------------------------------------- GPU (skipped without CUDA)
+
+
+@pytest.fixture
+def exact_cuda():
+    """cuDNN's default TF32 convolutions would make the *reference* inexact (≈1e-3); switch them off."""
+    conv, mm = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
+
+
+def _has_triton() -> bool:
+    try:
+        engine._triton_kernels()
+        return True
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", [MODEL_CASES[0], MODEL_CASES[6], MODEL_CASES[7]], ids=lambda c: c[0])
+def test_cuda_model_matches_reference(dtype, case, exact_cuda):
+    name, overrides, shape = case
+    torch.manual_seed(0)
+    model = create_model(name, **overrides).to("cuda", dtype)
+    x = torch.rand(shape, dtype=dtype, device="cuda")
+    y = torch.randint(0, model.config.num_classes, (shape[0], *shape[2:]), device="cuda")
+    res = {}
+    for eng in ("reference", "fast"):
+        model.engine = eng
+        model.zero_grad()
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        res[eng] = logits.detach(), [p.grad.clone() for p in model.parameters()]
+    assert rel_err(res["fast"][0], res["reference"][0]) < TOL[dtype]
+    for a, b in zip(res["fast"][1], res["reference"][1]):
+        assert rel_err(a, b) < TOL[dtype]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.parametrize("shape", GRID, ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
+def test_cuda_recurrence_matches_reference(shape, exact_cuda):
+    B, C, H, W, T, dt = shape
+    ins = wave_inputs(B, C, H, W, torch.float64, device="cuda")
+    Y_ref = nwm_recurrence_ref(*ins, dt, T)
+    grads_ref = torch.autograd.grad(Y_ref.square().sum(), ins)
+    Y = engine.nwm_recurrence(*ins, dt, T)
+    grads = torch.autograd.grad(Y.square().sum(), ins)
+    assert rel_err(Y, Y_ref) < 1e-9
+    for a, b in zip(grads, grads_ref):
+        assert rel_err(a, b) < 1e-9
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@pytest.mark.skipif(torch.cuda.is_available() and not _has_triton(), reason="triton is not installed")
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "per-step"])
+@pytest.mark.parametrize("shape", GRID + [(2, 2, 64, 64, 25, 0.1), (2, 16, 40, 36, 6, 0.1)],
+                         ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
+def test_cuda_triton_matches_reference(shape, persistent, exact_cuda, monkeypatch):
+    """Both launch plans of the Triton kernel: one program per image across steps, or a grid per step."""
+    if not persistent:
+        monkeypatch.setattr(engine._TritonBackend, "PERSISTENT_MAX", 0)
+    assert engine.resolve_backend("auto", torch.zeros(1, device="cuda")) == "triton"
+    B, C, H, W, T, dt = shape
+    ins = wave_inputs(B, C, H, W, torch.float32, device="cuda")
+    P = torch.randn(T // 2 + 1, T, device="cuda", requires_grad=True)
+    Y_ref = nwm_recurrence_ref(*ins, dt, T)
+    f_ref = torch.einsum("btchw,kt->bkchw", Y_ref, P)
+    grads_ref = torch.autograd.grad(Y_ref.square().sum() + f_ref.square().sum(), ins + [P])
+    Y = engine.nwm_recurrence(*ins, dt, T, backend="triton", segment=max(1, T // 3))
+    f = engine.nwm_linear_features(*ins, dt, T, P, backend="triton", segment=max(1, T // 3))
+    grads = torch.autograd.grad(Y.square().sum() + f.square().sum(), ins + [P])
+    assert rel_err(Y, Y_ref) < 1e-5 and rel_err(f, f_ref) < 1e-5
+    for a, b in zip(grads, grads_ref):
+        assert rel_err(a, b) < 1e-5
