@@ -4,7 +4,7 @@ import pytest
 
 from waveviz.data import DATASETS, DataError, load_npz, make_dataset, save_npz
 from waveviz.data.mnist import digit_pool, embedded_pool, read_idx, make_mnist
-from waveviz.data.shapes import TETROMINOES, piece_cells
+from waveviz.data.shapes import piece_cells
 
 
 @pytest.mark.parametrize("name", ["polygons", "tetrominoes", "mnist", "multi_mnist"])

@@ -6,38 +6,23 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 from waveviz import distributed
 from waveviz.checkpoint import read_checkpoint
 from waveviz.registry import UnknownNameError
+from .test_jobs import tiny_npz
 from waveviz.training import DataConfig, TrainConfig, Trainer, TrainingCanceled, train_preset
 
 TINY = {"T": 8, "head": (16,), "width": 4}
 SET = ["--set", "T=8", "--set", "head=(16,)", "--set", "width=4"]
 
 
-def tiny_npz(path, n=23, size=16, seed=0) -> str:
-    """Grey size×size images, one filled rectangle each labelled 1–4 (fits the polygons presets)."""
-    rng = np.random.default_rng(seed)
-    images = np.zeros((n, size, size), np.uint8)
-    masks = np.zeros((n, size, size), np.int64)
-    for i in range(n):
-        r, c = rng.integers(0, size - 6, 2)
-        h, w = rng.integers(3, 7, 2)
-        k = rng.integers(1, 5)
-        images[i, r:r + h, c:c + w] = 60 * k
-        masks[i, r:r + h, c:c + w] = k
-    np.savez(path, images=images, masks=masks)
-    return str(path)
-
-
 def test_torchrun_two_cpu_processes_match_one(tmp_path):
     # 23 images → 21 train, 2 val; global batch 10 → batches of 10, 10, 1: uneven shards and, in the
     # last batch, a rank with no image at all
-    npz = tiny_npz(tmp_path / "tiny.npz")
+    npz = tiny_npz(tmp_path / "tiny.npz", n=23)
     out = tmp_path / "ddp.pt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WAVEVIZ_DEBUG", None)

@@ -15,7 +15,6 @@ import torch
 
 from . import __version__
 from .models import MODELS, Segmenter
-from .presets import PRESETS
 
 FORMAT = "waveviz-checkpoint"
 FORMAT_VERSION = 1

@@ -50,24 +50,22 @@ def writable_target(path: str) -> str:
     return path
 
 
-def positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {v}")
-    return v
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number ≥ minimum, or a one-line error."""
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be ≥ {minimum}, got {v}")
+        return v
+
+    return parse
 
 
-def nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be ≥ 0, got {v}")
-    return v
+positive_int, nonneg_int = whole_number(1), whole_number(0)
 
 
 def positive_float(s: str) -> float:

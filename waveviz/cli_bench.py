@@ -212,8 +212,6 @@ def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     if device.type == "cuda":
-        from . import engine
-
         env["hardware"] = torch.cuda.get_device_name(device)
         env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
         env["tf32_cudnn"] = torch.backends.cudnn.allow_tf32

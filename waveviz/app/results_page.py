@@ -11,7 +11,7 @@ import torch
 from ..checkpoint import load_checkpoint
 from ..data import DATASETS, make_dataset, to_tensors
 from .. import paths
-from ..results import history_arrays, markdown, results_table, share_loss_correlation
+from ..results import history_arrays, results_table, share_loss_correlation
 
 
 def _table(folder: str, fresh: int) -> list[dict]:

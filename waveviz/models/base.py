@@ -7,6 +7,13 @@ import torch
 from torch import nn
 
 
+def check_at_least_one(config, names: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first of `names` whose value in `config` is below 1."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be ≥ 1, got {getattr(config, name)}")
+
+
 @dataclass
 class ModelOutput:
     """logits (B, N, H, W); hidden (B, T, C, H, W) for recurrent models; extras such as

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .base import Segmenter
+from .base import Segmenter, check_at_least_one
 from .layers import PixelMLP, conv_stack
 
 
@@ -29,9 +29,7 @@ class CNNConfig:
         return 2 * self.L + 1
 
     def validate(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "L", "C", "width", "proj"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "L", "C", "width", "proj"))
 
 
 class CNN(Segmenter):

@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
-from .base import SequenceSegmenter
+from .base import SequenceSegmenter, check_at_least_one
 from .layers import PixelMLP, conv_stack
 
 
@@ -39,9 +39,7 @@ class ConvLSTMConfig:
         return num_freqs(self.T)
 
     def validate(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "C", "T", "width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "C", "T", "width"))
         READOUTS.get(self.readout)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
-from .base import SequenceSegmenter
+from .base import SequenceSegmenter, check_at_least_one
 from .layers import PixelMLP, conv_stack, laplacian_kernel_
 
 
@@ -45,9 +45,7 @@ class NWMConfig:
         return num_freqs(self.T)
 
     def validate(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "C", "T", "width"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "C", "T", "width"))
         if not self.dt > 0:
             raise ValueError(f"dt must be > 0, got {self.dt}")
         READOUTS.get(self.readout)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Segmenter
+from .base import Segmenter, check_at_least_one
 
 
 def double_conv(a: int, b: int) -> nn.Sequential:
@@ -41,9 +41,7 @@ class UNetConfig:
     c: int = 3  # stem channels; the bottleneck has 16c
 
     def validate(self) -> None:
-        for name in ("in_channels", "num_classes", "image_size", "c"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "c"))
 
 
 class UNet(Segmenter):
