@@ -36,7 +36,8 @@ def _fmt_seconds(s: float | None) -> str:
 
 def _data_source() -> tuple[str | None, str | None]:
     """→ (data set name or None, npz path or None)."""
-    choice = st.selectbox("Data", [*DATASETS.names(), NPZ], key="train_data",
+    options = [*DATASETS.names(), NPZ]
+    choice = st.selectbox("Data", options, index=options.index("tetrominoes"), key="train_data",
                           help="Generated fresh from a seed, or your own .npz with `images` and `masks`.")
     if choice != NPZ:
         return choice, None
@@ -55,14 +56,16 @@ def _launch_form(store: jobs.JobStore) -> None:
         st.error(str(e))
         return
     names = [n for n in PRESETS.names() if dataset is None or PRESETS.get(n).dataset == dataset]
-    preset = st.selectbox("Preset", names, key="train_preset")
+    first = next((i for i, n in enumerate(names) if n.startswith("nwm-linear-")), 0)  # the paper's model
+    preset = st.selectbox("Preset", names, index=first, key="train_preset")
     p = PRESETS.get(preset)
     readout = None
     if p.readout is not None:
         options = READOUTS.names()
         readout = st.selectbox("Readout", options, index=options.index(p.readout), key="train_readout")
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", 1, 100_000, 300, key="train_epochs")
+    epochs = c1.number_input("Epochs", 1, 100_000, 20, key="train_epochs",
+                             help="The paper trains up to 300 epochs; 20 already shows waves forming.")
     batch = c2.number_input("Batch size", 1, 65_536, 64, key="train_batch")
     lr = c1.number_input("Learning rate", 0.0, 10.0, 1e-3, step=1e-4, format="%g", key="train_lr")
     seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
