@@ -8,6 +8,7 @@ import torch
 
 from ..data import make_dataset, to_tensors
 from ..paths import REPO_ROOT, find_checkpoints
+from .figures import colourize
 
 PAGES = (  # (file, label, what it shows)
     ("pages/1_Explore.py", "Explore", "draw or pick a shape, run a trained NWM or LSTM, watch and measure its waves"),
@@ -20,15 +21,6 @@ PAGES = (  # (file, label, what it shows)
 
 def available_pages(root: Path = REPO_ROOT) -> list[tuple[str, str, str]]:
     return [p for p in PAGES if (root / p[0]).exists()]
-
-
-def diverging_rgb(frames: np.ndarray, scale: float | None = None) -> np.ndarray:
-    """(…, H, W) real values → (…, H, W, 3) uint8, blue < 0 < red on a fixed symmetric scale."""
-    scale = scale or float(np.abs(frames).max()) or 1.0
-    v = np.clip(frames / scale, -1, 1)[..., None]
-    blue, white, red = np.array([33, 102, 172]), np.array([247, 247, 247]), np.array([178, 24, 43])
-    rgb = np.where(v < 0, white + (blue - white) * -v, white + (red - white) * v)
-    return rgb.astype(np.uint8)
 
 
 @torch.inference_mode()
@@ -54,7 +46,7 @@ def demo_waves(frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
     Y = model.run(x).hidden[0, :, 0].numpy()  # (T, H, W)
     Y = Y - Y.mean(0, keepdims=True)
     idx = np.linspace(Y.shape[0] // 10, Y.shape[0] - 1, frames).astype(int)
-    return data.images[0], diverging_rgb(Y[idx]), f"{caption}, hidden channel 0 at t = {', '.join(map(str, idx + 1))}"
+    return data.images[0], colourize(Y[idx], vmax=float(np.abs(Y[idx]).max()) or 1.0), f"{caption}, hidden channel 0 at t = {', '.join(map(str, idx + 1))}"
 
 
 def render() -> None:
