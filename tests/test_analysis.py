@@ -155,3 +155,20 @@ def test_mass_radius_and_focus_pixel():
     pred[2:5, 6:9] = 3
     assert A.focus_pixel(pred) == (3, 7)
     assert A.default_erf_steps(100) == [1, 3, 6, 16, 40, 100]
+
+
+def test_model_wave_share_probe_of_fig10():
+    from waveviz.analysis import model_wave_share
+    from waveviz.presets import create_model
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 16, 16)
+    nwm = create_model("nwm-linear-tetrominoes", T=10, image_size=16, head=(8,))
+    seen = []
+    run = nwm.run
+    nwm.run = lambda im: seen.append(len(im)) or run(im)
+    share = model_wave_share(nwm, x)
+    assert 0.0 <= share <= 1.0 and seen == [1, 1, 1] and not nwm.training
+    seen.clear()
+    assert model_wave_share(nwm, x, max_elements=1) is not None and seen == [1]  # at least one image
+    assert model_wave_share(create_model("cnn2-tetrominoes", image_size=16, head=(8,)), x) is None

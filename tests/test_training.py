@@ -43,9 +43,43 @@ def test_trainer_keeps_best_validation_weights():
     assert tr.best_val_loss == min(r["val_loss"] for r in tr.history)
 
 
+def _slow_trainer(n: int, batch: int, minutes: float, sleep_s: float) -> tuple[Trainer, list]:
+    """A trainer whose every batch takes at least `sleep_s` (a callback sleeps), and its events."""
+    import time
+
+    torch.manual_seed(0)
+    x = torch.rand(n, 1, 4, 4)
+    y = (x[:, 0] > 0.5).long()
+    events = []
+
+    def cb(event, tr, info):
+        events.append(event)
+        if event == "batch":
+            time.sleep(sleep_s)
+
+    cfg = TrainConfig(epochs=1000, batch_size=batch, lr=0.1, device="cpu", patience=None, max_minutes=minutes)
+    return Trainer(torch.nn.Conv2d(1, 2, 1), (x, y), (x, y), cfg, [cb]), events
+
+
+def test_time_budget_ends_an_overlong_epoch_and_keeps_what_it_learned():
+    tr, events = _slow_trainer(n=64, batch=4, minutes=0.3 / 60, sleep_s=0.05)  # 16 batches ≈ 0.8 s > 0.3 s
+    tr.fit()
+    assert len(tr.history) == 1 and tr.history[0]["partial"] and tr.best_epoch == 1
+    assert events.count("batch") < 16 and events[-2:] == ["budget_stop", "end"]
+
+
+def test_time_budget_does_not_begin_an_epoch_that_would_not_fit():
+    tr, events = _slow_trainer(n=4, batch=4, minutes=0.5 / 60, sleep_s=0.05)  # 1 batch an epoch
+    tr.fit()
+    assert 2 <= len(tr.history) < 1000 and "budget_stop" in events
+    assert not any(r.get("partial") for r in tr.history[:-1])
+    assert sum(r["seconds"] for r in tr.history) < 0.5 + 0.2
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch size"), (dict(lr=-1.0), "learning rate"),
     (dict(lr=math.nan), "learning rate"), (dict(patience=0), "patience"),
+    (dict(max_minutes=0.0), "time budget"), (dict(max_minutes=math.inf), "time budget"),
 ])
 def test_impossible_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):

@@ -181,6 +181,25 @@ def long_wavelength_share(hidden: torch.Tensor | np.ndarray, threshold: float = 
     return longer / counted if counted else 0.0
 
 
+
+def model_wave_share(model: torch.nn.Module, x: torch.Tensor, device: torch.device | str = "cpu",
+                     max_elements: int = 30_000_000) -> float | None:
+    """Mean `long_wavelength_share` of a model's hidden sequences on images x (n, in, H, W), one image
+    at a time, over as many of them (at least one) as keep T·C·H·W·n ≤ `max_elements` (the probe of
+    paper Fig. 10, run once an epoch). None for models without a hidden sequence (CNN, U-Net).
+    Leaves the model in eval mode."""
+    model.eval()
+    shares = []
+    with torch.no_grad():
+        for i in range(len(x)):
+            hidden = model.run(x[i: i + 1].to(device)).hidden  # (1, T, C, H, W) or None
+            if hidden is None:
+                return None
+            shares.append(float(long_wavelength_share(hidden[0].float().cpu())))
+            if hidden[0].numel() * (i + 2) > max_elements:
+                break
+    return sum(shares) / len(shares) if shares else None
+
 def _count_long(lam: np.ndarray, threshold: float) -> tuple[int, int]:
     ok = ~np.isnan(lam)
     return int((lam[ok] > float(threshold) * NYQUIST_WAVELENGTH_PX).sum()), int(ok.sum())

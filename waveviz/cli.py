@@ -150,6 +150,7 @@ def _train(sub):
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     p.add_argument("--patience", type=positive_int, default=30, help="early-stopping patience in epochs")
     p.add_argument("--grad-clip", type=positive_float, default=None)
+    p.add_argument("--max-minutes", type=positive_float, help="wall-clock budget: stop (keeping the best epoch) when spent")
     p.add_argument("--n-train", type=positive_int, help="generated training images (default: the paper's)")
     p.add_argument("--n-val", type=positive_int)
     p.add_argument("--n-test", type=nonneg_int)
@@ -172,7 +173,8 @@ def run_train(args) -> int:
     data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                        device=args.device, amp=args.amp, patience=args.patience, grad_clip=args.grad_clip)
+                        device=args.device, amp=args.amp, patience=args.patience, grad_clip=args.grad_clip,
+                        max_minutes=args.max_minutes)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
                         resume=args.resume, callbacks=[ProgressBar(), wave_share_probe])
     from .distributed import launch_env
@@ -188,10 +190,10 @@ def run_train(args) -> int:
 
 def wave_share_probe(event, trainer, info) -> None:
     """Record the long-wavelength share of 4 validation images per epoch (paper Fig. 10)."""
-    from .jobs import wave_share
+    from .analysis import model_wave_share
 
     if event == "epoch":
-        share = wave_share(trainer.model, trainer.val_data[0][:4], trainer.device)
+        share = model_wave_share(trainer.model, trainer.val_data[0][:4], trainer.device)
         if share is not None:
             info["record"]["long_wavelength_share"] = share
 

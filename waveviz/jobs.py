@@ -587,26 +587,6 @@ def log(msg: str) -> None:
     LogStream().write(f"[{time.strftime('%H:%M:%S')}] {msg}\n")
 
 
-def wave_share(model, x, device) -> float | None:
-    """Long-wavelength share (waveviz.analysis) of the hidden sequences of images x (n, in, H, W),
-    one image at a time; None for models without a hidden sequence or before analysis exists."""
-    import torch
-
-    try:
-        from .analysis import long_wavelength_share
-    except ImportError:
-        return None
-    model.eval()
-    shares = []
-    with torch.no_grad():
-        for i in range(len(x)):
-            hidden = model.run(x[i: i + 1].to(device)).hidden  # (1, T, C, H, W) or None
-            if hidden is None:
-                return None
-            shares.append(float(long_wavelength_share(hidden[0].float().cpu())))
-    return sum(shares) / len(shares) if shares else None
-
-
 class JobMonitor:
     """The training callback of a job: status and ETA per batch, the cancel flag, the long-wavelength
     share per epoch, metrics.json after each epoch's checkpoints."""
@@ -649,7 +629,9 @@ class JobMonitor:
         if not self.probe_on:
             return
         try:
-            share = wave_share(trainer.model, trainer.val_data[0][: self.probe_images], trainer.device)
+            from . import analysis
+
+            share = analysis.model_wave_share(trainer.model, trainer.val_data[0][: self.probe_images], trainer.device)
         except Exception as e:  # an optional metric must never stop training
             self.probe_on = False
             log(f"long-wavelength share switched off: {type(e).__name__}: {_one_line(e)[:200]}")

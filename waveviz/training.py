@@ -64,6 +64,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast (CPU, CUDA); off by default to match the paper
     patience: int | None = 30  # stop after this many epochs without a better validation loss
     grad_clip: float | None = None  # max global gradient norm; None = the paper (no clipping)
+    max_minutes: float | None = None  # wall-clock budget of one `fit` call; None = no limit
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -78,6 +79,8 @@ class TrainConfig:
             raise ValueError(f"patience must be ≥ 1, got {self.patience}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad clip must be > 0, got {self.grad_clip}")
+        if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
+            raise ValueError(f"time budget must be a positive number of minutes, got {self.max_minutes}")
 
 
 class Callback(Protocol):
@@ -120,6 +123,8 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds spent in fit, over resumes
         self.generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
         self.stop_reason: str | None = None
+        self.deadline: float | None = None  # perf_counter() time at which `fit` stops (max_minutes)
+        self.out_of_time = False
 
     def emit(self, event: str, **info) -> None:
         if not self.dist.is_main:
@@ -155,12 +160,18 @@ class Trainer:
             with self._autocast():
                 logits = self.net(xb)
             loss = F.cross_entropy(logits.float(), yb)
-            # one reduction per step: the global batch's summed loss, and whether any rank must stop
-            stats = torch.stack([loss.detach() * n, torch.tensor(float(self.stop_reason is not None), device=self.device)])
+            # one reduction per step: the global batch's summed loss, whether any rank must stop, and
+            # whether any rank's clock passed the deadline (so that all ranks end the epoch together)
+            late = self.deadline is not None and time.perf_counter() > self.deadline
+            flags = torch.tensor([float(self.stop_reason is not None), float(late)], device=self.device)
+            stats = torch.cat([(loss.detach() * n).reshape(1), flags])
             self.dist.all_reduce_sum(stats)
             batch_loss = stats[0].item() / len(idx)
             if stats[1].item() > 0:
                 raise TrainingCanceled(self.stop_reason or "stopped by another training process")
+            if stats[2].item() > 0:  # out of time: this epoch ends here (its batches so far count)
+                self.out_of_time = True
+                break
             if not math.isfinite(batch_loss):
                 raise DivergenceError(f"loss became {batch_loss} at epoch {self.epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
@@ -171,7 +182,7 @@ class Trainer:
             total += batch_loss * len(idx)
             seen += len(idx)
             self.emit("batch", step=step + 1, steps=steps, loss=batch_loss)
-        return total / seen
+        return total / max(seen, 1)
 
     @torch.no_grad()
     def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
@@ -180,24 +191,43 @@ class Trainer:
                         amp=self.config.amp, dist=self.dist)
 
     def fit(self) -> list[dict]:
-        """Train until `epochs` are done or validation loss stops improving; keeps the best weights."""
+        """Train until `epochs` are done, validation loss stops improving or the time budget
+        (`max_minutes`) is spent; keeps the best weights. Under a budget an epoch is not begun when the
+        mean epoch so far would not fit, and one that reaches the deadline ends there, is validated
+        and counts (its record says `partial`)."""
+        start = time.perf_counter()
+        budget = self.config.max_minutes * 60 if self.config.max_minutes else None
+        self.deadline = start + budget if budget else None
+        self.out_of_time = False
+        durations: list[float] = []
         while self.epoch < self.config.epochs:
             t0 = time.perf_counter()
+            if budget and durations and t0 - start + sum(durations) / len(durations) > budget:
+                self.out_of_time = True
+                break
             train_loss = self.train_epoch()
             val = self.evaluate(self.val_data)
             self.epoch += 1
-            self.elapsed += time.perf_counter() - t0
+            durations.append(time.perf_counter() - t0)
+            self.elapsed += durations[-1]
             record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                      "seconds": time.perf_counter() - t0}
+                      "seconds": durations[-1]}
+            if self.out_of_time:
+                record["partial"] = True
             improved = val["loss"] < self.best_val_loss
             if improved:
                 self.best_val_loss, self.best_epoch = val["loss"], self.epoch
                 self.best_state = copy.deepcopy(self.model.state_dict())
             self.history.append(record)
             self.emit("epoch", record=record, improved=improved)
+            if self.out_of_time:
+                break
             if self.config.patience and self.epoch - self.best_epoch >= self.config.patience:
                 self.emit("early_stop", epoch=self.epoch)
                 break
+        if self.out_of_time:
+            self.emit("budget_stop", epoch=self.epoch, minutes=self.config.max_minutes)
+        self.deadline = None
         self.emit("end")
         return self.history
 
@@ -398,3 +428,6 @@ class ProgressBar:
             self.stream.flush()
         elif event == "early_stop":
             self.stream.write(f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})\n")
+        elif event == "budget_stop":
+            self.stream.write(("\n" if self.tty else "") + f"time budget of {info['minutes']:g} min spent after "
+                              f"epoch {info['epoch']} (best {trainer.best_epoch})\n")
