@@ -580,6 +580,8 @@ def _triton_kernels():
         3×TF32 (float32 accuracy); below that, outer products on the CUDA cores."""
         h, x = pix // W, pix % W
         acc = tl.zeros([CP, BP], dtype=tl.float32)
+        # One branch is compiled (CP is a constexpr); no early return, which Triton cannot compile
+        # when the code after it re-assigns a name with another shape.
         if CP >= 16:
             ks = tl.arange(0, CP)  # the summed channel
             km = ks < C
@@ -597,24 +599,24 @@ def _triton_kernels():
                         xx = (x + dx + W - 1) % W
                         wt = tl.load(Wr + ((rows[:, None] * C + ks[None, :]) * 3 + dy) * 3 + dx,
                                      mask=cm[:, None] & km[None, :], other=0.0)
-                    v = tl.load(src + ks[:, None] * H * W + (hh * W + xx)[None, :], mask=km[:, None] & pm[None, :], other=0.0)
-                    acc = tl.dot(wt, v, acc, input_precision="tf32x3")
-            return acc
-        for k in range(C):
-            for dy in tl.static_range(3):
-                if TRANSPOSED:
-                    hh = (h - dy + H + 1) % H
-                else:
-                    hh = (h + dy + H - 1) % H
-                for dx in tl.static_range(3):
+                    tile = tl.load(src + ks[:, None] * H * W + (hh * W + xx)[None, :], mask=km[:, None] & pm[None, :], other=0.0)
+                    acc = tl.dot(wt, tile, acc, input_precision="tf32x3")
+        else:
+            for k in range(C):
+                for dy in tl.static_range(3):
                     if TRANSPOSED:
-                        xx = (x - dx + W + 1) % W
-                        wv = tl.load(Wr + ((k * C + rows) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
+                        hh = (h - dy + H + 1) % H
                     else:
-                        xx = (x + dx + W - 1) % W
-                        wv = tl.load(Wr + ((rows * C + k) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
-                    v = tl.load(src + k * H * W + hh * W + xx, mask=pm, other=0.0)
-                    acc += wv[:, None] * v[None, :]
+                        hh = (h + dy + H - 1) % H
+                    for dx in tl.static_range(3):
+                        if TRANSPOSED:
+                            xx = (x - dx + W + 1) % W
+                            wv = tl.load(Wr + ((k * C + rows) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
+                        else:
+                            xx = (x + dx + W - 1) % W
+                            wv = tl.load(Wr + ((rows * C + k) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
+                        v = tl.load(src + k * H * W + hh * W + xx, mask=pm, other=0.0)
+                        acc += wv[:, None] * v[None, :]
         return acc
 
     @triton.jit
