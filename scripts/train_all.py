@@ -4,6 +4,7 @@
     python scripts/train_all.py --out runs/ --parallel 10 --max-minutes 6  # all at once on one GPU, 6 min each
     python scripts/train_all.py --out /tmp/t --tiny                        # seconds a preset: checks the recipe
     python scripts/train_all.py --out runs/ --only nwm-linear-tetrominoes
+    python scripts/train_all.py --out runs/ --resume --max-minutes 3   # 3 more minutes each, from *.pt.last
 
 Each line of RECIPE, with `--max-minutes` when given, is exactly the `waveviz train` command that made
 the shipped file; every log's first line repeats it. `--parallel N` runs N presets at once (one GPU
@@ -37,8 +38,10 @@ TINY = "--n-train 8 --n-val 4 --n-test 4 --epochs 1 --batch-size 4"
 TINY_SETS = {"nwm": " --set T=4 --set head=(8,)", "lstm": " --set T=4 --set head=(8,)", "cnn": " --set head=(8,)", "unet": ""}
 
 
-def command(preset: str, flags: str, out: Path, device: str, max_minutes: float | None) -> list[str]:
+def command(preset: str, flags: str, out: Path, device: str, max_minutes: float | None, resume: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "waveviz", "train", preset, *shlex.split(flags), "--device", device]
+    if resume:
+        cmd.append("--resume")
     if max_minutes:
         cmd += ["--max-minutes", f"{max_minutes:g}"]
     return cmd + ["--out", str(out / f"{preset}.pt")]
@@ -57,6 +60,7 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--parallel", type=int, default=1, help="presets trained at once (default 1)")
     ap.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget of each preset's training")
+    ap.add_argument("--resume", action="store_true", help="continue each preset from OUT/PRESET.pt.last where it exists")
     args = ap.parse_args()
     if args.parallel < 1 or (args.max_minutes is not None and not args.max_minutes > 0):
         ap.error("--parallel must be ≥ 1 and --max-minutes > 0")
@@ -72,7 +76,7 @@ def main() -> int:
         if args.tiny:
             family = next(f for f in TINY_SETS if preset.startswith(f))
             flags = TINY + TINY_SETS[family]
-        todo.append((preset, command(preset, flags, out, args.device, args.max_minutes)))
+        todo.append((preset, command(preset, flags, out, args.device, args.max_minutes, args.resume)))
     threads = str(max(1, (os.cpu_count() or 1) // min(args.parallel, len(todo) or 1)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     running: dict[str, tuple[subprocess.Popen, float, object]] = {}
@@ -97,7 +101,7 @@ def main() -> int:
     for preset, cmd in todo:
         while len(running) >= args.parallel:
             reap(block=True)
-        log = open(out / f"{preset}.log", "w")
+        log = open(out / f"{preset}.log", "a" if args.resume else "w")
         log.write(shlex.join(["waveviz", *cmd[3:]]) + "\n")
         log.flush()
         running[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log)

@@ -31,6 +31,20 @@ def test_resume_continues_where_it_stopped(tmp_path):
     train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8), **kw)
     info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=3, batch_size=8), resume=True, **kw)
     assert [r["epoch"] for r in info["history"]] == [1, 2, 3]
+    assert info["hardware"].startswith("cpu")
+
+
+def test_a_run_continued_on_other_hardware_names_both(tmp_path):
+    from waveviz.checkpoint import read_checkpoint
+
+    out = str(tmp_path / "m.pt")
+    kw = dict(data=DataConfig("polygons", n_train=8, n_val=4, n_test=0), overrides={"head": (16,)})
+    train_preset("cnn2-polygons", out, train=TrainConfig(epochs=1, batch_size=8), **kw)
+    last = read_checkpoint(out + ".last")
+    last["meta"]["hardware"] = "NVIDIA H200"  # as if the first epoch had run on a GPU
+    torch.save(last, out + ".last")
+    info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8), resume=True, **kw)
+    assert info["hardware"].startswith("NVIDIA H200 + cpu")
 
 
 def test_trainer_keeps_best_validation_weights():

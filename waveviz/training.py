@@ -356,13 +356,16 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
     """The training half of `train_preset`, run by every process; rank 0 writes the files."""
     trainer = Trainer(model, tensors["train"], tensors["val"], train, callbacks)
     last_path = out + ".last"
+    W = trainer.dist.world_size
+    hardware = hardware_name(trainer.device) if W == 1 else f"{W} × {hardware_name(trainer.device)}"
     if resume and os.path.exists(last_path):
         last = read_checkpoint(last_path)
         if last["preset"] != preset:
             raise CheckpointError(f"{last_path}: was made for preset {last['preset']}, not {preset}")
         trainer.load_state_dict(last["trainer"])
-    W = trainer.dist.world_size
-    hardware = hardware_name(trainer.device) if W == 1 else f"{W} × {hardware_name(trainer.device)}"
+        before = str(last.get("meta", {}).get("hardware") or "")
+        if before and hardware not in before.split(" + "):  # a run continued elsewhere names both
+            hardware = f"{before} + {hardware}"
 
     def meta(status: str) -> dict:
         return {

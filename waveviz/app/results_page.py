@@ -79,7 +79,8 @@ def render() -> None:
     st.caption(rows[0]["source"] + ". `waveviz results` prints this table; `waveviz results --fresh 256` re-measures it.")
 
     names = [Path(r["path"]).stem for r in rows]
-    pick = st.selectbox("checkpoint", names)
+    showcase = "nwm-linear-tetrominoes"
+    pick = st.selectbox("checkpoint", names, index=names.index(showcase) if showcase in names else 0)
     path = rows[names.index(pick)]["path"]
     _, info = st.cache_resource(load_checkpoint)(path)
     meta = info["meta"]
