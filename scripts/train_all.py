@@ -6,8 +6,9 @@
     python scripts/train_all.py --out runs/ --only nwm-linear-tetrominoes
     python scripts/train_all.py --out runs/ --resume --max-minutes 3   # 3 more minutes each, from *.pt.last
 
-Each line of RECIPE, with `--max-minutes` when given, is exactly the `waveviz train` command that made
-the shipped file; every log's first line repeats it. `--parallel N` runs N presets at once (one GPU
+Each preset's line of RECIPE (with `--max-minutes` / `--resume` when given) is the `waveviz train`
+command it runs; every log's first line repeats it. `checkpoints/README.md` says which runs made
+each shipped file (one was made before this recipe, by hand). `--parallel N` runs N presets at once (one GPU
 serves them all: these models are too small to fill it alone), each with `CPU cores / N` threads.
 """
 from __future__ import annotations

@@ -31,7 +31,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8), **kw)
     info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=3, batch_size=8), resume=True, **kw)
     assert [r["epoch"] for r in info["history"]] == [1, 2, 3]
-    assert info["hardware"].startswith("cpu")
+    assert info["hardware"].startswith("cpu") and " + " not in info["hardware"]  # same hardware: named once
 
 
 def test_a_run_continued_on_other_hardware_names_both(tmp_path):
@@ -57,10 +57,15 @@ def test_trainer_keeps_best_validation_weights():
     assert tr.best_val_loss == min(r["val_loss"] for r in tr.history)
 
 
-def _slow_trainer(n: int, batch: int, minutes: float, sleep_s: float) -> tuple[Trainer, list]:
-    """A trainer whose every batch takes at least `sleep_s` (a callback sleeps), and its events."""
-    import time
+def _clocked_trainer(monkeypatch, n: int, batch: int, minutes: float, batch_s: float) -> tuple[Trainer, list]:
+    """A trainer on a fake clock that advances `batch_s` seconds per batch (and not otherwise), and
+    its events: the budget's decisions become exact."""
+    import types
 
+    import waveviz.training as training
+
+    now = [1000.0]
+    monkeypatch.setattr(training, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     torch.manual_seed(0)
     x = torch.rand(n, 1, 4, 4)
     y = (x[:, 0] > 0.5).long()
@@ -69,25 +74,27 @@ def _slow_trainer(n: int, batch: int, minutes: float, sleep_s: float) -> tuple[T
     def cb(event, tr, info):
         events.append(event)
         if event == "batch":
-            time.sleep(sleep_s)
+            now[0] += batch_s
 
     cfg = TrainConfig(epochs=1000, batch_size=batch, lr=0.1, device="cpu", patience=None, max_minutes=minutes)
     return Trainer(torch.nn.Conv2d(1, 2, 1), (x, y), (x, y), cfg, [cb]), events
 
 
-def test_time_budget_ends_an_overlong_epoch_and_keeps_what_it_learned():
-    tr, events = _slow_trainer(n=64, batch=4, minutes=0.3 / 60, sleep_s=0.05)  # 16 batches ≈ 0.8 s > 0.3 s
+def test_time_budget_ends_an_overlong_epoch_and_keeps_what_it_learned(monkeypatch):
+    tr, events = _clocked_trainer(monkeypatch, n=64, batch=4, minutes=0.5, batch_s=10.0)  # 16 batches = 160 s > 30 s
     tr.fit()
-    assert len(tr.history) == 1 and tr.history[0]["partial"] and tr.best_epoch == 1
-    assert events.count("batch") < 16 and events[-2:] == ["budget_stop", "end"]
+    # the check after batch 3 (30 s) is not late yet; the one after batch 4 (40 s) is: 4 batches ran
+    assert events.count("batch") == 4 and len(tr.history) == 1
+    assert tr.history[0]["partial"] and tr.best_epoch == 1 and math.isfinite(tr.history[0]["train_loss"])
+    assert events[-2:] == ["budget_stop", "end"] and tr.deadline is None
 
 
-def test_time_budget_does_not_begin_an_epoch_that_would_not_fit():
-    tr, events = _slow_trainer(n=4, batch=4, minutes=0.5 / 60, sleep_s=0.05)  # 1 batch an epoch
+def test_time_budget_does_not_begin_an_epoch_that_would_not_fit(monkeypatch):
+    tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0)  # 1 batch = 25 s an epoch
     tr.fit()
-    assert 2 <= len(tr.history) < 1000 and "budget_stop" in events
-    assert not any(r.get("partial") for r in tr.history[:-1])
-    assert sum(r["seconds"] for r in tr.history) < 0.5 + 0.2
+    # epochs end at 25 and 50 s; a third would end at 75 s > 60 s, so it is not begun
+    assert len(tr.history) == 2 and not any(r.get("partial") for r in tr.history)
+    assert events.count("batch") == 2 and "budget_stop" in events
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -24,7 +24,7 @@ BWD_ARGS = dict(Yin=PTR, Zin=PTR, OM=PTR, AL=PTR, Wr=PTR, Y=PTR, Z=PTR, G=PTR, S
                 PHASE="constexpr", CP="constexpr", BP="constexpr")
 
 
-@pytest.mark.parametrize("CP,BP", [(2, 1024), (4, 512), (16, 128)])
+@pytest.mark.parametrize("CP,BP", [(2, 1024), (4, 512), (16, 128), (32, 64)])
 def test_kernels_compile_for_hopper(CP, BP):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -36,8 +36,11 @@ def test_kernels_compile_for_hopper(CP, BP):
     kernels = [(fwd, FWD_ARGS, {"CP": CP, "BP": BP})]
     kernels += [(bwd, BWD_ARGS, {"PHASE": p, "CP": CP, "BP": BP}) for p in (0, 1, 2)]
     for fn, sig, consts in kernels:
-        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=target)
-        assert "sm_90" in compiled.asm["ptx"] or ".target sm_90" in compiled.asm["ptx"]
+        for const_one in ({}, {"n": 1, "tiles": 1}):  # per-step launches pass n = tiles = 1, which Triton specialises
+            s = {**sig, **{k: "constexpr" for k in const_one}}
+            src = ASTSource(fn=fn, signature=s, constexprs={**consts, **const_one})
+            compiled = triton.compile(src, target=target, options={"num_warps": 8})  # as launched
+            assert ".target sm_90" in compiled.asm["ptx"]
 
 
 INTERPRETED = textwrap.dedent("""
@@ -59,7 +62,9 @@ INTERPRETED = textwrap.dedent("""
     engine._TritonBackend.PERSISTENT_MAX = int(sys.argv[1])  # 0: one launch per step
     g = torch.Generator().manual_seed(0)
     worst = 0.0
-    for B, C, H, W, T, seg in [(2, 2, 6, 7, 6, 4), (1, 16, 9, 10, 4, 3)]:
+    # C = CP (2, 16) and C < CP (3 → 4, 20 → 32) for the channel masks; 12² and 9² with 20 channels
+    # span several pixel blocks of one image (BP = 2048 / CP)
+    for B, C, H, W, T, seg in [(2, 2, 6, 7, 6, 4), (1, 16, 9, 10, 4, 3), (1, 3, 24, 30, 3, 2), (1, 20, 9, 9, 3, 2)]:
         ins = [torch.randn(B, C, H, W, generator=g).tanh(), torch.rand(B, C, H, W, generator=g),
                torch.rand(B, C, H, W, generator=g) * 0.3, torch.randn(C, C, 3, 3, generator=g) * 0.3 / C]
         ins = [t.requires_grad_() for t in ins]

@@ -182,7 +182,7 @@ class Trainer:
             total += batch_loss * len(idx)
             seen += len(idx)
             self.emit("batch", step=step + 1, steps=steps, loss=batch_loss)
-        return total / max(seen, 1)
+        return total / seen if seen else math.nan
 
     @torch.no_grad()
     def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
@@ -194,42 +194,53 @@ class Trainer:
         """Train until `epochs` are done, validation loss stops improving or the time budget
         (`max_minutes`) is spent; keeps the best weights. Under a budget an epoch is not begun when the
         mean epoch so far would not fit, and one that reaches the deadline ends there, is validated
-        and counts (its record says `partial`)."""
+        and counts (its record says `partial`). Under torchrun both decisions are shared: a rank whose
+        clock says stop stops every rank, at the same step."""
         start = time.perf_counter()
         budget = self.config.max_minutes * 60 if self.config.max_minutes else None
         self.deadline = start + budget if budget else None
         self.out_of_time = False
         durations: list[float] = []
-        while self.epoch < self.config.epochs:
-            t0 = time.perf_counter()
-            if budget and durations and t0 - start + sum(durations) / len(durations) > budget:
-                self.out_of_time = True
-                break
-            train_loss = self.train_epoch()
-            val = self.evaluate(self.val_data)
-            self.epoch += 1
-            durations.append(time.perf_counter() - t0)
-            self.elapsed += durations[-1]
-            record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                      "seconds": durations[-1]}
-            if self.out_of_time:
-                record["partial"] = True
-            improved = val["loss"] < self.best_val_loss
-            if improved:
-                self.best_val_loss, self.best_epoch = val["loss"], self.epoch
-                self.best_state = copy.deepcopy(self.model.state_dict())
-            self.history.append(record)
-            self.emit("epoch", record=record, improved=improved)
-            if self.out_of_time:
-                break
-            if self.config.patience and self.epoch - self.best_epoch >= self.config.patience:
-                self.emit("early_stop", epoch=self.epoch)
-                break
+        try:
+            while self.epoch < self.config.epochs:
+                t0 = time.perf_counter()
+                if budget and durations and self._any_rank(t0 - start + sum(durations) / len(durations) > budget):
+                    self.out_of_time = True
+                    break
+                train_loss = self.train_epoch()
+                if self.out_of_time and math.isnan(train_loss):  # the deadline fell before its first step
+                    break
+                val = self.evaluate(self.val_data)
+                self.epoch += 1
+                durations.append(time.perf_counter() - t0)
+                self.elapsed += durations[-1]
+                record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
+                          "seconds": durations[-1]}
+                if self.out_of_time:
+                    record["partial"] = True
+                improved = val["loss"] < self.best_val_loss
+                if improved:
+                    self.best_val_loss, self.best_epoch = val["loss"], self.epoch
+                    self.best_state = copy.deepcopy(self.model.state_dict())
+                self.history.append(record)
+                self.emit("epoch", record=record, improved=improved)
+                if self.out_of_time:
+                    break
+                if self.config.patience and self.epoch - self.best_epoch >= self.config.patience:
+                    self.emit("early_stop", epoch=self.epoch)
+                    break
+        finally:
+            self.deadline = None
         if self.out_of_time:
             self.emit("budget_stop", epoch=self.epoch, minutes=self.config.max_minutes)
-        self.deadline = None
         self.emit("end")
         return self.history
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True when `flag` is true on any rank (one all-reduce under torchrun)."""
+        t = torch.tensor([float(flag)], device=self.device)
+        self.dist.all_reduce_sum(t)
+        return t.item() > 0
 
     def best_model(self) -> torch.nn.Module:
         self.model.load_state_dict(self.best_state)
@@ -425,7 +436,7 @@ class ProgressBar:
             r = info["record"]
             done = trainer.epoch
             eta = trainer.elapsed / max(1, len(trainer.history)) * (E - done)
-            mark = " *" if info["improved"] else ""
+            mark = (" *" if info["improved"] else "") + (" (partial: the time budget ended it)" if r.get("partial") else "")
             self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
                               f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")
             self.stream.flush()
