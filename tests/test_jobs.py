@@ -123,6 +123,14 @@ def test_lifecycle_queue_divergence_cancel_resume(home, npz, capsys, monkeypatch
     assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [b, a]  # newest first
 
 
+def test_a_time_budget_finishes_a_job_early(home, npz):
+    store = JobStore()
+    job = store.submit(spec(npz, epochs=100_000, max_minutes=0.05))  # 3 s of training
+    st = store.wait(job, timeout=60)
+    assert st["state"] == "finished", st["message"]
+    assert 1 <= st["epoch"] < 100_000 and st["checkpoint"]
+
+
 def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
     store = JobStore()
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--epochs", "10000", "--batch-size", "8",
@@ -152,6 +160,7 @@ def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
     (dict(overrides={"depth": 3}), "unknown setting"),
     (dict(npz=None, preset="nwm-linear-polygons", overrides={"num_classes": 3}), "num_classes"),
     (dict(nproc=0), "processes"),
+    (dict(max_minutes=-1.0), "time budget"),
 ])
 def test_invalid_settings_are_refused_before_launch(home, npz, change, says):
     store = JobStore()

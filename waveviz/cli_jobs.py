@@ -49,6 +49,7 @@ def add_subparser(sub) -> None:
     s.add_argument("--amp", action="store_true", help="bf16 mixed precision")
     s.add_argument("--patience", type=positive_int, default=30)
     s.add_argument("--grad-clip", type=positive_float, default=None)
+    s.add_argument("--max-minutes", type=positive_float, help="time budget: stop (keeping the best epoch) when spent")
     s.add_argument("--n-train", type=positive_int)
     s.add_argument("--n-val", type=positive_int)
     s.add_argument("--n-test", type=nonneg_int)
@@ -85,7 +86,8 @@ def run_start(args) -> int:
 
     spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, amp=args.amp,
-                   patience=args.patience, grad_clip=args.grad_clip, n_train=args.n_train, n_val=args.n_val,
+                   patience=args.patience, grad_clip=args.grad_clip, max_minutes=args.max_minutes,
+                   n_train=args.n_train, n_val=args.n_val,
                    n_test=args.n_test, data_seed=args.data_seed, overrides=parse_overrides(args.set),
                    nproc=args.nproc)
     store = _store()

@@ -135,6 +135,7 @@ class JobSpec:
     amp: bool = False
     patience: int | None = 30
     grad_clip: float | None = None
+    max_minutes: float | None = None  # time budget of each run (a resumed job gets it afresh)
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None
     n_test: int | None = None
@@ -161,7 +162,8 @@ class JobSpec:
         from .training import TrainConfig
 
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip)
+                           device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip,
+                           max_minutes=self.max_minutes)
 
     def validate(self) -> None:
         """Refuse, in one line, whatever would make the worker fail at once."""

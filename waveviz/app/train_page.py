@@ -74,6 +74,8 @@ def _launch_form(store: jobs.JobStore) -> None:
         T = st.number_input("Time steps T (0: the preset's)", 0, 10_000, 0, key="train_T",
                             disabled=p.readout is None)
         patience = st.number_input("Early-stopping patience (epochs)", 1, 100_000, 30, key="train_patience")
+        minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, 0.0, step=5.0, key="train_minutes",
+                                  help="Stop when spent (an epoch that reaches it ends there) and keep the best epoch.")
         amp = st.checkbox("bf16 mixed precision", key="train_amp")
         nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, 1, key="train_nproc")
         if npz is None:
@@ -88,7 +90,8 @@ def _launch_form(store: jobs.JobStore) -> None:
         return
     spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
                         epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
-                        amp=amp, patience=int(patience), n_train=int(n_train) or None, n_val=int(n_val) or None,
+                        amp=amp, patience=int(patience), max_minutes=float(minutes) or None,
+                        n_train=int(n_train) or None, n_val=int(n_val) or None,
                         overrides={"T": int(T)} if T else {}, nproc=int(nproc))
     try:
         job_id = store.submit(spec)
