@@ -34,6 +34,17 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert info["hardware"].startswith("cpu") and " + " not in info["hardware"]  # same hardware: named once
 
 
+def test_resume_takes_this_runs_learning_rate(tmp_path):
+    out = str(tmp_path / "m.pt")
+    kw = dict(data=DataConfig("polygons", n_train=8, n_val=4, n_test=0), overrides={"head": (16,)})
+    train_preset("cnn2-polygons", out, train=TrainConfig(epochs=1, batch_size=8), **kw)
+    seen = []
+    cb = lambda event, tr, info: seen.append(tr.optimizer.param_groups[0]["lr"]) if event == "epoch" else None  # noqa: E731
+    train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8, lr=3e-4), resume=True,
+                 callbacks=[cb], **kw)
+    assert seen == [3e-4]
+
+
 def test_a_run_continued_on_other_hardware_names_both(tmp_path):
     from waveviz.checkpoint import read_checkpoint
 

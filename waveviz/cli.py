@@ -144,7 +144,7 @@ def _train(sub):
     p.add_argument("--data", help="train on this .npz (90 / 10 train / val split) instead of fresh samples")
     p.add_argument("--epochs", type=positive_int, default=300)
     p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (with --resume: replaces the saved one)")
     p.add_argument("--seed", type=nonneg_int, default=0, help="model init and shuffling")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")

@@ -257,6 +257,8 @@ class Trainer:
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"], strict=True)
         self.optimizer.load_state_dict(s["optimizer"])
+        for group in self.optimizer.param_groups:  # the learning rate is this run's (e.g. lower to fine-tune)
+            group["lr"] = self.config.lr
         self.best_state = s["best_state"]
         self.best_val_loss, self.best_epoch = s["best_val_loss"], s["best_epoch"]
         self.epoch, self.history, self.elapsed = s["epoch"], list(s["history"]), s["elapsed"]
