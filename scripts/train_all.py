@@ -19,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 COMMON = "--seed 0 --grad-clip 1.0 --epochs 300 --batch-size 32"
@@ -80,34 +81,20 @@ def main() -> int:
         todo.append((preset, command(preset, flags, out, args.device, args.max_minutes, args.resume)))
     threads = str(max(1, (os.cpu_count() or 1) // min(args.parallel, len(todo) or 1)))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
-    failed = []
 
-    def reap(block: bool) -> None:
-        while running:
-            for preset, (proc, t0, log) in list(running.items()):
-                if proc.poll() is not None:
-                    log.close()
-                    del running[preset]
-                    code = proc.returncode
-                    print(f"{preset}: {'ok' if code == 0 else f'FAILED ({code})'} in {time.time() - t0:.0f}s — "
-                          f"{last_line(out / f'{preset}.log')}", flush=True)
-                    if code:
-                        failed.append(preset)
-                    return
-            if not block:
-                return
-            time.sleep(0.5)
+    def run(preset: str, cmd: list[str]) -> int:
+        t0 = time.time()
+        with open(out / f"{preset}.log", "a" if args.resume else "w") as log:
+            log.write(shlex.join(["waveviz", *cmd[3:]]) + "\n")
+            log.flush()
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        print(f"{preset}: {'ok' if code == 0 else f'FAILED ({code})'} in {time.time() - t0:.0f}s — "
+              f"{last_line(out / f'{preset}.log')}", flush=True)
+        return code
 
-    for preset, cmd in todo:
-        while len(running) >= args.parallel:
-            reap(block=True)
-        log = open(out / f"{preset}.log", "a" if args.resume else "w")
-        log.write(shlex.join(["waveviz", *cmd[3:]]) + "\n")
-        log.flush()
-        running[preset] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), log)
-    while running:
-        reap(block=True)
+    with ThreadPoolExecutor(max_workers=args.parallel) as pool:  # threads only wait on the processes
+        codes = list(pool.map(lambda job: run(*job), todo))
+    failed = [preset for (preset, _), code in zip(todo, codes) if code]
     return 1 if failed else 0
 
 

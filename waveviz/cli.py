@@ -189,7 +189,8 @@ def run_train(args) -> int:
 
 
 def wave_share_probe(event, trainer, info) -> None:
-    """Record the long-wavelength share of 4 validation images per epoch (paper Fig. 10)."""
+    """Record the long-wavelength share of up to 4 validation images per epoch (paper Fig. 10;
+    `analysis.model_wave_share` takes fewer for large hidden states)."""
     from .analysis import model_wave_share
 
     if event == "epoch":
