@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -163,7 +166,7 @@ def test_engine_changes_no_weights_or_checkpoints(tmp_path):
     ref.engine = "reference"
     assert list(ref.state_dict()) == list(model.state_dict())
     assert not hasattr(model.config, "engine")
-    with pytest.raises(ValueError, match="valid: auto, fast, reference"):
+    with pytest.raises(ValueError, match="valid: auto, fast, fast-bf16, reference"):
         model.engine = "turbo"
     path = tmp_path / "m.pt"
     save_checkpoint(path, ref, "nwm-linear-tetrominoes")
@@ -195,6 +198,55 @@ def test_without_a_compiler_the_torch_backend_takes_over(monkeypatch):
         engine.resolve_backend("c", x)
     ins = wave_inputs(1, 2, 4, 3, torch.float32)
     assert rel_err(engine.nwm_recurrence(*ins, 0.1, 5), nwm_recurrence_ref(*ins, 0.1, 5)) < 1e-5
+
+
+# (B, C, H, W, T, dt) for several threads: one image split by rows (H ≥ 2 threads), fewer images than
+# threads, uneven ranges, and an image too short to split (empty ranges)
+THREAD_GRID = [(1, 2, 9, 7, 12, 0.1), (2, 3, 11, 5, 9, 0.1), (5, 2, 6, 4, 6, 0.1), (1, 1, 3, 4, 5, 0.1)]
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("shape", THREAD_GRID, ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
+def test_c_kernel_threads_match_reference(threads, shape):
+    """The C kernel on several threads (torch's OpenMP team, or its own pool) — by images, or by rows
+    of one image with a barrier per step — is the reference to float64 rounding, features included."""
+    B, C, H, W, T, dt = shape
+    ins = wave_inputs(B, C, H, W, torch.float64, seed=T)
+    proj = torch.randn(T // 2 + 1, T, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
+    Y_ref = nwm_recurrence_ref(*ins, dt, T)
+    want = torch.einsum("btchw,kt->bkchw", Y_ref, proj)
+    g = torch.randn(want.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grads_ref = torch.autograd.grad((want * g).sum(), [*ins, proj])
+    torch.set_num_threads(threads)
+    try:
+        got = engine.nwm_linear_features(*ins, dt, T, proj, backend="c", segment=4)
+        grads = torch.autograd.grad((got * g).sum(), [*ins, proj])
+    finally:
+        torch.set_num_threads(1)
+    assert rel_err(got, want) < 1e-9
+    for name, a, b in zip(("y0", "omega", "alpha", "weight", "proj"), grads, grads_ref):
+        assert rel_err(a, b) < 1e-9, f"∂{name}: {rel_err(a, b):.2e}"
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+def test_c_kernel_without_openmp_uses_its_own_pool():
+    """WAVEVIZ_CPU_OPENMP=0 builds the kernel without OpenMP; its thread pool computes the same."""
+    code = """if 1:
+        import torch
+        from waveviz import engine
+        from waveviz.models.nwm import nwm_recurrence_ref
+        torch.set_num_threads(2)
+        g = torch.Generator().manual_seed(0)
+        y0, om, al = (torch.rand(3, 2, 8, 6, generator=g, dtype=torch.float64) for _ in range(3))
+        w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64) * 0.4
+        err = (engine.nwm_recurrence(y0, om, al, w, 0.1, 11, backend="c") - nwm_recurrence_ref(y0, om, al, w, 0.1, 11)).abs().max()
+        print(engine.cpu_kernel_status(), "|", float(err))
+    """
+    env = {**os.environ, "WAVEVIZ_CPU_OPENMP": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    status, err = out.strip().rsplit("|", 1)
+    assert status.strip() == "compiled C kernel" and float(err) < 1e-12
 
 
 def test_backend_choice():
@@ -268,6 +320,59 @@ def test_head_matches_pixel_mlp(dtype, k_last):
     assert rel_err(out, ref) < TOL[dtype]
     for a, b in zip(grads, grads_ref):
         assert rel_err(a, b) < TOL[dtype]
+
+
+@pytest.mark.parametrize("k_last", [False, True], ids=["k-major", "k-innermost"])
+def test_bf16_head_is_as_exact_as_autocast(k_last):
+    """fast_head(bf16=True) is as close to the float64 head as the plain PixelMLP under bfloat16
+    autocast is (bf16 operands, float32 accumulation), output and every gradient; float32 in and out."""
+    torch.manual_seed(0)
+    B, K, C, H, W = 2, 6, 2, 12, 10
+    mlp = PixelMLP(K * C, 5, (64, 32))
+    f = torch.randn(B, C, H, W, K).permute(0, 4, 1, 2, 3) if k_last else torch.randn(B, K, C, H, W)
+    f.requires_grad_()
+    g = torch.randn(B, 5, H, W)
+
+    def run(head, m):
+        out = head(m)
+        return [out.double(), *torch.autograd.grad((out * g).sum(), [f, *m.parameters()])]
+
+    exact = run(lambda m: m(f.double().reshape(B, K * C, H, W)), copy.deepcopy(mlp).double())
+    auto = run(lambda m: _autocast_head(m, f), mlp)
+    fast = run(lambda m: engine.fast_head(f, m, bf16=True), mlp)
+    for i, (a, b, e) in enumerate(zip(fast, auto, exact)):
+        err_fast, err_auto = (((t.double() - e.double()).norm() / e.double().norm()).item() for t in (a, b))
+        assert 1e-4 < err_auto < 0.1 and err_fast < 2 * err_auto, (i, err_fast, err_auto)  # bf16: ~2⁻⁸ per term
+        assert i > 0 or err_fast > 1e-4  # the products did run in bf16 (float32 would be ~1e-7 off)
+    assert engine.fast_head(f, mlp, bf16=True).dtype == torch.float32
+
+
+def _autocast_head(mlp, f):
+    B, K, C, H, W = f.shape
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return mlp(f.reshape(B, K * C, H, W)).float()
+
+
+@pytest.mark.parametrize("name", ["nwm-linear-tetrominoes", "nwm-fft-tetrominoes", "lstm-linear-tetrominoes"])
+def test_fast_bf16_engine_keeps_the_function(name):
+    """engine="fast-bf16": only the head's products are bfloat16. Against the float32 reference on
+    the same weights: logits within 2 %, the same argmax almost everywhere, the gradient pointing
+    the same way (cosine > 0.999). test_fast_bf16_keeps_a_shipped_models_accuracy checks a trained model."""
+    torch.manual_seed(0)
+    base = create_model(name, T=24)
+    x, y = torch.rand(2, 3, 24, 20), torch.randint(0, 6, (2, 24, 20))
+    res = {}
+    for eng in ("reference", "fast-bf16"):
+        model = copy.deepcopy(base)
+        model.engine = eng
+        assert model.bf16_head == (eng == "fast-bf16")
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        res[eng] = logits.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+    (lo, gr), (lo_ref, gr_ref) = res["fast-bf16"], res["reference"]
+    assert lo.dtype == torch.float32 and rel_err(lo, lo_ref) < 2e-2
+    assert (lo.argmax(1) == lo_ref.argmax(1)).float().mean() > 0.99
+    assert F.cosine_similarity(gr.double(), gr_ref.double(), dim=0) > 0.999
 
 
 def test_inference_mode_and_autocast():
@@ -363,3 +468,26 @@ def test_cuda_triton_matches_reference(shape, persistent, exact_cuda, monkeypatc
     assert rel_err(Y, Y_ref) < 1e-5 and rel_err(f, f_ref) < 1e-5
     for a, b in zip(grads, grads_ref):
         assert rel_err(a, b) < 1e-5
+
+
+def test_fast_bf16_keeps_a_shipped_models_accuracy():
+    """The shipped NWM (linear readout, Tetrominoes) on 24 fresh samples: fast-bf16 segments as the
+    float32 engine does (≥ 99.9 % of pixels alike, FG-IoU within 0.005)."""
+    from waveviz.data import make_dataset, to_tensors
+    from waveviz.metrics import segmentation_metrics
+    from waveviz.paths import SHIPPED_CHECKPOINTS
+
+    model, _ = load_checkpoint(SHIPPED_CHECKPOINTS / "nwm-linear-tetrominoes.pt")
+    x, y = to_tensors(make_dataset("tetrominoes", 24, seed=10_000, split="test"))
+    out = {}
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            for eng in ("fast", "fast-bf16"):
+                model.engine = eng
+                out[eng] = model.eval()(x)
+    finally:
+        torch.set_num_threads(1)
+    agree = (out["fast"].argmax(1) == out["fast-bf16"].argmax(1)).float().mean().item()
+    iou = {k: segmentation_metrics(v, y)["fg_iou"] for k, v in out.items()}
+    assert agree > 0.999 and abs(iou["fast"] - iou["fast-bf16"]) < 0.005 and iou["fast"] > 0.95, (agree, iou)

@@ -5,7 +5,7 @@
     h_t = σ(o) ⊙ tanh(c_t)
     u_t = MLP(h_t)                                          (per pixel: C → 2C → C)
 
-`model.engine` (auto | fast | reference, as for the NWM): the fast engine computes the same
+`model.engine` (auto | fast | fast-bf16 | reference, as for the NWM): the fast engine computes the same
 function with channels-last encoders and `waveviz.engine`'s readout and fused head, which is most
 of the FLOPs; the 20-step loop itself is cheap and stays as written.
 """
@@ -75,5 +75,5 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
 
     def forward_head(self, Y):
         if self.uses_fast_engine:
-            return fast.forward_head(self.readout, self.head, Y)
+            return fast.forward_head(self.readout, self.head, Y, bf16=self.bf16_head)
         return super().forward_head(Y)

@@ -10,7 +10,8 @@ Two engines compute the same function (`model.engine`, not part of the config or
 "reference" runs `nwm_recurrence_ref` and the head's modules under plain autograd; "auto" (the
 default) or "fast" runs `waveviz.engine`: a fused recurrence with a hand-written adjoint (a C
 kernel on CPU, a Triton kernel on CUDA, torch ops elsewhere), the linear readout fused into it,
-and a fused head. `WAVEVIZ_ENGINE` sets the default for new models.
+and a fused head; "fast-bf16" is "fast" with the head's matrix products in bfloat16 (an option that
+keeps accuracy, not the same function to float32 rounding). `WAVEVIZ_ENGINE` sets the default for new models.
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
 
     def forward_head(self, Y):
         if self.uses_fast_engine:
-            return fast.forward_head(self.readout, self.head, Y)
+            return fast.forward_head(self.readout, self.head, Y, bf16=self.bf16_head)
         return super().forward_head(Y)
 
     def forward(self, x):
@@ -125,4 +126,4 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         y0, omega, alpha = self.encode(x)
         c = self.config
         feats = fast.nwm_linear_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight)
-        return fast.fast_head(feats, self.head)  # feats (B, K, C, H, W)
+        return fast.fast_head(feats, self.head, bf16=self.bf16_head)  # feats (B, K, C, H, W)
