@@ -69,6 +69,8 @@ def main(argv=None) -> int:
     report = median_report(reports)
     report["all_repeats"] = [[{"label": r["label"], "speedup_train": r["speedup_train"],
                                "speedup_inference": r["speedup_inference"],
+                               "speedup_train_bf16": r["engines"]["fast-bf16"]["speedup_train"],
+                               "speedup_inference_bf16": r["engines"]["fast-bf16"]["speedup_inference"],
                                "train_step_s": {e: v["train_step_s"] for e, v in r["engines"].items()},
                                "inference_1_image_s": {e: v["inference_1_image_s"] for e, v in r["engines"].items()}}
                               for r in rep["results"]] for rep in reports]
@@ -77,8 +79,10 @@ def main(argv=None) -> int:
         spread = "; ".join(
             f"{report['results'][i]['label'].split(',')[0]} B={report['results'][i]['setting']['batch']}: train ×"
             + "/".join(f"{rep[i]['speedup_train']:.2f}" for rep in report["all_repeats"])
+            + " (fast-bf16 ×" + "/".join(f"{rep[i]['speedup_train_bf16']:.2f}" for rep in report["all_repeats"]) + ")"
             for i in range(len(report["results"])))
-        table += f"\n\nTrain-step speed-ups in each of the {args.repeats} repeats (the table shows the median one): {spread}."
+        table += (f"\n\nTrain-step speed-ups of fast (and fast-bf16) in each of the {args.repeats} repeats "
+                  f"(the table shows the repeat with the median fast speed-up): {spread}.")
     prefix = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"engine-{device.type}")
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
     with open(prefix + ".json", "w") as f:

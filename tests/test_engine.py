@@ -491,3 +491,35 @@ def test_fast_bf16_keeps_a_shipped_models_accuracy():
     agree = (out["fast"].argmax(1) == out["fast-bf16"].argmax(1)).float().mean().item()
     iou = {k: segmentation_metrics(v, y)["fg_iou"] for k, v in out.items()}
     assert agree > 0.999 and abs(iou["fast"] - iou["fast-bf16"]) < 0.005 and iou["fast"] > 0.95, (agree, iou)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_retain_freed_memory_stops_page_faults_on_reuse():
+    """After `retain_freed_memory`, freed 64 MB tensors are soon reused without page faults;
+    a user's own MALLOC_* setting is left alone."""
+    code = """if 1:
+        import resource, sys, torch
+        from waveviz import engine
+        if sys.argv[1] == "retain":
+            print(engine.retain_freed_memory(), "|", engine.retain_freed_memory())
+        def faults():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):  # 64 MB, freed at once: glibc's holes settle after a few rounds
+            torch.ones(16 * 2**20)
+        f0 = faults()
+        for _ in range(10):
+            torch.ones(16 * 2**20)
+        print(faults() - f0)
+    """
+    def run(mode, **env):
+        out = subprocess.run([sys.executable, "-c", code, mode], env={**os.environ, **env}, capture_output=True,
+                             text=True, check=True).stdout.strip().splitlines()
+        return out[:-1], int(out[-1])
+
+    (status,), kept = run("retain")
+    first, again = status.split(" | ")
+    assert first == again and "kept for reuse" in first
+    _, fresh = run("default")
+    assert fresh > 10 * 16_000 and kept <= 16_384, (fresh, kept)  # 64 MB = 16,384 pages, faulted in each time
+    (status,), _ = run("retain", MALLOC_ARENA_MAX="2")
+    assert status.startswith("glibc, as set by MALLOC_ARENA_MAX")

@@ -2,11 +2,15 @@
 
     waveviz bench [--preset P …] [--batch 16 64] [--device auto] [--steps 5] [--json F] [--markdown F]
 
-For each preset and batch size it reports, for both engines: the train-step time (forward, backward
-and an Adam step; median of `--steps`, the engines interleaved so that a busy machine slows both
-alike), images per second, the single-image inference latency, the peak memory of a train step
-and, first of all, how far the fast engine is from the reference on the same weights (logits and
-every parameter gradient, relative to the reference's largest magnitude).
+For each preset and batch size it reports, for each engine (reference, fast, fast-bf16): the
+train-step time (forward, backward and an Adam step; median of `--steps`, the engines interleaved so
+that a busy machine slows all alike), images per second, the single-image inference latency, the
+peak memory of a train step and, first of all, how far each fast engine is from the reference on
+the same weights (fast: logits and every parameter gradient, relative to the reference's largest
+magnitude; fast-bf16, whose head computes in bfloat16: logits and the whole gradient's direction).
+
+On CPU the bench, like the trainer, lets glibc keep freed memory (`engine.retain_freed_memory`) for
+all engines alike; the report names the allocator setting.
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` during one step; on Linux CPUs the rise of
 the resident set (VmHWM) during one step, measured in a fresh process whose allocator returns every
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 
 from .cli import UserError, parse_overrides, positive_int, writable_target
 
-ENGINES = ("reference", "fast")
+ENGINES = ("reference", "fast", "fast-bf16")  # timed, in this order; the first is the baseline
 
 
 @dataclass
@@ -88,7 +92,9 @@ def check_same_function(setting: Setting, device: torch.device, batch: int = 2) 
     tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        for eng, dtype in (("reference", torch.float64), ("reference", torch.float32), ("fast", torch.float32)):
+        runs = (("reference", torch.float64), ("reference", torch.float32), ("fast", torch.float32),
+                ("fast-bf16", torch.float32))
+        for eng, dtype in runs:
             model = copy.deepcopy(base).to(dtype)
             model.engine = eng
             logits = model(x.to(dtype))
@@ -105,10 +111,15 @@ def check_same_function(setting: Setting, device: torch.device, batch: int = 2) 
 
     ref, fast, exact = res["reference", torch.float32], res["fast", torch.float32], res["reference", torch.float64]
     (lo, g, k), (lo_f, g_f, k_f), (lo_r, g_r, k_r) = worst(fast, ref), worst(fast, exact), worst(ref, exact)
+    bf = res["fast-bf16", torch.float32]
+    flat = [torch.cat([t[1][k].double().flatten() for k in ref[1]]) for t in (bf, ref)]
     return {"batch": batch, "dtype": "torch.float32",
             "logits_rel_err": lo, "grad_rel_err": g, "worst_grad": k,
             "fast_vs_float64": {"logits": lo_f, "grad": g_f, "worst_grad": k_f},
-            "reference_vs_float64": {"logits": lo_r, "grad": g_r, "worst_grad": k_r}}
+            "reference_vs_float64": {"logits": lo_r, "grad": g_r, "worst_grad": k_r},
+            "bf16": {"logits_rel_err": _rel(bf[0], ref[0]),
+                     "argmax_agreement": (bf[0].argmax(1) == ref[0].argmax(1)).double().mean().item(),
+                     "grad_cosine": F.cosine_similarity(*flat, dim=0).item()}}
 
 
 def time_train_steps(setting: Setting, device: torch.device, steps: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -225,6 +236,7 @@ def environment(device: torch.device) -> dict:
             pass
         env["hardware"] = f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         env["cpu_kernel"] = engine.cpu_kernel_status()
+        env["allocator"] = engine.retain_freed_memory()
     if hasattr(os, "getloadavg"):
         env["load_average"] = list(os.getloadavg())
     return env
@@ -252,11 +264,15 @@ def run_setting(setting: Setting, device: torch.device, *, steps: int, infer_run
             "inference_1_image_s": statistics.median(infer[eng]), "inference_min_s": min(infer[eng]),
             "peak_memory_bytes": peak_memory(setting, device, eng) if memory else None,
         }
-    ref, fast = out["engines"]["reference"], out["engines"]["fast"]
-    out["speedup_train"] = ref["train_step_s"] / fast["train_step_s"]
-    out["speedup_inference"] = ref["inference_1_image_s"] / fast["inference_1_image_s"]
-    if ref["peak_memory_bytes"] and fast["peak_memory_bytes"] is not None:
-        out["memory_ratio"] = fast["peak_memory_bytes"] / ref["peak_memory_bytes"]
+    ref = out["engines"][ENGINES[0]]
+    for eng in ENGINES[1:]:  # each engine against the reference: times faster, memory fraction
+        e = out["engines"][eng]
+        e["speedup_train"] = ref["train_step_s"] / e["train_step_s"]
+        e["speedup_inference"] = ref["inference_1_image_s"] / e["inference_1_image_s"]
+        if ref["peak_memory_bytes"] and e["peak_memory_bytes"] is not None:
+            e["memory_ratio"] = e["peak_memory_bytes"] / ref["peak_memory_bytes"]
+    fast = out["engines"]["fast"]  # the float32 fast engine's ratios, also at the top level
+    out.update({k: fast[k] for k in ("speedup_train", "speedup_inference", "memory_ratio") if k in fast})
     return out
 
 
@@ -286,28 +302,38 @@ def to_markdown(report: dict) -> str:
     lines = [
         f"Hardware: {env['hardware']}; torch {env['torch']}"
         + (f"; CPU kernel: {env['cpu_kernel']}" if "cpu_kernel" in env else "")
+        + (f"; allocator: {env['allocator']}" if "allocator" in env else "")
         + (f"; wave backend: {env['wave_backend']}, TF32 cuDNN {env['tf32_cudnn']} / matmul {env['tf32_matmul']}"
            if "wave_backend" in env else "")
         + (f"; load average {env['load_average'][0]:.1f} at start" if "load_average" in env else "") + ".",
         f"Median of {report['steps']} train steps (forward + backward + Adam) and of {report['inference_runs']} single-image "
         "forward passes; engines interleaved, same initial weights.",
         "",
-        "| setting | engine | train step (ms) | images/s | 1-image inference (ms) | peak memory of a step (MB) | fast vs reference |",
+        "| setting | engine | train step (ms) | images/s | 1-image inference (ms) | peak memory of a step (MB) | vs reference |",
         "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in report["results"]:
-        ref, fast = r["engines"]["reference"], r["engines"]["fast"]
-        mem = f", memory ×{r['memory_ratio']:.2f}" if "memory_ratio" in r else ""
         chk = r["check"]
-        lines.append(f"| {r['label']} | reference | {_ms(ref['train_step_s'])} | {ref['images_per_s']:.1f} | "
-                     f"{_ms(ref['inference_1_image_s'])} | {_mb(ref['peak_memory_bytes'])} | |")
-        lines.append(f"| | fast | {_ms(fast['train_step_s'])} | {fast['images_per_s']:.1f} | "
-                     f"{_ms(fast['inference_1_image_s'])} | {_mb(fast['peak_memory_bytes'])} | "
-                     f"train ×{r['speedup_train']:.2f}, inference ×{r['speedup_inference']:.2f}{mem}; "
-                     f"max rel. error vs reference: logits {chk['logits_rel_err']:.0e}, gradients {chk['grad_rel_err']:.0e}"
-                     f" (vs float64: fast {chk['fast_vs_float64']['grad']:.0e}, "
-                     f"reference {chk['reference_vs_float64']['grad']:.0e}) |")
+        for i, (eng, e) in enumerate(r["engines"].items()):
+            cells = [r["label"] if i == 0 else "", eng, _ms(e["train_step_s"]), f"{e['images_per_s']:.1f}",
+                     _ms(e["inference_1_image_s"]), _mb(e["peak_memory_bytes"]), _versus(e, eng, chk)]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _versus(e: dict, eng: str, chk: dict) -> str:
+    """The last column: how much faster than the reference, and how close to its function."""
+    if "speedup_train" not in e:
+        return ""
+    mem = f", memory ×{e['memory_ratio']:.2f}" if "memory_ratio" in e else ""
+    head = f"train ×{e['speedup_train']:.2f}, inference ×{e['speedup_inference']:.2f}{mem}; "
+    if eng == "fast-bf16" and "bf16" in chk:
+        b = chk["bf16"]
+        return head + (f"bf16 head: logits within {b['logits_rel_err']:.0e}, same argmax on "
+                       f"{100 * b['argmax_agreement']:.1f} % of pixels, gradient cosine {b['grad_cosine']:.5f}")
+    return head + (f"max rel. error vs reference: logits {chk['logits_rel_err']:.0e}, gradients {chk['grad_rel_err']:.0e}"
+                   f" (vs float64: fast {chk['fast_vs_float64']['grad']:.0e}, "
+                   f"reference {chk['reference_vs_float64']['grad']:.0e})")
 
 
 # ------------------------------------------------------------------ command line

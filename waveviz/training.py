@@ -22,7 +22,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed
+from . import __version__, distributed, engine
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
 from .metrics import METRIC_NAMES, MetricAccumulator
@@ -110,6 +110,8 @@ class Trainer:
         self.config = config
         self.dist = distributed.current()
         self.device = distributed.rank_device(pick_device(config.device), self.dist)
+        if self.device.type == "cpu":
+            engine.retain_freed_memory()  # no page faults on every step's large activations
         self.model = model.to(self.device)
         self.net = distributed.wrap(self.model, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data, self.val_data = train, val
