@@ -1040,14 +1040,16 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
     """T steps from (y0, z = 0). Writes y_t into Y (B, T, C, H, W) when given; else accumulates
     feat (B·C·H·W, K) = Σ_t y_t ⊗ proj[:, t] (time features last, so that the head's per-pixel
     rows are a cheap copy away). Returns feat and, when `keep`, the (y, z) state at the start of
-    every segment (the first is (None, None): y0 itself, z = 0)."""
+    every segment (the first is (None, None): y0 itself, z = 0) and the scratch (Ys, Zs), which
+    holds the last segment's states: the backward starts there without recomputing it."""
     Zs = _scratch(seg, y0)
     Ys = _scratch(seg, y0) if Y is None else None
     feat = y0.new_zeros(y0.numel(), proj.shape[0]) if proj is not None else None
     if y0.numel() == 0:  # an empty batch (e.g. a data-parallel rank without images)
-        return feat, [(None, None)] * len(_segments(T, seg)) if keep else []
+        return feat, ([(None, None)] * len(_segments(T, seg)), (None, None)) if keep else None
     y, z, ckpts = y0, None, []
-    for t0, n in _segments(T, seg):
+    segments = _segments(T, seg)
+    for i, (t0, n) in enumerate(segments):
         if keep:
             ckpts.append((None, None) if t0 == 0 else (y, z))
         Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
@@ -1055,24 +1057,29 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
         be.forward(y, z, om, al, w, dt, Yv, Zv)
         if proj is not None:
             feat.addmm_(Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t())
-        y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
-    return feat, ckpts
+        if i < len(segments) - 1:
+            y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
+    return feat, (ckpts, (Ys, Zs)) if keep else None
 
 
-def _run_backward(be, y0, om, al, w, dt, T, seg, ckpts, *, gY=None, dfeat=None, proj=None):
+def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, Y=None, gY=None, dfeat=None, proj=None):
     """The adjoint, one segment at a time from the last: recompute the segment's states from its
-    checkpoint, form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
-    Ys, Zs = _scratch(seg, y0), _scratch(seg, y0)
+    checkpoint (the last segment's are still in the forward's scratch, and Y, when the forward
+    wrote it, holds every y_t), form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
+    ckpts, (Ys, Zs) = saved  # Ys is None where Y holds the states
     ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
     dom, dal = torch.zeros_like(om), torch.zeros_like(al)
     dW = torch.zeros(w.shape, dtype=torch.float64 if be.name == "c" else w.dtype, device=w.device)
     dproj = torch.zeros_like(proj) if proj is not None else None
     if y0.numel() == 0:
         return ybar, dom, dal, dW.to(w.dtype), dproj
-    for (t0, n), (yc, zc) in reversed(list(zip(_segments(T, seg), ckpts))):
+    segments = _segments(T, seg)
+    for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
         yc = y0 if yc is None else yc
-        Yv, Zv = Ys[:n].transpose(0, 1), Zs[:n].transpose(0, 1)
-        be.forward(yc, zc, om, al, w, dt, Yv, Zv)
+        Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
+        Zv = Zs[:n].transpose(0, 1)
+        if i < len(segments) - 1:  # the last segment's states are those the forward left in the scratch
+            be.forward(yc, zc, om, al, w, dt, Yv, Zv)
         if proj is not None:
             G = torch.mm(proj[:, t0:t0 + n].t(), dfeat.t())  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
             Gv = G.view(n, *y0.shape).transpose(0, 1)
@@ -1092,21 +1099,22 @@ class _Wave(torch.autograd.Function):
         y0, omega, alpha, weight = (t.contiguous() for t in (y0, omega, alpha, weight))
         Y = None if proj is not None else y0.new_empty(y0.shape[0], T, *y0.shape[1:])
         keep = any(ctx.needs_input_grad)
-        feat, ckpts = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, keep=keep)
+        feat, saved = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, keep=keep)
         if keep:
-            ctx.save_for_backward(y0, omega, alpha, weight, proj)
-            ctx.ckpts, ctx.dt, ctx.T, ctx.seg, ctx.backend = ckpts, dt, T, seg, backend
+            ctx.save_for_backward(y0, omega, alpha, weight, proj, Y)  # Y: the output, read by the backward
+            ctx.saved, ctx.dt, ctx.T, ctx.seg, ctx.backend = saved, dt, T, seg, backend
         return Y if proj is None else feat
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        y0, omega, alpha, weight, proj = ctx.saved_tensors
+        y0, omega, alpha, weight, proj, Y = ctx.saved_tensors
         be = _backend(ctx.backend, y0)
         grad = grad.contiguous()
         kw = dict(gY=grad) if proj is None else dict(dfeat=grad, proj=proj)
-        dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.ckpts, **kw)
-        ctx.ckpts = None
+        dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved,
+                                                 Y=Y, **kw)
+        ctx.saved = None
         return dy0, dom, dal, dW, dproj, None, None, None, None
 
 
