@@ -161,6 +161,7 @@ def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
     (dict(npz=None, preset="nwm-linear-polygons", overrides={"num_classes": 3}), "num_classes"),
     (dict(nproc=0), "processes"),
     (dict(max_minutes=-1.0), "time budget"),
+    (dict(engine="warp"), "unknown engine 'warp'"),
 ])
 def test_invalid_settings_are_refused_before_launch(home, npz, change, says):
     store = JobStore()
@@ -174,8 +175,10 @@ def test_cli_refuses_in_one_line(home, npz, capsys):
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--lr", "0"]) == 2
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--set", "T=0"]) == 1
     assert main(["jobs", "status", "nope"]) == 1
+    assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--engine", "turbo"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("waveviz: error:") for line in err)
+    assert len(err) == 4 and all(line.startswith("waveviz: error:") for line in err)
+    assert "invalid choice: 'turbo'" in err[-1] and "fast-bf16" in err[-1]
 
 
 def test_unwritable_home_is_refused(tmp_path, monkeypatch, npz):

@@ -25,6 +25,20 @@ def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
     assert meta["wall_time_s"] > 0 and "cpu" in meta["hardware"]
 
 
+def test_train_with_the_bf16_engine_records_it(tmp_path):
+    """TrainConfig.engine sets how the model computes during training and lands in the checkpoint."""
+    out = str(tmp_path / "m.pt")
+    seen = []
+    cb = lambda event, tr, info: seen.append(tr.model.engine) if event == "epoch" else None  # noqa: E731
+    info = train_preset("nwm-linear-polygons", out, data=DataConfig("polygons", n_train=8, n_val=4, n_test=0),
+                        train=TrainConfig(epochs=2, batch_size=4, engine="fast-bf16"), callbacks=[cb],
+                        overrides={"T": 6, "head": (16,)})
+    assert seen == ["fast-bf16", "fast-bf16"] and info["train"]["engine"] == "fast-bf16"
+    assert math.isfinite(info["history"][-1]["val_loss"])
+    _, ck = load_checkpoint(out)
+    assert ck["meta"]["train"]["engine"] == "fast-bf16"
+
+
 def test_resume_continues_where_it_stopped(tmp_path):
     out = str(tmp_path / "m.pt")
     kw = dict(data=DataConfig("polygons", n_train=16, n_val=4, n_test=0), overrides={"head": (16,)})
@@ -112,6 +126,7 @@ def test_time_budget_does_not_begin_an_epoch_that_would_not_fit(monkeypatch):
     (dict(epochs=0), "epochs"), (dict(batch_size=0), "batch size"), (dict(lr=-1.0), "learning rate"),
     (dict(lr=math.nan), "learning rate"), (dict(patience=0), "patience"),
     (dict(max_minutes=0.0), "time budget"), (dict(max_minutes=math.inf), "time budget"),
+    (dict(engine="turbo"), "unknown engine 'turbo'"),
 ])
 def test_impossible_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):

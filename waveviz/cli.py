@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .engine import ENGINES
 from .registry import Registry
 
 
@@ -148,6 +149,7 @@ def _train(sub):
     p.add_argument("--seed", type=nonneg_int, default=0, help="model init and shuffling")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--engine", choices=ENGINES, help="how NWM / ConvLSTM compute (default: WAVEVIZ_ENGINE or auto)")
     p.add_argument("--patience", type=positive_int, default=30, help="early-stopping patience in epochs")
     p.add_argument("--grad-clip", type=positive_float, default=None)
     p.add_argument("--max-minutes", type=positive_float, help="wall-clock budget: stop (keeping the best epoch) when spent")
@@ -174,7 +176,7 @@ def run_train(args) -> int:
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                         device=args.device, amp=args.amp, patience=args.patience, grad_clip=args.grad_clip,
-                        max_minutes=args.max_minutes)
+                        max_minutes=args.max_minutes, engine=args.engine)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
                         resume=args.resume, callbacks=[ProgressBar(), wave_share_probe])
     from .distributed import launch_env

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .cli import Parser, emit, nonneg_int, parse_overrides, positive_float, positive_int
+from .engine import ENGINES
 
 STATUS_FIELDS = ("id", "state", "pid", "preset", "epoch", "epochs", "checkpoint", "message")
 
@@ -47,6 +48,7 @@ def add_subparser(sub) -> None:
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     s.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    s.add_argument("--engine", choices=ENGINES, help="how NWM / ConvLSTM compute (default: WAVEVIZ_ENGINE or auto)")
     s.add_argument("--patience", type=positive_int, default=30)
     s.add_argument("--grad-clip", type=positive_float, default=None)
     s.add_argument("--max-minutes", type=positive_float, help="time budget: stop (keeping the best epoch) when spent")
@@ -86,7 +88,7 @@ def run_start(args) -> int:
 
     spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, amp=args.amp,
-                   patience=args.patience, grad_clip=args.grad_clip, max_minutes=args.max_minutes,
+                   patience=args.patience, grad_clip=args.grad_clip, max_minutes=args.max_minutes, engine=args.engine,
                    n_train=args.n_train, n_val=args.n_val,
                    n_test=args.n_test, data_seed=args.data_seed, overrides=parse_overrides(args.set),
                    nproc=args.nproc)

@@ -136,6 +136,7 @@ class JobSpec:
     patience: int | None = 30
     grad_clip: float | None = None
     max_minutes: float | None = None  # time budget of each run (a resumed job gets it afresh)
+    engine: str | None = None  # auto | fast | fast-bf16 | reference; None: the default (WAVEVIZ_ENGINE or auto)
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None
     n_test: int | None = None
@@ -163,7 +164,7 @@ class JobSpec:
 
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                            device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip,
-                           max_minutes=self.max_minutes)
+                           max_minutes=self.max_minutes, engine=self.engine)
 
     def validate(self) -> None:
         """Refuse, in one line, whatever would make the worker fail at once."""

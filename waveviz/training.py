@@ -65,6 +65,7 @@ class TrainConfig:
     patience: int | None = 30  # stop after this many epochs without a better validation loss
     grad_clip: float | None = None  # max global gradient norm; None = the paper (no clipping)
     max_minutes: float | None = None  # wall-clock budget of one `fit` call; None = no limit
+    engine: str | None = None  # auto | fast | fast-bf16 | reference for NWM / ConvLSTM; None: the model's own
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -81,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"grad clip must be > 0, got {self.grad_clip}")
         if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
             raise ValueError(f"time budget must be a positive number of minutes, got {self.max_minutes}")
+        if self.engine is not None:
+            engine.check_engine(self.engine)
 
 
 class Callback(Protocol):
@@ -113,6 +116,8 @@ class Trainer:
         if self.device.type == "cpu":
             engine.retain_freed_memory()  # no page faults on every step's large activations
         self.model = model.to(self.device)
+        if config.engine is not None and isinstance(model, engine.EngineSelectable):
+            model.engine = config.engine
         self.net = distributed.wrap(self.model, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data, self.val_data = train, val
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)

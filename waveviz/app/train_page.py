@@ -9,6 +9,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from waveviz import jobs
+from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
 from waveviz.presets import PRESETS
 from waveviz.readouts import READOUTS
@@ -77,6 +78,9 @@ def _launch_form(store: jobs.JobStore) -> None:
         minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, 0.0, step=5.0, key="train_minutes",
                                   help="Stop when spent (an epoch that reaches it ends there) and keep the best epoch.")
         amp = st.checkbox("bf16 mixed precision", key="train_amp")
+        engine = st.selectbox("Engine (NWM, ConvLSTM)", ENGINES, index=ENGINES.index(default_engine()), key="train_engine",
+                              help="auto / fast: the reference's function, faster; fast-bf16: the per-pixel head in "
+                                   "bfloat16, faster again, same accuracy; reference: the plain equations.")
         nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, 1, key="train_nproc")
         if npz is None:
             n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, 0, key="train_n_train")
@@ -90,7 +94,7 @@ def _launch_form(store: jobs.JobStore) -> None:
         return
     spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
                         epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
-                        amp=amp, patience=int(patience), max_minutes=float(minutes) or None,
+                        amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
                         n_train=int(n_train) or None, n_val=int(n_val) or None,
                         overrides={"T": int(T)} if T else {}, nproc=int(nproc))
     try:
