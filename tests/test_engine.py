@@ -72,7 +72,9 @@ def test_recurrence_matches_reference(dtype, backend, shape, segment):
 
     Y = engine.nwm_recurrence(*ins, dt, T, backend=backend, segment=segment)
     assert Y.shape == (B, T, C, H, W) and Y.is_contiguous() and Y.dtype == dtype
+    Y_seen = Y.detach().clone()
     grads = torch.autograd.grad((Y * gY).sum(), ins)
+    assert torch.equal(Y, Y_seen)  # the backward reads the output, never writes it
     assert rel_err(Y, Y_ref) < TOL[dtype]
     for name, g, g_ref in zip(("y0", "omega", "alpha", "weight"), grads, grads_ref):
         assert rel_err(g, g_ref) < TOL[dtype], f"∂{name}: {rel_err(g, g_ref):.2e}"

@@ -1064,9 +1064,10 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
 
 def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, Y=None, gY=None, dfeat=None, proj=None):
     """The adjoint, one segment at a time from the last: recompute the segment's states from its
-    checkpoint (the last segment's are still in the forward's scratch, and Y, when the forward
-    wrote it, holds every y_t), form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
-    ckpts, (Ys, Zs) = saved  # Ys is None where Y holds the states
+    checkpoint (not the last segment's: they are still in the forward's scratch, with Y's slice when
+    the forward wrote Y), form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj.
+    Recomputed states go to scratch, never into Y, which the caller holds."""
+    ckpts, (Ys, Zs) = saved  # Ys is None where the forward wrote Y
     ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
     dom, dal = torch.zeros_like(om), torch.zeros_like(al)
     dW = torch.zeros(w.shape, dtype=torch.float64 if be.name == "c" else w.dtype, device=w.device)
@@ -1076,9 +1077,12 @@ def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, Y=None, gY=None, dfea
     segments = _segments(T, seg)
     for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
         yc = y0 if yc is None else yc
-        Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
         Zv = Zs[:n].transpose(0, 1)
-        if i < len(segments) - 1:  # the last segment's states are those the forward left in the scratch
+        if i == len(segments) - 1:  # the states the forward left: its scratch (and Y)
+            Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
+        else:
+            Ys = _scratch(seg, y0) if Ys is None else Ys
+            Yv = Ys[:n].transpose(0, 1)
             be.forward(yc, zc, om, al, w, dt, Yv, Zv)
         if proj is not None:
             G = torch.mm(proj[:, t0:t0 + n].t(), dfeat.t())  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k

@@ -59,11 +59,13 @@ class ResultRow:
 
 
 @torch.inference_mode()
-def evaluate_fresh(model, dataset: str, n: int, seed: int = FRESH_SEED) -> dict[str, float]:
+def evaluate_fresh(model, dataset: str, n: int, seed: int = FRESH_SEED, amp: bool = False) -> dict[str, float]:
+    """SPEC §9 metrics on n fresh samples; `amp`: under bf16 autocast, as a run trained with --amp
+    measured its stored test metrics (a ConvLSTM trained so can depend on it: FG-IoU 0.57 vs 0.46)."""
     from .training import evaluate
 
     data = make_dataset(dataset, n, seed=seed, split="test")
-    return evaluate(model, to_tensors(data), batch_size=32)
+    return evaluate(model, to_tensors(data), batch_size=32, amp=amp)
 
 
 def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0) -> list[ResultRow]:
@@ -77,7 +79,8 @@ def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0) -> l
         preset = info["preset"]
         dataset = meta.get("dataset") or preset.rsplit("-", 1)[-1]
         if fresh:
-            m, n, source = evaluate_fresh(model, dataset, fresh), fresh, f"fresh samples (seed {FRESH_SEED})"
+            amp = bool(meta.get("train", {}).get("amp"))  # measured as the stored test split was
+            m, n, source = evaluate_fresh(model, dataset, fresh, amp=amp), fresh, f"fresh samples (seed {FRESH_SEED})"
         else:
             m = meta.get("test_metrics") or {}
             n, source = meta.get("splits", {}).get("test", 0), "stored test split"
