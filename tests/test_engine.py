@@ -355,14 +355,16 @@ def _autocast_head(mlp, f):
         return mlp(f.reshape(B, K * C, H, W)).float()
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason=NO_CUDA))])
 @pytest.mark.parametrize("name", ["nwm-linear-tetrominoes", "nwm-fft-tetrominoes", "lstm-linear-tetrominoes"])
-def test_fast_bf16_engine_keeps_the_function(name):
+def test_fast_bf16_engine_keeps_the_function(name, device):
     """engine="fast-bf16": only the head's products are bfloat16. Against the float32 reference on
     the same weights: logits within 2 %, the same argmax almost everywhere, the gradient pointing
     the same way (cosine > 0.999). test_fast_bf16_keeps_a_shipped_models_accuracy checks a trained model."""
     torch.manual_seed(0)
-    base = create_model(name, T=24)
-    x, y = torch.rand(2, 3, 24, 20), torch.randint(0, 6, (2, 24, 20))
+    base = create_model(name, T=24).to(device)
+    x, y = torch.rand(2, 3, 24, 20, device=device), torch.randint(0, 6, (2, 24, 20), device=device)
     res = {}
     for eng in ("reference", "fast-bf16"):
         model = copy.deepcopy(base)
