@@ -62,8 +62,10 @@ def main(argv=None) -> int:
                                      memory=r == 0, progress=lambda s: print("  " + s, file=sys.stderr, flush=True)))
     for rep in reports[1:]:  # memory is measured once; it does not depend on the machine's load
         for a, b in zip(rep["results"], reports[0]["results"]):
-            for eng in a["engines"]:
-                a["engines"][eng]["peak_memory_bytes"] = b["engines"][eng]["peak_memory_bytes"]
+            for eng, e in a["engines"].items():
+                for k in ("peak_memory_bytes", "memory_ratio"):
+                    if k in b["engines"][eng]:
+                        e[k] = b["engines"][eng][k]
             if "memory_ratio" in b:
                 a["memory_ratio"] = b["memory_ratio"]
     report = median_report(reports)

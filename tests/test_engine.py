@@ -292,13 +292,16 @@ def test_empty_batch(name):
 
 
 def test_auto_segment():
-    """Segments fit the per-buffer budget, are never shorter than √(2T/3), and tile T evenly."""
+    """Segments fit the per-buffer budget, are never shorter than √(2T/3) (nor, on CPU, than
+    T / CPU_MAX_SEGMENTS), and tile T evenly."""
     assert engine.auto_segment(100, 2 * 64 * 64, 4) == 100  # one image: one segment
     assert engine.auto_segment(100, 64 * 2 * 64 * 64, 4, "cuda") == 100
+    assert engine.auto_segment(100, 16 * 2 * 64 * 64, 4) == 34  # 2 cores, B = 16: 3 segments fit 24 MB
+    assert engine.auto_segment(100, 64 * 2 * 64 * 64, 4) == 34  # B = 64: still 3, past the budget
     for T, numel, dev in ((100, 16 * 2 * 64 * 64, "cpu"), (100, 64 * 2 * 64 * 64, "cpu"),
                           (100, 64 * 16 * 128 * 128, "cuda"), (500, 64 * 16 * 128 * 128, "cuda"), (7, 10**9, "cpu")):
         s = engine.auto_segment(T, numel, 4, dev)
-        floor = math.ceil(math.sqrt(2 * T / 3))
+        floor = max(math.ceil(math.sqrt(2 * T / 3)), math.ceil(T / engine.CPU_MAX_SEGMENTS) if dev == "cpu" else 1)
         budget = engine.SEGMENT_BUFFER_BYTES["cpu" if dev == "cpu" else "other"]
         assert 1 <= s <= T
         assert s * numel * 4 <= budget or s <= floor + 1, (T, numel, s)
