@@ -36,7 +36,7 @@ def test_bench_reports_every_engine(tmp_path, capsys):
     assert chk["logits_rel_err"] < 1e-5 and chk["grad_rel_err"] < 1e-4  # float32 fast: the reference's function
     assert 1e-5 < chk["bf16"]["logits_rel_err"] < 3e-2 and chk["bf16"]["grad_cosine"] > 0.99  # bf16: close, not equal
     env = report["environment"]
-    assert env["device"] == "cpu" and "allocator" in env and "cpu_kernel" in env
+    assert env["device"] == "cpu" and "allocator" in env and "cpu_kernel" in env and "bf16_native" in env
     table = md.read_text()
     assert table.strip() == out.strip()
     rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]

@@ -237,6 +237,7 @@ def environment(device: torch.device) -> dict:
         env["hardware"] = f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         env["cpu_kernel"] = engine.cpu_kernel_status()
         env["allocator"] = engine.retain_freed_memory()
+        env["bf16_native"] = engine.cpu_bf16_native()
     if hasattr(os, "getloadavg"):
         env["load_average"] = list(os.getloadavg())
     return env
@@ -303,6 +304,8 @@ def to_markdown(report: dict) -> str:
         f"Hardware: {env['hardware']}; torch {env['torch']}"
         + (f"; CPU kernel: {env['cpu_kernel']}" if "cpu_kernel" in env else "")
         + (f"; allocator: {env['allocator']}" if "allocator" in env else "")
+        + ({True: "; bf16 products native (AVX-512 BF16 / AMX)", False: "; bf16 products emulated (no AVX-512 BF16 / AMX)"}
+           .get(env.get("bf16_native"), ""))
         + (f"; wave backend: {env['wave_backend']}, TF32 cuDNN {env['tf32_cudnn']} / matmul {env['tf32_matmul']}"
            if "wave_backend" in env else "")
         + (f"; load average {env['load_average'][0]:.1f} at start" if "load_average" in env else "") + ".",

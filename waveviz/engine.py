@@ -73,7 +73,8 @@ class EngineSelectable:
     auto and fast compute the reference's function in float32 (to rounding); fast-bf16 is the fast
     engine with the per-pixel head's matrix products in bfloat16 (float32 accumulation; encoders,
     recurrence and readout stay float32) — about 85 % of an NWM's FLOPs, ≈ 2.5× faster on CPUs with
-    AVX-512 BF16 / AMX and on tensor-core GPUs, and it keeps accuracy (README, "Speed").
+    AVX-512 BF16 / AMX (`cpu_bf16_native`; elsewhere oneDNN emulates bf16, slower than float32) and
+    on tensor-core GPUs, and it keeps accuracy (README, "Speed").
     The choice is a plain attribute, not a config field, so checkpoints are unaffected; new models
     start with `default_engine()`.
     """
@@ -104,6 +105,17 @@ class EngineSelectable:
         if self.uses_fast_engine and x.device.type == "cpu" and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+def cpu_bf16_native() -> bool | None:
+    """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), which is where
+    fast-bf16 pays on CPU (elsewhere oneDNN emulates it, slower than float32); None where unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
 
 
 _allocator: str | None = None
