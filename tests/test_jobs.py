@@ -279,10 +279,13 @@ def test_page_refuses_queues_and_cancels(home, npz):
 
     at.number_input(key="train_lr").set_value(1e-3)
     at.number_input(key="train_epochs").set_value(3)
+    assert at.selectbox(key="train_engine").value == "auto"
+    at.selectbox(key="train_engine").select("fast-bf16")
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     job = store.ids()[-1]
     assert store.status(job)["state"] == "queued" and store.spec(job).epochs == 3
+    assert store.spec(job).engine == "fast-bf16"
     assert at.selectbox(key="train_job").value == job
 
     at = at.button(key=f"train_cancel_{job}").click().run()
