@@ -8,7 +8,7 @@ from waveviz import cli_bench
 from waveviz.cli import main
 
 TINY = ["--set", "T=6", "--set", "head=(16,)", "--image-size", "12", "--batch", "2", "--steps", "1",
-        "--inference-runs", "1", "--threads", "1"]
+        "--inference-runs", "1", "--threads", "1", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +35,7 @@ def test_bench_reports_every_engine(tmp_path, capsys):
     chk = r["check"]
     assert chk["logits_rel_err"] < 1e-5 and chk["grad_rel_err"] < 1e-4  # float32 fast: the reference's function
     assert 1e-5 < chk["bf16"]["logits_rel_err"] < 3e-2 and chk["bf16"]["grad_cosine"] > 0.99  # bf16: close, not equal
+    assert chk["bf16"]["worst_param_cosine"] <= chk["bf16"]["grad_cosine"] + 1e-9 and chk["bf16"]["worst_param"]
     env = report["environment"]
     assert env["device"] == "cpu" and "allocator" in env and "cpu_kernel" in env and "bf16_native" in env
     table = md.read_text()

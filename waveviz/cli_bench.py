@@ -113,13 +113,17 @@ def check_same_function(setting: Setting, device: torch.device, batch: int = 2) 
     (lo, g, k), (lo_f, g_f, k_f), (lo_r, g_r, k_r) = worst(fast, ref), worst(fast, exact), worst(ref, exact)
     bf = res["fast-bf16", torch.float32]
     flat = [torch.cat([t[1][k].double().flatten() for k in ref[1]]) for t in (bf, ref)]
+    per = {k: F.cosine_similarity(bf[1][k].double().flatten(), g.double().flatten(), dim=0).item()
+           for k, g in ref[1].items() if g.abs().max() > 0}  # per parameter: a small one is not hidden
+    worst = min(per, key=per.get)
     return {"batch": batch, "dtype": "torch.float32",
             "logits_rel_err": lo, "grad_rel_err": g, "worst_grad": k,
             "fast_vs_float64": {"logits": lo_f, "grad": g_f, "worst_grad": k_f},
             "reference_vs_float64": {"logits": lo_r, "grad": g_r, "worst_grad": k_r},
             "bf16": {"logits_rel_err": _rel(bf[0], ref[0]),
                      "argmax_agreement": (bf[0].argmax(1) == ref[0].argmax(1)).double().mean().item(),
-                     "grad_cosine": F.cosine_similarity(*flat, dim=0).item()}}
+                     "grad_cosine": F.cosine_similarity(*flat, dim=0).item(),
+                     "worst_param_cosine": per[worst], "worst_param": worst}}
 
 
 def time_train_steps(setting: Setting, device: torch.device, steps: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -333,7 +337,8 @@ def _versus(e: dict, eng: str, chk: dict) -> str:
     if eng == "fast-bf16" and "bf16" in chk:
         b = chk["bf16"]
         return head + (f"bf16 head: logits within {b['logits_rel_err']:.0e}, same argmax on "
-                       f"{100 * b['argmax_agreement']:.1f} % of pixels, gradient cosine {b['grad_cosine']:.5f}")
+                       f"{100 * b['argmax_agreement']:.1f} % of pixels, gradient cosine {b['grad_cosine']:.5f} "
+                       f"(lowest per parameter {b['worst_param_cosine']:.4f}, {b['worst_param']})")
     return head + (f"max rel. error vs reference: logits {chk['logits_rel_err']:.0e}, gradients {chk['grad_rel_err']:.0e}"
                    f" (vs float64: fast {chk['fast_vs_float64']['grad']:.0e}, "
                    f"reference {chk['reference_vs_float64']['grad']:.0e})")

@@ -97,7 +97,8 @@ def process_group(device_type: str) -> Iterator[DistEnv]:
     try:
         yield current()
         # leave together: a rank that tore gloo down while rank 0 still wrote its checkpoints
-        # sometimes aborted at exit ("terminate called without an active exception", ~1 run in 10)
+        # sometimes aborted at exit ("terminate called without an active exception", ~1 run in 10).
+        # Only on success: a rank that raised goes straight on, and torchrun then stops the others.
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -492,6 +492,15 @@ def _torch_openmp() -> bool:
         return False
 
 
+def _compiler_id(cc: str) -> str:
+    """The first line of `cc --version`, lower case ("" if it will not say)."""
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return (out.splitlines() or [""])[0].lower()
+
+
 def _build(path: str, openmp: bool) -> None:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if not cc:
@@ -503,8 +512,10 @@ def _build(path: str, openmp: bool) -> None:
             f.write(CPU_KERNEL_SOURCE)
         base = [cc, "-O3", "-std=c99", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", src, "-o", out, "-lm"]
         errors = []
-        # native first; plain if the compiler refuses it; OpenMP first when wanted, else without
-        variants = [["-march=native", "-fopenmp"], ["-fopenmp"]] if openmp else []
+        # native first; plain if the compiler refuses it; OpenMP first when wanted, else without.
+        # GNU's runtime by name (clang's plain -fopenmp would bring LLVM's libomp, a second pool)
+        omp = "-fopenmp=libgomp" if "clang" in _compiler_id(cc) else "-fopenmp"
+        variants = [["-march=native", omp], [omp]] if openmp else []
         for arch in variants + [["-march=native"], []]:
             r = subprocess.run(base[:1] + arch + base[1:], capture_output=True, text=True)
             if r.returncode == 0:
@@ -1059,7 +1070,9 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
     feat (B·C·H·W, K) = Σ_t y_t ⊗ proj[:, t] (time features last, so that the head's per-pixel
     rows are a cheap copy away). Returns feat and, when `keep`, the (y, z) state at the start of
     every segment (the first is (None, None): y0 itself, z = 0) and the scratch (Ys, Zs), which
-    holds the last segment's states: the backward starts there without recomputing it."""
+    holds the last segment's states, so that the backward starts there without recomputing them —
+    on CPU with the fused readout only ((None, None) otherwise: on GPUs the 2 × 512 MB would count
+    against the memory the engine saves, and without the readout Ys is not even scratch)."""
     Zs = _scratch(seg, y0)
     Ys = _scratch(seg, y0) if Y is None else None
     feat = y0.new_zeros(y0.numel(), proj.shape[0]) if proj is not None else None
@@ -1077,30 +1090,29 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
             feat.addmm_(Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t())
         if i < len(segments) - 1:
             y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
-    return feat, (ckpts, (Ys, Zs)) if keep else None
+    kept = (Ys, Zs) if proj is not None and y0.device.type == "cpu" else (None, None)
+    return feat, (ckpts, kept) if keep else None
 
 
-def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, Y=None, gY=None, dfeat=None, proj=None):
+def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, proj=None):
     """The adjoint, one segment at a time from the last: recompute the segment's states from its
-    checkpoint (not the last segment's: they are still in the forward's scratch, with Y's slice when
-    the forward wrote Y), form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj.
-    Recomputed states go to scratch, never into Y, which the caller holds."""
-    ckpts, (Ys, Zs) = saved  # Ys is None where the forward wrote Y
+    checkpoint (not the last segment's when the forward kept its scratch), form its ∂L/∂y_t, walk
+    it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
+    ckpts, (Ys, Zs) = saved
+    kept = Zs is not None
     ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
     dom, dal = torch.zeros_like(om), torch.zeros_like(al)
     dW = torch.zeros(w.shape, dtype=torch.float64 if be.name == "c" else w.dtype, device=w.device)
     dproj = torch.zeros_like(proj) if proj is not None else None
     if y0.numel() == 0:
         return ybar, dom, dal, dW.to(w.dtype), dproj
+    Ys = _scratch(seg, y0) if Ys is None else Ys
+    Zs = _scratch(seg, y0) if Zs is None else Zs
     segments = _segments(T, seg)
     for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
         yc = y0 if yc is None else yc
-        Zv = Zs[:n].transpose(0, 1)
-        if i == len(segments) - 1:  # the states the forward left: its scratch (and Y)
-            Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
-        else:
-            Ys = _scratch(seg, y0) if Ys is None else Ys
-            Yv = Ys[:n].transpose(0, 1)
+        Yv, Zv = Ys[:n].transpose(0, 1), Zs[:n].transpose(0, 1)
+        if not (kept and i == len(segments) - 1):  # else: the states the forward left in its scratch
             be.forward(yc, zc, om, al, w, dt, Yv, Zv)
         if proj is not None:
             G = torch.mm(proj[:, t0:t0 + n].t(), dfeat.t())  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
@@ -1123,19 +1135,18 @@ class _Wave(torch.autograd.Function):
         keep = any(ctx.needs_input_grad)
         feat, saved = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, keep=keep)
         if keep:
-            ctx.save_for_backward(y0, omega, alpha, weight, proj, Y)  # Y: the output, read by the backward
+            ctx.save_for_backward(y0, omega, alpha, weight, proj)
             ctx.saved, ctx.dt, ctx.T, ctx.seg, ctx.backend = saved, dt, T, seg, backend
         return Y if proj is None else feat
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        y0, omega, alpha, weight, proj, Y = ctx.saved_tensors
+        y0, omega, alpha, weight, proj = ctx.saved_tensors
         be = _backend(ctx.backend, y0)
         grad = grad.contiguous()
         kw = dict(gY=grad) if proj is None else dict(dfeat=grad, proj=proj)
-        dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved,
-                                                 Y=Y, **kw)
+        dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved, **kw)
         ctx.saved = None
         return dy0, dom, dal, dW, dproj, None, None, None, None
 
@@ -1194,28 +1205,29 @@ def linear_time_features(Y: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
 # ====================================================================== the per-pixel MLP head
 
 
-_onednn_linear_ok: bool | None = None
+_onednn_linear_ok: dict[torch.dtype, bool] = {}
 
 
-def _onednn_linear_usable() -> bool:
-    """oneDNN's fused linear (+ bias + ReLU, one pass over the output) for float32 CPU, when this
-    torch has it and it agrees with addmm to float32 rounding (checked once)."""
-    global _onednn_linear_ok
-    if _onednn_linear_ok is None:
+def _onednn_linear_usable(dtype: torch.dtype = torch.float32) -> bool:
+    """oneDNN's fused linear (+ bias + ReLU, one pass over the output) for float32 / bfloat16 CPU
+    tensors, when this torch and CPU have it and it agrees with addmm to that dtype's rounding
+    (checked once per dtype: a CPU without AVX-512 may refuse bf16 primitives)."""
+    if dtype not in _onednn_linear_ok:
+        tol = 1e-5 if dtype == torch.float32 else 5e-2
         try:
             g = torch.Generator().manual_seed(0)
-            x, w, b = (torch.randn(s, generator=g) for s in ((64, 48), (32, 48), (32,)))
+            x, w, b = (torch.randn(s, generator=g).to(dtype) for s in ((64, 48), (32, 48), (32,)))
             got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
             want = torch.addmm(b, x, w.t()).relu_()
-            _onednn_linear_ok = bool(torch.allclose(got, want, rtol=1e-5, atol=1e-5))
+            _onednn_linear_ok[dtype] = bool(torch.allclose(got.float(), want.float(), rtol=tol, atol=tol))
         except (AttributeError, RuntimeError, TypeError):
-            _onednn_linear_ok = False
-    return _onednn_linear_ok
+            _onednn_linear_ok[dtype] = False
+    return _onednn_linear_ok[dtype]
 
 
 def _linear(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, relu: bool) -> torch.Tensor:
     if h.device.type == "cpu" and h.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available() \
-            and _onednn_linear_usable():
+            and _onednn_linear_usable(h.dtype):
         return torch.ops.mkldnn._linear_pointwise(h, w.contiguous(), b, "relu" if relu else "none", [], "")
     out = torch.addmm(b, h, w.t())
     return out.relu_() if relu else out
@@ -1290,7 +1302,7 @@ def pixel_mlp(x: torch.Tensor, mlp: torch.nn.Module, first_weight: torch.Tensor 
         assert first_weight is None, "a reordered first weight needs a Linear/ReLU head"
         if bf16:
             with torch.autocast(x.device.type, dtype=torch.bfloat16):
-                return mlp.net(x).float()
+                return mlp.net(x).to(x.dtype)
         return mlp.net(x)
     ws = [m.weight for m in layers]
     if first_weight is not None:
