@@ -31,8 +31,8 @@ fi
   nproc; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-echo "== [$(elapsed)s] bench (alone on the device)"
-timeout 150 $PY -m waveviz bench $BENCH --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.log" 2>&1
+echo "== [$(elapsed)s] bench (alone on the device; reference, fast and fast-bf16)"
+timeout 210 $PY -m waveviz bench $BENCH --json "$OUT/bench.json" --markdown "$OUT/bench.md" > "$OUT/bench.log" 2>&1
 echo "bench rc $?"
 
 # Start-up of 10 processes, data generation (≤ 35 s for Polygons' 11,500 images), validating the
