@@ -344,3 +344,24 @@ def test_segmentation_figure_legend_names_the_classes():
     names = {t.name for t in fig.data if t.name and ":" in t.name}
     assert names == {"0: background", "1: I", "2: O"}
     assert fig.layout.xaxis.range == (-0.5, 5.5) and fig.layout.yaxis.range == (5.5, -0.5)
+
+
+def test_runs_use_the_precision_a_checkpoint_trained_in():
+    """The shipped ConvLSTM trained under bf16 autocast: the app runs it so (its table row was
+    measured so), and a float32-trained one plainly."""
+    import torch
+
+    from waveviz.checkpoint import load_checkpoint, trained_with_amp
+    from waveviz.data import make_dataset, to_tensors
+    from waveviz.paths import SHIPPED_CHECKPOINTS
+
+    model, info = load_checkpoint(SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt")
+    assert trained_with_amp(info) and not trained_with_amp(load_checkpoint(SHIPPED_CHECKPOINTS / "unet3-multi_mnist.pt")[1])
+    x, _ = to_tensors(make_dataset("tetrominoes", 1, seed=10_000, split="test"))
+    as_trained, plain = common.run_model(model, x, amp=True), common.run_model(model, x)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x)[0].float().numpy()
+    assert as_trained.logits.dtype == np.float32 and as_trained.hidden.dtype == np.float32
+    assert np.allclose(as_trained.logits, want, atol=1e-5) and not np.allclose(plain.logits, want, atol=1e-3)
+    picked = common.Picked("lstm", SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt", model, info)
+    assert picked.amp

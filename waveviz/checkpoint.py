@@ -76,6 +76,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def trained_with_amp(info: dict) -> bool:
+    """Whether the run behind a checkpoint (its info from `load_checkpoint`) trained under bf16
+    autocast (`--amp`): run it so to see what it learnt — a ConvLSTM can depend on it."""
+    return bool(info.get("meta", {}).get("train", {}).get("amp"))
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Segmenter, dict]:
     """→ (model in eval mode, checkpoint dict without the state dict)."""
     path = os.fspath(path)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from .. import inputs
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, load_checkpoint, trained_with_amp
 from ..data import DATASETS
 from ..paths import REPO_ROOT, find_checkpoints
 from .figures import pixel_from_points
@@ -115,6 +115,11 @@ class Picked:
     path: Path
     model: torch.nn.Module
     info: dict
+
+    @property
+    def amp(self) -> bool:
+        """Run under bf16 autocast, as it was trained."""
+        return trained_with_amp(self.info)
 
     @property
     def key(self) -> str:
@@ -302,10 +307,11 @@ class RunResult:
     seconds: float = 0.0
 
 
-def run_model(model: torch.nn.Module, x: torch.Tensor) -> RunResult:
-    """`model.run(x)` under inference mode, as numpy arrays of the one image."""
+def run_model(model: torch.nn.Module, x: torch.Tensor, amp: bool = False) -> RunResult:
+    """`model.run(x)` under inference mode (and bf16 autocast with `amp`, for a checkpoint trained
+    so: `checkpoint.trained_with_amp`), as float32 numpy arrays of the one image."""
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         out = model.run(x)
     logits = out.logits[0].float()
     res = RunResult(
@@ -318,9 +324,9 @@ def run_model(model: torch.nn.Module, x: torch.Tensor) -> RunResult:
 
 
 @st.cache_resource(max_entries=6, show_spinner="Running the model…")
-def cached_run(model_key: str, input_key: str, _model: torch.nn.Module, _x: torch.Tensor) -> RunResult:
-    """`run_model`, once per (model file version, input content); shared, so treat as read-only."""
-    return run_model(_model, _x)
+def cached_run(model_key: str, input_key: str, _model: torch.nn.Module, _x: torch.Tensor, amp: bool = False) -> RunResult:
+    """`run_model`, once per (model file version, input content, amp); shared, so treat as read-only."""
+    return run_model(_model, _x, amp)
 
 
 # ---------------------------------------------------------------------------- pixel clicks

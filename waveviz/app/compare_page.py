@@ -95,7 +95,7 @@ def _render() -> None:
 
             x = prepare_image(mi.image, p.spec, invert=False).x
         with timings.stage("model"):
-            results.append(common.cached_run(p.key, mi.key, p.model, x))
+            results.append(common.cached_run(p.key, mi.key, p.model, x, p.amp))
     names = DATASETS.get(ds).class_names
     truth = mi.mask if mi.dataset == ds else None
     shape = results[0].pred.shape

@@ -49,7 +49,7 @@ def _render() -> None:
     if mi is None:
         return
     with timings.stage("model"):
-        res = common.cached_run(picked.key, mi.key, picked.model, mi.x)
+        res = common.cached_run(picked.key, mi.key, picked.model, mi.x, picked.amp)
     names = DATASETS.get(picked.dataset).class_names
     truth = mi.mask if mi.dataset == picked.dataset else None  # another set's labels mean other classes
     H, W = res.pred.shape
