@@ -72,7 +72,7 @@ class EngineSelectable:
 
     auto and fast compute the reference's function in float32 (to rounding); fast-bf16 is the fast
     engine with the per-pixel head's matrix products in bfloat16 (float32 accumulation; encoders,
-    recurrence and readout stay float32) — about 85 % of an NWM's FLOPs, ≈ 2.5× faster on CPUs with
+    recurrence and readout stay float32) — about 85 % of an NWM's FLOPs, products ≈ 2.5× faster on CPUs with
     AVX-512 BF16 / AMX (`cpu_bf16_native`; elsewhere oneDNN emulates bf16, slower than float32) and
     on tensor-core GPUs, and it keeps accuracy (README, "Speed").
     The choice is a plain attribute, not a config field, so checkpoints are unaffected; new models
