@@ -1075,7 +1075,7 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
     against the memory the engine saves, and without the readout Ys is not even scratch)."""
     Zs = _scratch(seg, y0)
     Ys = _scratch(seg, y0) if Y is None else None
-    feat = y0.new_zeros(y0.numel(), proj.shape[0]) if proj is not None else None
+    feat = y0.new_empty(y0.numel(), proj.shape[0]) if proj is not None else None
     if y0.numel() == 0:  # an empty batch (e.g. a data-parallel rank without images)
         return feat, ([(None, None)] * len(_segments(T, seg)), (None, None)) if keep else None
     y, z, ckpts = y0, None, []
@@ -1086,8 +1086,8 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
         Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
         Zv = Zs[:n].transpose(0, 1)
         be.forward(y, z, om, al, w, dt, Yv, Zv)
-        if proj is not None:
-            feat.addmm_(Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t())
+        if proj is not None:  # the first product writes feat (no zero fill), the others add to it
+            torch.addmm(feat, Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t(), beta=1 if i else 0, out=feat)
         if i < len(segments) - 1:
             y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
     kept = (Ys, Zs) if proj is not None and y0.device.type == "cpu" else (None, None)
