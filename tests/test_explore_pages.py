@@ -107,6 +107,7 @@ def test_explore_lstm_and_sample_seed(app_home):
     _ok(at)
     assert at.number_input(key="seed").value == 5
     assert "seed 5" in _captions(at)
+    assert "engine auto" in _captions(at) and "autocast" not in _captions(at)  # the tiny job trained in float32
     at.number_input(key="seed").set_value(6).run()
     _ok(at)
     assert "seed 6" in _captions(at)

@@ -97,7 +97,9 @@ def _render() -> None:
             continue
         with tab:
             VIEW_RENDERERS[view](picked, mi, res, row, col, timings)
-    st.caption("Timings: " + timings.line())
+    engine = getattr(picked.model, "engine", None)
+    how = (f"; engine {engine}" if engine else "") + ("; bf16 autocast, as this checkpoint was trained" if picked.amp else "")
+    st.caption("Timings: " + timings.line() + how)
 
 
 # ---------------------------------------------------------------------------------- helpers
