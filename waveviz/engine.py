@@ -110,12 +110,8 @@ class EngineSelectable:
 def cpu_bf16_native() -> bool | None:
     """Whether this CPU multiplies bfloat16 natively (AVX-512 BF16 or AMX), which is where
     fast-bf16 pays on CPU (elsewhere oneDNN emulates it, slower than float32); None where unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    line = next((ln for ln in _cpu_signature().splitlines() if ln.startswith("flags")), None)
+    return None if line is None else bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[-1].split()))
 
 
 _allocator: str | None = None

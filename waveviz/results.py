@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, trained_with_amp
 from .data import make_dataset, to_tensors
 from .paths import SHIPPED_CHECKPOINTS
 
@@ -79,7 +79,7 @@ def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0) -> l
         preset = info["preset"]
         dataset = meta.get("dataset") or preset.rsplit("-", 1)[-1]
         if fresh:
-            amp = bool(meta.get("train", {}).get("amp"))  # measured as the stored test split was
+            amp = trained_with_amp(info)  # measured as the stored test split was
             m, n, source = evaluate_fresh(model, dataset, fresh, amp=amp), fresh, f"fresh samples (seed {FRESH_SEED})"
         else:
             m = meta.get("test_metrics") or {}
