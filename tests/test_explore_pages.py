@@ -349,9 +349,10 @@ def test_segmentation_figure_legend_names_the_classes():
 
 def test_runs_use_the_precision_a_checkpoint_trained_in():
     """The shipped ConvLSTM trained under bf16 autocast: the app runs it so (its table row was
-    measured so), and a float32-trained one plainly."""
+    measured so; on a CPU without bf16 with the products emulated), and a float32-trained one plainly."""
     import torch
 
+    from waveviz import engine
     from waveviz.checkpoint import load_checkpoint, trained_with_amp
     from waveviz.data import make_dataset, to_tensors
     from waveviz.paths import SHIPPED_CHECKPOINTS
@@ -360,9 +361,12 @@ def test_runs_use_the_precision_a_checkpoint_trained_in():
     assert trained_with_amp(info) and not trained_with_amp(load_checkpoint(SHIPPED_CHECKPOINTS / "unet3-multi_mnist.pt")[1])
     x, _ = to_tensors(make_dataset("tetrominoes", 1, seed=10_000, split="test"))
     as_trained, plain = common.run_model(model, x, amp=True), common.run_model(model, x)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), engine.bf16_autocast("cpu"):
         want = model(x)[0].float().numpy()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # torch's own bf16 kernels
+        native = model(x)[0].float().numpy()
     assert as_trained.logits.dtype == np.float32 and as_trained.hidden.dtype == np.float32
     assert np.allclose(as_trained.logits, want, atol=1e-5) and not np.allclose(plain.logits, want, atol=1e-3)
+    assert (as_trained.pred == native.argmax(0)).mean() > 0.99 and (plain.pred != native.argmax(0)).mean() > 0.01
     picked = common.Picked("lstm", SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt", model, info)
     assert picked.amp

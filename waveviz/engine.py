@@ -37,6 +37,7 @@ reference in float64 (to 1e-9) and float32 (to 1e-5) over a grid of shapes.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import math
@@ -51,6 +52,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves, tree_map
 
 ENGINES = ("auto", "fast", "fast-bf16", "reference")
 BACKENDS = ("auto", "c", "triton", "torch")
@@ -112,6 +115,61 @@ def cpu_bf16_native() -> bool | None:
     fast-bf16 pays on CPU (elsewhere oneDNN emulates it, slower than float32); None where unknown."""
     line = next((ln for ln in _cpu_signature().splitlines() if ln.startswith("flags")), None)
     return None if line is None else bool({"avx512_bf16", "amx_bf16"} & set(line.split(":", 1)[-1].split()))
+
+
+def bf16_emulated(device_type: str = "cpu") -> bool:
+    """Whether bfloat16 products on `device_type` are emulated (`bf16_products`): on a CPU without
+    native bf16 (`cpu_bf16_native` False or unknown), where torch's own bf16 matrix products and
+    convolutions are 5–40× slower than float32 (seen on a Zen 3 with AVX2: a 65536×256×256 product
+    1.1 GFLOP/s in bf16, 48 in float32). `WAVEVIZ_BF16=native` or `=emulate` decides instead."""
+    if device_type != "cpu":
+        return False
+    forced = os.environ.get("WAVEVIZ_BF16", "")
+    if forced in ("native", "emulate"):
+        return forced == "emulate"
+    return not cpu_bf16_native()
+
+
+class _Bf16Products(TorchDispatchMode):
+    """Runs the bfloat16 matrix products and convolutions inside it in float32 on the same bf16
+    values and rounds the result to bf16 again: exact products, float32 sums, one rounding — what
+    native bf16 kernels (AVX-512 BF16, AMX, tensor cores) compute, up to the order of the sums.
+    Every other op, and every call without a bf16 tensor, runs as it is."""
+
+    OPS = {getattr(torch.ops.aten, n) for n in (
+        "linear", "addmm", "mm", "bmm", "baddbmm", "addbmm", "matmul",
+        "conv2d", "conv_transpose2d", "convolution", "_convolution", "convolution_backward")}
+    OPS.add(torch.ops.mkldnn._linear_pointwise)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if func.overloadpacket not in self.OPS or not any(
+                isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 for t in tree_leaves((args, kwargs))):
+            return func(*args, **kwargs)
+        up = lambda t: t.float() if isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 else t  # noqa: E731
+        down = lambda t: t.to(torch.bfloat16) if isinstance(t, torch.Tensor) and t.dtype == torch.float32 else t  # noqa: E731
+        out = kwargs.pop("out", None)
+        if out is not None:  # an out= overload: compute, then write into the caller's tensor
+            func = func.overloadpacket.default
+        res = tree_map(down, func(*tree_map(up, args), **tree_map(up, kwargs)))
+        return res if out is None else out.copy_(res)
+
+
+def bf16_products(device_type: str = "cpu"):
+    """A context in which bf16 products are emulated where `bf16_emulated(device_type)`, else nothing.
+    Wrap a backward in it too: autograd runs the saved bf16 products outside any autocast block."""
+    return _Bf16Products() if bf16_emulated(device_type) else contextlib.nullcontext()
+
+
+def bf16_autocast(device_type: str, enabled: bool = True) -> contextlib.ExitStack:
+    """`torch.autocast(device_type, bfloat16)`, with its products emulated on a CPU without native
+    bf16 (`bf16_products`): the same numbers as there, at about float32 speed instead of 5–40× slower
+    (the app's one-image Multi-MNIST run under autocast, Zen 3: 9.8 s → 0.5 s). Off: no-op."""
+    stack = contextlib.ExitStack()
+    if enabled:
+        stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16))
+        stack.enter_context(bf16_products(device_type))
+    return stack
 
 
 _allocator: str | None = None
@@ -1245,10 +1303,12 @@ class _PixelMLP(torch.autograd.Function):
         ws, bs = [w.to(dtype) for w in params[0::2]], [b.to(dtype) for b in params[1::2]]
         h = x.to(dtype)
         acts = [h]
-        for i, (w, b) in enumerate(zip(ws, bs)):
-            h = _linear(h, w, b, relu=i < len(ws) - 1)
-            if i < len(ws) - 1:
-                acts.append(h)
+        ctx.products = _products(dtype, x.device.type)
+        with ctx.products():
+            for i, (w, b) in enumerate(zip(ws, bs)):
+                h = _linear(h, w, b, relu=i < len(ws) - 1)
+                if i < len(ws) - 1:
+                    acts.append(h)
         ctx.save_for_backward(*acts, *ws)
         ctx.dtypes = x.dtype, params[0].dtype
         return h.to(x.dtype)
@@ -1263,20 +1323,29 @@ class _PixelMLP(torch.autograd.Function):
         g = g.to(acts[0].dtype).contiguous()
         grads: list[torch.Tensor | None] = [None] * (1 + 2 * L)
         spare: dict[tuple, torch.Tensor] = {}
-        for i in reversed(range(L)):
-            inp = acts[i]
-            grads[1 + 2 * i] = torch.mm(g.t(), inp).to(p_dtype)  # ∂W_i = gᵀ · input
-            grads[2 + 2 * i] = g.sum(0).to(p_dtype)  # ∂b_i
-            if i > 0:
-                buf = spare.pop(inp.shape, None)
-                gp = torch.mm(g, ws[i], out=buf) if buf is not None else torch.mm(g, ws[i])
-                # ReLU backward, written over the activation: g_{i-1} = gp ⊙ (input > 0)
-                torch.ops.aten.threshold_backward.grad_input(gp, inp, 0, grad_input=inp)
-                spare[gp.shape] = gp  # free again: the next layer's product goes there
-                g = inp
-            elif ctx.needs_input_grad[0]:
-                grads[0] = torch.mm(g, ws[0]).to(x_dtype)
+        with ctx.products():
+            for i in reversed(range(L)):
+                inp = acts[i]
+                grads[1 + 2 * i] = torch.mm(g.t(), inp).to(p_dtype)  # ∂W_i = gᵀ · input
+                grads[2 + 2 * i] = g.sum(0).to(p_dtype)  # ∂b_i
+                if i > 0:
+                    buf = spare.pop(inp.shape, None)
+                    gp = torch.mm(g, ws[i], out=buf) if buf is not None else torch.mm(g, ws[i])
+                    # ReLU backward, written over the activation: g_{i-1} = gp ⊙ (input > 0)
+                    torch.ops.aten.threshold_backward.grad_input(gp, inp, 0, grad_input=inp)
+                    spare[gp.shape] = gp  # free again: the next layer's product goes there
+                    g = inp
+                elif ctx.needs_input_grad[0]:
+                    grads[0] = torch.mm(g, ws[0]).to(x_dtype)
         return (grads[0], None, *grads[1:])
+
+
+def _products(dtype: torch.dtype, device_type: str):
+    """The context `_PixelMLP` computes its products in: bf16 ones emulated where the CPU lacks them."""
+    if dtype == torch.bfloat16 and bf16_emulated(device_type):
+        return _Bf16Products
+    return contextlib.nullcontext
+
 
 
 def _mlp_layers(mlp: torch.nn.Module) -> list[torch.nn.Linear] | None:

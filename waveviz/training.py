@@ -10,6 +10,7 @@ checkpoints are written on rank 0 only.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -145,8 +146,13 @@ class Trainer:
         self.stop_reason = reason
 
     def _autocast(self):
-        dtype = torch.bfloat16 if self.device.type in ("cpu", "cuda") else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype, enabled=self.config.amp)
+        if self.device.type in ("cpu", "cuda"):  # bf16; emulated on a CPU without it (engine.bf16_autocast)
+            return engine.bf16_autocast(self.device.type, enabled=self.config.amp)
+        return torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp)
+
+    def _backward_products(self):
+        """Where the backward's bf16 products run: emulated like the forward's (`engine.bf16_products`)."""
+        return engine.bf16_products(self.device.type) if self.config.amp else contextlib.nullcontext()
 
     def train_epoch(self) -> float:
         """One pass over the training data → mean training loss (over all ranks' images)."""
@@ -182,7 +188,8 @@ class Trainer:
             if not math.isfinite(batch_loss):
                 raise DivergenceError(f"loss became {batch_loss} at epoch {self.epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
-            (loss * (n * W / len(idx))).backward()  # DDP averages over ranks → the global batch's mean
+            with self._backward_products():
+                (loss * (n * W / len(idx))).backward()  # DDP averages over ranks → the global batch's mean
             if self.config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             self.optimizer.step()
@@ -288,7 +295,7 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
     idx = dist.shard(torch.arange(len(x)))
     for i in range(0, len(idx), batch_size):
         j = idx[i: i + batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with engine.bf16_autocast(device.type, enabled=amp):
             logits = model(x[j].to(device))
         acc.update(logits.float(), y[j].to(device))
     sums = torch.zeros(2, len(METRIC_NAMES), dtype=torch.float64)  # (sum, count) of non-NaN per-image values

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from .. import inputs
+from .. import engine as fast, inputs
 from ..checkpoint import CheckpointError, load_checkpoint, trained_with_amp
 from ..data import DATASETS
 from ..paths import REPO_ROOT, find_checkpoints
@@ -311,7 +311,7 @@ def run_model(model: torch.nn.Module, x: torch.Tensor, amp: bool = False) -> Run
     """`model.run(x)` under inference mode (and bf16 autocast with `amp`, for a checkpoint trained
     so: `checkpoint.trained_with_amp`), as float32 numpy arrays of the one image."""
     t0 = time.perf_counter()
-    with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.inference_mode(), fast.bf16_autocast(x.device.type, enabled=amp):
         out = model.run(x)
     logits = out.logits[0].float()
     res = RunResult(
