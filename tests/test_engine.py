@@ -245,12 +245,53 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
         y0, om, al = (torch.rand(3, 2, 8, 6, generator=g, dtype=torch.float64) for _ in range(3))
         w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64) * 0.4
         err = (engine.nwm_recurrence(y0, om, al, w, 0.1, 11, backend="c") - nwm_recurrence_ref(y0, om, al, w, 0.1, 11)).abs().max()
-        print(engine.cpu_kernel_status(), "|", float(err))
+        gn, wn, h = torch.randn(900, 6, generator=g), torch.randn(6, 40, generator=g), torch.rand(900, 40, generator=g) - 0.3
+        want = torch.where(h > 0, gn @ wn, 0.0), gn.t().double() @ h.double()
+        dw = engine._narrow_layer_backward(gn, wn, h)  # the head's narrow layer, on the pool too
+        err2 = max((h - want[0]).abs().max() / want[0].abs().max(), (dw - want[1]).abs().max() / want[1].abs().max())
+        print(engine.cpu_kernel_status(), "|", float(err), "|", float(err2))
     """
     env = {**os.environ, "WAVEVIZ_CPU_OPENMP": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    status, err = out.strip().rsplit("|", 1)
-    assert status.strip() == "compiled C kernel" and float(err) < 1e-12
+    status, err, err_narrow = out.strip().rsplit("|", 2)
+    assert status.strip() == "compiled C kernel" and float(err) < 1e-12 and float(err_narrow) < 1e-6
+
+
+# (P, N, K): blocks of 256 rows and a remainder, fewer rows than threads, one row, N at its limit
+NARROW_GRID = [(1000, 6, 256), (3, 1, 7), (1, 4, 5), (700, 64, 33)]
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", NARROW_GRID, ids=lambda s: "P{}N{}K{}".format(*s))
+def test_narrow_layer_backward_matches_torch(threads, shape):
+    """The head's narrow-layer backward in C (one pass): ∂W = gᵀ·h and h ← (g·W) ⊙ (h > 0) in place,
+    as float64 torch computes them to float32 rounding; zeros and NaNs in h handled like ReLU's backward."""
+    P, N, K = shape
+    gen = torch.Generator().manual_seed(P + N + K)
+    g, w, h = torch.randn(P, N, generator=gen), torch.randn(N, K, generator=gen), torch.randn(P, K, generator=gen).relu()
+    h[0, 0] = float("nan")
+    want_dw = g.double().t() @ torch.nan_to_num(h.double())
+    want_h = torch.where(h > 0, g.double() @ w.double(), 0.0)
+    torch.set_num_threads(threads)
+    try:
+        got_h = h.clone()
+        dw = engine._narrow_layer_backward(g, w, got_h)
+    finally:
+        torch.set_num_threads(1)
+    assert dw.dtype == torch.float64 and dw.shape == (N, K)
+    assert rel_err(got_h, want_h) < 1e-6 and got_h[0, 0] == 0  # NaN > 0 is false: ReLU's backward gives 0
+    assert dw[:, 0].isnan().all() and rel_err(dw[:, 1:], want_dw[:, 1:]) < 1e-6  # a NaN input poisons its ∂W column
+
+
+def test_narrow_layer_backward_declines_what_it_does_not_do():
+    """Too many outputs, float64, a non-contiguous h: None, and h untouched."""
+    g, w, h = torch.randn(10, 65), torch.randn(65, 8), torch.rand(10, 8)
+    before = h.clone()
+    assert engine._narrow_layer_backward(g, w, h) is None
+    assert engine._narrow_layer_backward(g[:, :6].double(), w[:6].double(), h.double()) is None
+    assert engine._narrow_layer_backward(g[:, :6], w[:6], torch.rand(8, 10).t()) is None
+    assert torch.equal(h, before)
 
 
 def test_backend_choice():
