@@ -369,4 +369,5 @@ def test_runs_use_the_precision_a_checkpoint_trained_in():
     assert np.allclose(as_trained.logits, want, atol=1e-5) and not np.allclose(plain.logits, want, atol=1e-3)
     assert (as_trained.pred == native.argmax(0)).mean() > 0.99 and (plain.pred != native.argmax(0)).mean() > 0.01
     picked = common.Picked("lstm", SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt", model, info)
-    assert picked.amp
+    assert picked.amp and picked.how_run.startswith(f"engine {model.engine}; bf16 autocast")
+    assert ("emulated in float32" in picked.how_run) == engine.bf16_emulated("cpu")

@@ -122,6 +122,15 @@ class Picked:
         return trained_with_amp(self.info)
 
     @property
+    def how_run(self) -> str:
+        """How the app computes it, for timing lines: "engine fast; bf16 autocast (…)"."""
+        parts = [f"engine {self.model.engine}"] if hasattr(self.model, "engine") else []
+        if self.amp:
+            emulated = " (its products emulated in float32: no bf16 on this CPU)" if fast.bf16_emulated("cpu") else ""
+            parts.append(f"bf16 autocast{emulated}, as this checkpoint was trained")
+        return "; ".join(parts)
+
+    @property
     def key(self) -> str:
         """Changes whenever the file does: for caches of this model's results."""
         return f"{self.path}:{self.path.stat().st_mtime if self.path.exists() else 0}"

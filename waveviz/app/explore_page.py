@@ -97,9 +97,7 @@ def _render() -> None:
             continue
         with tab:
             VIEW_RENDERERS[view](picked, mi, res, row, col, timings)
-    engine = getattr(picked.model, "engine", None)
-    how = (f"; engine {engine}" if engine else "") + ("; bf16 autocast, as this checkpoint was trained" if picked.amp else "")
-    st.caption("Timings: " + timings.line() + how)
+    st.caption("; ".join(filter(None, ["Timings: " + timings.line(), picked.how_run])))
 
 
 # ---------------------------------------------------------------------------------- helpers
