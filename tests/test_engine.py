@@ -249,6 +249,23 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
         want = torch.where(h > 0, gn @ wn, 0.0), gn.t().double() @ h.double()
         dw = engine._narrow_layer_backward(gn, wn, h)  # the head's narrow layer, on the pool too
         err2 = max((h - want[0]).abs().max() / want[0].abs().max(), (dw - want[1]).abs().max() / want[1].abs().max())
+        from waveviz.models.layers import PixelMLP  # the ConvLSTM's loop, on the pool too
+        gates = torch.nn.Conv2d(4, 8, 3, padding=1, padding_mode="circular").double()
+        mlp = PixelMLP(2, 2, (4,)).double()
+        ins = [torch.randn(3, 2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+        got = engine.convlstm_sequence(*ins, gates, mlp, 4)
+        gg = torch.autograd.grad(got.square().sum(), [*ins, gates.weight])
+        u, hh, c = ins
+        ref = []
+        for _ in range(4):
+            i, f, gt, o = gates(torch.cat([u, hh], 1)).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gt)
+            hh = torch.sigmoid(o) * torch.tanh(c)
+            u = mlp(hh)
+            ref.append(u)
+        ref = torch.stack(ref, 1)
+        gr = torch.autograd.grad(ref.square().sum(), [*ins, gates.weight])
+        err = max(err, (got - ref).abs().max(), *((a - b).abs().max() for a, b in zip(gg, gr)))
         print(engine.cpu_kernel_status(), "|", float(err), "|", float(err2))
     """
     env = {**os.environ, "WAVEVIZ_CPU_OPENMP": "0"}
@@ -312,6 +329,86 @@ def test_c_tanh_is_accurate_and_keeps_nan():
     ulp = torch.from_numpy(__import__("numpy").spacing(ref.abs().float().numpy())).double()
     assert ((y - ref).abs() / ulp).max() <= 2.0
     assert torch.isnan(engine.cpu_tanh(torch.tensor([float("nan")]))).all()
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+def test_c_sigmoid_is_accurate_and_keeps_nan():
+    """The kernel's float logistic sigmoid (the ConvLSTM's gates): ≤ 4 ulp from float64 (below e^-87,
+    within 1e-38: it gives ~6e-39 there, not the subnormals); NaN stays NaN."""
+    x = torch.cat([torch.linspace(-90, 90, 400_001), torch.logspace(-30, 1.5, 20_001), -torch.logspace(-30, 1.5, 20_001),
+                   torch.tensor([0.0, -0.0, 1e30, -1e30])])
+    y = engine.cpu_sigmoid(x).double()
+    ref = torch.sigmoid(x.double())
+    ulp = torch.from_numpy(__import__("numpy").spacing(ref.abs().float().numpy())).double()
+    normal = ref > 1e-37
+    assert ((y - ref).abs() / ulp)[normal].max() <= 4.0 and (y - ref)[~normal].abs().max() < 1e-38
+    assert torch.isnan(engine.cpu_sigmoid(torch.tensor([float("nan")]))).all()
+
+
+def _convlstm_ref(u, h, c, gates, mlp, T):
+    """The ConvLSTM loop as `models.lstm` writes it (the oracle)."""
+    us = []
+    for _ in range(T):
+        i, f, g, o = gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        u = mlp(h)
+        us.append(u)
+    return torch.stack(us, dim=1)
+
+
+# (B, C, M, H, W, T): the preset's C = 2, M = 4; one channel; wide MLP; fewer images than threads; tiny images
+LSTM_GRID = [(3, 2, 4, 7, 9, 6), (2, 1, 3, 5, 4, 4), (1, 3, 8, 6, 6, 5), (4, 2, 4, 2, 3, 3)]
+
+
+@pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("shape", LSTM_GRID, ids=lambda s: "B{}C{}M{}H{}W{}T{}".format(*s))
+def test_convlstm_kernel_matches_reference(threads, shape):
+    """The ConvLSTM's T steps in C, on 1–3 threads: u_1 … u_T and the gradients of the initial states
+    and of every parameter equal the torch loop's to float64 rounding."""
+    from waveviz.models.layers import PixelMLP
+
+    B, C, M, H, W, T = shape
+    torch.manual_seed(B * 100 + C * 10 + M)
+    gates = torch.nn.Conv2d(2 * C, 4 * C, 3, padding=1, padding_mode="circular").double()
+    mlp = PixelMLP(C, C, (M,)).double()
+    ins = [torch.randn(B, C, H, W, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    params = [*gates.parameters(), *mlp.parameters()]
+    want = _convlstm_ref(*ins, gates, mlp, T)
+    g = torch.randn(want.shape, dtype=torch.float64)
+    grads_ref = torch.autograd.grad((want * g).sum(), [*ins, *params])
+    assert engine.convlstm_usable(ins[0], gates, mlp)
+    torch.set_num_threads(threads)
+    try:
+        got = engine.convlstm_sequence(*ins, gates, mlp, T)
+        grads = torch.autograd.grad((got * g).sum(), [*ins, *params])
+    finally:
+        torch.set_num_threads(1)
+    assert got.shape == (B, T, C, H, W) and rel_err(got, want) < 1e-12
+    names = ["u0", "h0", "c0", "gates.weight", "gates.bias", "mlp.w1", "mlp.b1", "mlp.w2", "mlp.b2"]
+    for name, a, b in zip(names, grads, grads_ref):
+        assert rel_err(a, b) < 1e-11, f"∂{name}: {rel_err(a, b):.2e}"
+
+
+def test_convlstm_kernel_only_where_it_computes_the_model():
+    """Not under autocast (an --amp ConvLSTM learnt bf16 rounding), nor for other convolutions or MLPs,
+    nor off the CPU formats; inference without gradients works and matches."""
+    from waveviz.models.layers import PixelMLP
+
+    torch.manual_seed(0)
+    gates, mlp = torch.nn.Conv2d(4, 8, 3, padding=1, padding_mode="circular"), PixelMLP(2, 2, (4,))
+    u = torch.randn(2, 2, 5, 6)
+    assert engine.convlstm_usable(u, gates, mlp) == HAS_C
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not engine.convlstm_usable(u, gates, mlp)
+    assert not engine.convlstm_usable(u.half(), gates, mlp)
+    assert not engine.convlstm_usable(u, torch.nn.Conv2d(4, 8, 3, padding=1), mlp)  # zero padding
+    assert not engine.convlstm_usable(u, gates, PixelMLP(2, 2, (4, 4)))
+    if HAS_C:
+        with torch.inference_mode():
+            got = engine.convlstm_sequence(u, u.cos(), u.sin(), gates, mlp, 4)
+            assert rel_err(got, _convlstm_ref(u, u.cos(), u.sin(), gates, mlp, 4)) < 1e-5
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -254,6 +254,21 @@ static inline float wv_tanhf(float x) {
 
 static inline double wv_tanh(double x) { return tanh(x); }
 
+static inline float wv_sigmf(float x) {          /* 1 / (1 + e^{−x}) from e^{−|x|}, branch-free */
+    float ax = fabsf(x);
+    float big = (float)(ax > 88.0f);             /* (not fminf: GCC does not vectorise it) */
+    float e = 1.0f / wv_expf(ax - big * ax + big * 88.0f);
+    float r = 1.0f / (1.0f + e);
+    float pos = (float)(x >= 0.0f);
+    return (pos * r + (1.0f - pos) * e * r) + (x - x);
+}
+
+static inline double wv_sigm(double x) { return 1.0 / (1.0 + exp(-x)); }
+
+void wv_sigm_f32(const float* x, float* y, int64_t n) {   /* exported for the accuracy test */
+    for (int64_t i = 0; i < n; ++i) y[i] = wv_sigmf(x[i]);
+}
+
 void wv_tanh_f32(const float* x, float* y, int64_t n) {   /* exported for the accuracy test */
     for (int64_t i = 0; i < n; ++i) y[i] = wv_tanhf(x[i]);
 }
@@ -540,10 +555,297 @@ void nwm_bwd_omp_SUF(int B, int nt, int* rc, int n, int C, int H, int W, REAL dt
 """
 
 
+_C_LSTM_TEMPLATE = r"""
+/* ---- the ConvLSTM (SPEC §3), C hidden channels, an input MLP C → M → C ---------------------- */
+
+static inline REAL sigm_SUF(REAL x) { return SIGM(x); }
+
+/* row h of input channel k of the transposed circular convolution Wᵀ ⊛ s for a (Co, Ci, 3, 3) W */
+static inline void convT_rect_row_SUF(const REAL* sp, const REAL* w, REAL* row, int k, int h, int Co, int Ci, int H, int W) {
+    const int Wp = W + 2;
+    const int64_t PHW = (int64_t)(H + 2) * Wp;
+    for (int x = 0; x < W; ++x) row[x] = 0;
+    for (int o = 0; o < Co; ++o)
+        for (int dy = 0; dy < 3; ++dy) {
+            const REAL* pr = sp + o * PHW + (int64_t)(h + 2 - dy) * Wp;
+            const REAL* q = w + ((o * Ci + k) * 3 + dy) * 3;
+            const REAL q0 = q[0], q1 = q[1], q2 = q[2];
+            for (int x = 0; x < W; ++x) row[x] += q2 * pr[x] + q1 * pr[x + 1] + q0 * pr[x + 2];
+        }
+}
+
+/* T steps for images b0 … b1-1. u0, h0, c0: (B, C, H, W); wg (4C, 2C, 3, 3), bg (4C) with the gates
+   in the order i, f, g, o; w1 (M, C), b1 (M), w2 (C, M), b2 (C). Writes U, Hs, Cs (B, T, C, H, W):
+   u_t, h_t, c_t for t = 1 … T, and, unless A is NULL, A (B, T, 4C, H, W): σ(i), σ(f), tanh(g), σ(o). */
+int lstm_fwd_SUF(int b0, int b1, int T, int C, int M, int H, int W,
+                 const REAL* u0, const REAL* h0, const REAL* c0, const REAL* wg, const REAL* bg,
+                 const REAL* w1, const REAL* b1w, const REAL* w2, const REAL* b2,
+                 REAL* U, REAL* Hs, REAL* Cs, REAL* A) {
+    const int64_t HW = (int64_t)H * W, CHW = C * HW;
+    const int C2 = 2 * C, C4 = 4 * C;
+    const int64_t PHW = (int64_t)(H + 2) * (W + 2);
+    REAL* xp = (REAL*)malloc(sizeof(REAL) * (C2 * PHW + (int64_t)C4 * W + (int64_t)M * W));
+    if (!xp) return 1;
+    REAL* acc = xp + C2 * PHW;                   /* (4C, W): one row of every gate */
+    REAL* m = acc + (int64_t)C4 * W;
+    for (int b = b0; b < b1; ++b) {
+        for (int t = 0; t < T; ++t) {
+            const int64_t cur = ((int64_t)b * T + t) * CHW, prev = cur - CHW;
+            const REAL* up = t ? U + prev : u0 + b * CHW;
+            const REAL* hp = t ? Hs + prev : h0 + b * CHW;
+            const REAL* cp = t ? Cs + prev : c0 + b * CHW;
+            pad_SUF(up, xp, C, H, W);
+            pad_SUF(hp, xp + C * PHW, C, H, W);
+            for (int y = 0; y < H; ++y) {
+                for (int o = 0; o < C4; ++o) {
+                    REAL* r = acc + (int64_t)o * W;
+                    conv_row_SUF(xp, wg, r, o, y, C2, H, W);
+                    for (int x = 0; x < W; ++x) r[x] += bg[o];
+                }
+                const int64_t r0 = (int64_t)y * W;
+                for (int o = 0; o < C4; ++o) {             /* the gates' activations, in place */
+                    REAL* r = acc + (int64_t)o * W;
+                    if (o >= 2 * C && o < 3 * C) {
+                        #pragma omp simd
+                        for (int x = 0; x < W; ++x) r[x] = TANH(r[x]);
+                    } else {
+                        #pragma omp simd
+                        for (int x = 0; x < W; ++x) r[x] = sigm_SUF(r[x]);
+                    }
+                    if (A) memcpy(A + ((int64_t)b * T + t) * C4 * HW + o * HW + r0, r, sizeof(REAL) * W);
+                }
+                for (int c = 0; c < C; ++c) {
+                    const REAL* ai = acc + (int64_t)c * W;
+                    const REAL* af = acc + (int64_t)(C + c) * W;
+                    const REAL* ag = acc + (int64_t)(2 * C + c) * W;
+                    const REAL* ao = acc + (int64_t)(3 * C + c) * W;
+                    const REAL* cpr = cp + c * HW + r0;
+                    REAL* cn = Cs + cur + c * HW + r0;
+                    REAL* hn = Hs + cur + c * HW + r0;
+                    #pragma omp simd
+                    for (int x = 0; x < W; ++x) {
+                        const REAL cv = af[x] * cpr[x] + ai[x] * ag[x];
+                        cn[x] = cv;
+                        hn[x] = ao[x] * TANH(cv);
+                    }
+                }
+                for (int j = 0; j < M; ++j) {              /* the input MLP, C → M → C, per pixel */
+                    REAL* mj = m + (int64_t)j * W;
+                    for (int x = 0; x < W; ++x) mj[x] = b1w[j];
+                    for (int c = 0; c < C; ++c) {
+                        const REAL q = w1[j * C + c];
+                        const REAL* hn = Hs + cur + c * HW + r0;
+                        #pragma omp simd
+                        for (int x = 0; x < W; ++x) mj[x] += q * hn[x];
+                    }
+                    for (int x = 0; x < W; ++x) mj[x] = mj[x] > 0 ? mj[x] : 0;
+                }
+                for (int c = 0; c < C; ++c) {
+                    REAL* un = U + cur + c * HW + r0;
+                    for (int x = 0; x < W; ++x) un[x] = b2[c];
+                    for (int j = 0; j < M; ++j) {
+                        const REAL q = w2[c * M + j];
+                        const REAL* mj = m + (int64_t)j * W;
+                        #pragma omp simd
+                        for (int x = 0; x < W; ++x) un[x] += q * mj[x];
+                    }
+                }
+            }
+        }
+    }
+    free(xp);
+    return 0;
+}
+
+/* The adjoint for images b0 … b1-1, from what lstm_fwd wrote (with A) and G = ∂L/∂U (B, T, C, H, W).
+   Writes du0, dh0, dc0 (B, C, H, W): the gradients at the initial states; adds this call's share of
+   the parameters' gradients into dp (doubles): wg, bg, w1, b1, w2, b2, flattened in that order. */
+int lstm_bwd_SUF(int b0, int b1, int T, int C, int M, int H, int W,
+                 const REAL* u0, const REAL* h0, const REAL* c0, const REAL* wg,
+                 const REAL* w1, const REAL* b1w, const REAL* w2,
+                 const REAL* U, const REAL* Hs, const REAL* Cs, const REAL* A, const REAL* G,
+                 REAL* du0, REAL* dh0, REAL* dc0, double* dp) {
+    const int64_t HW = (int64_t)H * W, CHW = C * HW;
+    const int C2 = 2 * C, C4 = 4 * C;
+    const int Wp = W + 2;
+    const int64_t PHW = (int64_t)(H + 2) * Wp;
+    double* dwg = dp;
+    double* dbg = dwg + (int64_t)C4 * C2 * 9;
+    double* dw1 = dbg + C4;
+    double* db1 = dw1 + (int64_t)M * C;
+    double* dw2 = db1 + M;
+    double* db2 = dw2 + (int64_t)C * M;
+    const int64_t np = (int64_t)C4 * C2 * 9 + C4 + 2 * (int64_t)M * C + M + C;
+    /* padded x_{t-1} and s, s itself, a row, the MLP's hidden values, and per-image sums of dp in REAL */
+    REAL* xp = (REAL*)malloc(sizeof(REAL) * (C2 * PHW + C4 * PHW + (int64_t)C4 * HW + W + 2 * M * HW + CHW + np));
+    if (!xp) return 1;
+    REAL* sp = xp + C2 * PHW;
+    REAL* s = sp + C4 * PHW;
+    REAL* row = s + (int64_t)C4 * HW;
+    REAL* m = row + W;                           /* (M, H, W): the MLP's hidden values, and their gradient */
+    REAL* dm = m + (int64_t)M * HW;
+    REAL* gu = dm + (int64_t)M * HW;             /* (C, H, W) */
+    REAL* step = gu + CHW;                       /* this step's parameter gradients (REAL), then added to dp */
+    for (int b = b0; b < b1; ++b) {
+        REAL* du = du0 + b * CHW;                /* carried: ∂L/∂u_t, ∂L/∂h_t, ∂L/∂c_t from later steps */
+        REAL* dh = dh0 + b * CHW;
+        REAL* dc = dc0 + b * CHW;
+        memset(du, 0, sizeof(REAL) * CHW);
+        memset(dh, 0, sizeof(REAL) * CHW);
+        memset(dc, 0, sizeof(REAL) * CHW);
+        for (int t = T - 1; t >= 0; --t) {
+            const int64_t cur = ((int64_t)b * T + t) * CHW, prev = cur - CHW;
+            const REAL* up = t ? U + prev : u0 + b * CHW;
+            const REAL* hp = t ? Hs + prev : h0 + b * CHW;
+            const REAL* cp = t ? Cs + prev : c0 + b * CHW;
+            const REAL* a = A + ((int64_t)b * T + t) * C4 * HW;
+            memset(step, 0, sizeof(REAL) * np);
+            REAL* sw1 = step + (int64_t)C4 * C2 * 9 + C4;
+            REAL* sb1 = sw1 + (int64_t)M * C;
+            REAL* sw2 = sb1 + M;
+            REAL* sb2 = sw2 + (int64_t)C * M;
+            const REAL* hn = Hs + cur;              /* h_t */
+            for (int j = 0; j < M; ++j) {            /* the MLP again: m = relu(w1 h_t + b1) */
+                REAL* mj = m + j * HW;
+                for (int64_t px = 0; px < HW; ++px) mj[px] = b1w[j];
+                for (int c = 0; c < C; ++c) {
+                    const REAL q = w1[j * C + c];
+                    #pragma omp simd
+                    for (int64_t px = 0; px < HW; ++px) mj[px] += q * hn[c * HW + px];
+                }
+                for (int64_t px = 0; px < HW; ++px) { mj[px] = mj[px] > 0 ? mj[px] : 0; dm[j * HW + px] = 0; }
+            }
+            for (int c = 0; c < C; ++c) {            /* ĝ = ∂L/∂u_t (direct + through step t+1) */
+                REAL* gc = gu + c * HW;
+                const REAL* Gc = G + cur + c * HW;
+                const REAL* dc_ = du + c * HW;
+                REAL sg = 0;
+                #pragma omp simd reduction(+:sg)
+                for (int64_t px = 0; px < HW; ++px) { gc[px] = Gc[px] + dc_[px]; sg += gc[px]; }
+                sb2[c] += sg;
+                for (int j = 0; j < M; ++j) {
+                    const REAL q = w2[c * M + j];
+                    const REAL* mj = m + j * HW;
+                    REAL* dmj = dm + j * HW;
+                    REAL sw = 0;
+                    #pragma omp simd reduction(+:sw)
+                    for (int64_t px = 0; px < HW; ++px) { sw += gc[px] * mj[px]; dmj[px] += q * gc[px]; }
+                    sw2[c * M + j] += sw;
+                }
+            }
+            for (int j = 0; j < M; ++j) {            /* through the ReLU; ∂w1, ∂b1 */
+                REAL* dmj = dm + j * HW;
+                const REAL* mj = m + j * HW;
+                REAL sb = 0;
+                #pragma omp simd reduction(+:sb)
+                for (int64_t px = 0; px < HW; ++px) { dmj[px] = mj[px] > 0 ? dmj[px] : 0; sb += dmj[px]; }
+                sb1[j] += sb;
+                for (int c = 0; c < C; ++c) {
+                    const REAL* hc = hn + c * HW;
+                    REAL sw = 0;
+                    #pragma omp simd reduction(+:sw)
+                    for (int64_t px = 0; px < HW; ++px) sw += dmj[px] * hc[px];
+                    sw1[j * C + c] += sw;
+                }
+            }
+            for (int c = 0; c < C; ++c) {            /* ∂h_t, the cell, the gates → s (pre-activation) */
+                REAL* dhv = gu + c * HW;             /* ĝ is no longer needed: reuse its memory */
+                const REAL* dhc = dh + c * HW;
+                for (int64_t px = 0; px < HW; ++px) dhv[px] = dhc[px];
+                for (int j = 0; j < M; ++j) {
+                    const REAL q = w1[j * C + c];
+                    const REAL* dmj = dm + j * HW;
+                    #pragma omp simd
+                    for (int64_t px = 0; px < HW; ++px) dhv[px] += q * dmj[px];
+                }
+                const REAL *ai = a + c * HW, *af = a + (C + c) * HW, *ag = a + (2 * C + c) * HW, *ao = a + (3 * C + c) * HW;
+                const REAL* cc = Cs + cur + c * HW;
+                const REAL* cpc = cp + c * HW;
+                REAL* dcc = dc + c * HW;
+                REAL *si = s + c * HW, *sf = s + (C + c) * HW, *sg = s + (2 * C + c) * HW, *so = s + (3 * C + c) * HW;
+                #pragma omp simd
+                for (int64_t px = 0; px < HW; ++px) {
+                    const REAL gi = ai[px], gf = af[px], gg = ag[px], go = ao[px];
+                    const REAL tc = TANH(cc[px]);
+                    const REAL dct = dcc[px] + dhv[px] * go * (1 - tc * tc);
+                    si[px] = dct * gg * gi * (1 - gi);
+                    sf[px] = dct * cpc[px] * gf * (1 - gf);
+                    sg[px] = dct * gi * (1 - gg * gg);
+                    so[px] = dhv[px] * tc * go * (1 - go);
+                    dcc[px] = dct * gf;
+                }
+            }
+            pad_SUF(up, xp, C, H, W);
+            pad_SUF(hp, xp + C * PHW, C, H, W);
+            pad_SUF(s, sp, C4, H, W);
+            for (int o = 0; o < C4; ++o) {                 /* ∂bg, ∂wg += s ⋆ x_{t-1} */
+                const REAL* so = s + (int64_t)o * HW;
+                REAL sb = 0;
+                for (int64_t px = 0; px < HW; ++px) sb += so[px];
+                step[(int64_t)C4 * C2 * 9 + o] += sb;
+                for (int k = 0; k < C2; ++k)
+                    for (int dy = 0; dy < 3; ++dy) {
+                        REAL q0 = 0, q1 = 0, q2 = 0;
+                        for (int y = 0; y < H; ++y) {
+                            const REAL* sr = so + (int64_t)y * W;
+                            const REAL* xr = xp + k * PHW + (int64_t)(y + dy) * Wp;
+                            for (int x = 0; x < W; ++x) { q0 += sr[x] * xr[x]; q1 += sr[x] * xr[x + 1]; q2 += sr[x] * xr[x + 2]; }
+                        }
+                        REAL* q = step + ((o * C2 + k) * 3 + dy) * 3;
+                        q[0] += q0; q[1] += q1; q[2] += q2;
+                    }
+            }
+            for (int k = 0; k < C2; ++k) {                 /* (∂u, ∂h) of step t-1 = Wᵀ ⊛ s */
+                REAL* d = k < C ? du + (int64_t)k * HW : dh + (int64_t)(k - C) * HW;
+                for (int y = 0; y < H; ++y) {
+                    convT_rect_row_SUF(sp, wg, row, k, y, C4, C2, H, W);
+                    memcpy(d + (int64_t)y * W, row, sizeof(REAL) * W);
+                }
+            }
+            for (int64_t i = 0; i < np; ++i) dp[i] += step[i];
+        }
+    }
+    free(xp);
+    return 0;
+}
+
+#ifdef _OPENMP
+/* Both on torch's OpenMP team, a contiguous range of images per thread; for the adjoint, thread t
+   adds into dp + t·np (np doubles per thread, summed by the caller). */
+void lstm_fwd_omp_SUF(int B, int nt, int* rc, int T, int C, int M, int H, int W,
+                      const REAL* u0, const REAL* h0, const REAL* c0, const REAL* wg, const REAL* bg,
+                      const REAL* w1, const REAL* b1w, const REAL* w2, const REAL* b2,
+                      REAL* U, REAL* Hs, REAL* Cs, REAL* A) {
+    #pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        rc[t] = lstm_fwd_SUF((int)((int64_t)B * t / n), (int)((int64_t)B * (t + 1) / n), T, C, M, H, W,
+                             u0, h0, c0, wg, bg, w1, b1w, w2, b2, U, Hs, Cs, A);
+    }
+}
+
+void lstm_bwd_omp_SUF(int B, int nt, int* rc, int T, int C, int M, int H, int W,
+                      const REAL* u0, const REAL* h0, const REAL* c0, const REAL* wg,
+                      const REAL* w1, const REAL* b1w, const REAL* w2,
+                      const REAL* U, const REAL* Hs, const REAL* Cs, const REAL* A, const REAL* G,
+                      REAL* du0, REAL* dh0, REAL* dc0, double* dp) {
+    const int64_t np = (int64_t)16 * C * C * 9 / 2 + 4 * C + 2 * (int64_t)M * C + M + C;
+    #pragma omp parallel num_threads(nt)
+    {
+        const int t = omp_get_thread_num(), n = omp_get_num_threads();
+        rc[t] = lstm_bwd_SUF((int)((int64_t)B * t / n), (int)((int64_t)B * (t + 1) / n), T, C, M, H, W,
+                             u0, h0, c0, wg, w1, b1w, w2, U, Hs, Cs, A, G, du0, dh0, dc0, dp + t * np);
+    }
+}
+#endif
+"""
+
+
 def _c_source() -> str:
     parts = [_C_PRELUDE]
-    for real, suf, tanh in (("float", "f32", "wv_tanhf"), ("double", "f64", "wv_tanh")):
-        parts.append(_C_TEMPLATE.replace("REAL", real).replace("SUF", suf).replace("TANH", tanh))
+    for real, suf, tanh, sigm in (("float", "f32", "wv_tanhf", "wv_sigmf"), ("double", "f64", "wv_tanh", "wv_sigm")):
+        for template in (_C_TEMPLATE, _C_LSTM_TEMPLATE):
+            parts.append(template.replace("REAL", real).replace("SUF", suf).replace("TANH", tanh).replace("SIGM", sigm))
     return "\n".join(parts)
 
 
@@ -661,6 +963,15 @@ def cpu_kernel() -> ctypes.CDLL | None:
                 fo.argtypes, bo.argtypes = [I, I, P] + fwd.argtypes[2:], [I, I, P] + bwd.argtypes[2:]
                 fo.restype = bo.restype = None
         lib.wv_tanh_f32.argtypes, lib.wv_tanh_f32.restype = [P, P, L], None
+        lib.wv_sigm_f32.argtypes, lib.wv_sigm_f32.restype = [P, P, L], None
+        for suf in ("f32", "f64"):
+            fwd, bwd = getattr(lib, f"lstm_fwd_{suf}"), getattr(lib, f"lstm_bwd_{suf}")
+            fwd.argtypes, fwd.restype = [I] * 7 + [P] * 13, I
+            bwd.argtypes, bwd.restype = [I] * 7 + [P] * 16, I
+            if hasattr(lib, f"lstm_fwd_omp_{suf}"):
+                fo, bo = getattr(lib, f"lstm_fwd_omp_{suf}"), getattr(lib, f"lstm_bwd_omp_{suf}")
+                fo.argtypes, bo.argtypes = [I, I, P] + fwd.argtypes[2:], [I, I, P] + bwd.argtypes[2:]
+                fo.restype = bo.restype = None
         lib.mlp_narrow_bwd_f32.argtypes, lib.mlp_narrow_bwd_f32.restype = [L, L, I, I, P, P, P, P], I
         if hasattr(lib, "mlp_narrow_bwd_omp_f32"):
             lib.mlp_narrow_bwd_omp_f32.argtypes, lib.mlp_narrow_bwd_omp_f32.restype = [L, I, P, I, I, P, P, P, P], None
@@ -675,6 +986,16 @@ def cpu_tanh(x: torch.Tensor) -> torch.Tensor:
     x = x.detach().to(torch.float32).contiguous()
     y = torch.empty_like(x)
     lib.wv_tanh_f32(x.data_ptr(), y.data_ptr(), x.numel())
+    return y
+
+
+def cpu_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """The C kernel's float32 logistic sigmoid on a CPU tensor (for tests of its accuracy)."""
+    lib = cpu_kernel()
+    assert lib is not None, "the CPU kernel is unavailable"
+    x = x.detach().to(torch.float32).contiguous()
+    y = torch.empty_like(x)
+    lib.wv_sigm_f32(x.data_ptr(), y.data_ptr(), x.numel())
     return y
 
 
@@ -1306,6 +1627,90 @@ def linear_time_features(Y: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
 
 
 _onednn_linear_ok: dict[torch.dtype, bool] = {}
+
+
+# ====================================================================== the ConvLSTM recurrence (CPU)
+#
+# `lstm_fwd` runs all T steps of an image in one call (circular 3×3 gate convolution, gates, cell,
+# the C → M → C input MLP), keeping u_t, h_t, c_t and the gate activations for the adjoint, which
+# `lstm_bwd` walks back in two passes a step: pointwise (MLP, cell, gates → s), then the gate
+# convolution's ∂W and its transpose. Images are split over threads.
+
+class _ConvLSTMSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u0, h0, c0, wg, bg, w1, b1, w2, b2, T, keep):
+        lib = cpu_kernel()
+        suf = {torch.float32: "f32", torch.float64: "f64"}[u0.dtype]
+        B, C, H, W = u0.shape
+        M = w1.shape[0]
+        ins = [t.detach().contiguous() for t in (u0, h0, c0, wg, bg, w1, b1, w2, b2)]
+        U, Hs, Cs = (u0.new_empty(B, T, C, H, W) for _ in range(3))
+        A = u0.new_empty(B, T, 4 * C, H, W) if keep else None
+        ptrs = [t.data_ptr() for t in ins] + [U.data_ptr(), Hs.data_ptr(), Cs.data_ptr(), A.data_ptr() if keep else None]
+        _lstm_call(lib, "fwd", suf, B, [T, C, M, H, W], ptrs)
+        if keep:
+            ctx.save_for_backward(*ins, U, Hs, Cs, A)
+        ctx.dims = T, C, M, H, W, suf
+        return U
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gU):
+        u0, h0, c0, wg, bg, w1, b1, w2, b2, U, Hs, Cs, A = ctx.saved_tensors
+        T, C, M, H, W, suf = ctx.dims
+        B = u0.shape[0]
+        gU = gU.to(u0.dtype).contiguous()
+        du0, dh0, dc0 = (torch.empty_like(u0) for _ in range(3))
+        shapes = [wg.shape, bg.shape, w1.shape, b1.shape, w2.shape, b2.shape]
+        npar = sum(math.prod(sh) for sh in shapes)
+        parts = max(1, min(torch.get_num_threads(), B))
+        dp = torch.zeros(parts, npar, dtype=torch.float64)
+        ptrs = [t.data_ptr() for t in (u0, h0, c0, wg, w1, b1, w2, U, Hs, Cs, A, gU, du0, dh0, dc0)]
+        _lstm_call(cpu_kernel(), "bwd", suf, B, [T, C, M, H, W], ptrs, dp)
+        grads = torch.split(dp.sum(0), [math.prod(sh) for sh in shapes])
+        dparams = [g.view(sh).to(wg.dtype) for g, sh in zip(grads, shapes)]
+        return du0, dh0, dc0, *dparams, None, None
+
+
+def _lstm_call(lib, kind: str, suf: str, B: int, dims: list[int], ptrs: list, dp: torch.Tensor | None = None) -> None:
+    """Run lstm_fwd / lstm_bwd (`kind`) over the batch: on torch's OpenMP team when built so, else
+    the pool; the adjoint's parameter gradients go to row i of dp for the i-th range of images."""
+    omp = getattr(lib, f"lstm_{kind}_omp_{suf}", None)
+    extra = [] if dp is None else [dp]
+    if omp is not None:
+        nt = max(1, min(torch.get_num_threads(), B))
+        rc = (ctypes.c_int * nt)()
+        omp(B, nt, rc, *dims, *ptrs, *(d.data_ptr() for d in extra))
+        _check_rc(list(rc))
+        return
+    fn = getattr(lib, f"lstm_{kind}_{suf}")
+    n = max(1, min(torch.get_num_threads(), B))
+    slot = {B * i // n: i for i in range(n)}  # _parallel's ranges, in its order
+    _check_rc(_parallel(lambda b0, b1: fn(b0, b1, *dims, *ptrs, *(d[slot[b0]].data_ptr() for d in extra)), B))
+
+
+def convlstm_usable(u0: torch.Tensor, gates: torch.nn.Module, mlp: torch.nn.Module) -> bool:
+    """Whether `convlstm_sequence` computes this ConvLSTM: float32/float64 CPU tensors outside
+    autocast (an --amp model's recurrence runs in bf16, as it trained), the C kernel at hand, a 3×3
+    circular gate convolution with bias and a Linear, ReLU, Linear input MLP."""
+    lin = _mlp_layers(mlp)
+    return (u0.device.type == "cpu" and u0.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu") and lin is not None and len(lin) == 2
+            and isinstance(gates, torch.nn.Conv2d) and gates.kernel_size == (3, 3) and gates.bias is not None
+            and gates.padding_mode == "circular" and gates.padding == (1, 1) and gates.stride == (1, 1)
+            and gates.dilation == (1, 1) and gates.groups == 1 and cpu_kernel() is not None)
+
+
+def convlstm_sequence(u0: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, gates: torch.nn.Conv2d,
+                      mlp: torch.nn.Module, T: int) -> torch.Tensor:
+    """The ConvLSTM's T steps (`models.lstm`, SPEC §3) in the C kernel → u_1 … u_T (B, T, C, H, W).
+
+    u0, h0, c0: (B, C, H, W) encoder outputs; `gates`: Conv2d(2C → 4C, 3×3, circular), the gates
+    in the order i, f, g, o; `mlp`: PixelMLP C → M → C. Check `convlstm_usable` first."""
+    l1, l2 = _mlp_layers(mlp)
+    params = [gates.weight, gates.bias, l1.weight, l1.bias, l2.weight, l2.bias]
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (u0, h0, c0, *params))
+    return _ConvLSTMSequence.apply(u0, h0, c0, *params, T, keep)
 
 
 def _onednn_linear_usable(dtype: torch.dtype = torch.float32) -> bool:

@@ -6,8 +6,9 @@
     u_t = MLP(h_t)                                          (per pixel: C → 2C → C)
 
 `model.engine` (auto | fast | fast-bf16 | reference, as for the NWM): the fast engine computes the same
-function with channels-last encoders and `waveviz.engine`'s readout and fused head, which is most
-of the FLOPs; the 20-step loop itself is cheap and stays as written.
+function with channels-last encoders, `waveviz.engine`'s readout and fused head, and on CPU the
+20-step loop in the C kernel (`engine.convlstm_sequence`: one call for all steps, a hand-written
+adjoint); under autocast (an --amp model) the loop stays as written, in bf16 as it trained.
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
     def forward_features(self, x):
         x = self.engine_input(x)
         u, h, cell = (m(x).contiguous() for m in (self.f_u, self.f_h, self.f_c))  # each (B, C, H, W)
+        if self.uses_fast_engine and fast.convlstm_usable(u, self.gates, self.input_mlp):
+            return fast.convlstm_sequence(u, h, cell, self.gates, self.input_mlp, self.config.T), {}
         us = []
         for _ in range(self.config.T):
             i, f, g, o = self.gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
