@@ -43,6 +43,29 @@ def test_make_train_eval_predict(tmp_path, capsys):
         assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6
 
 
+def test_eval_and_predict_run_a_checkpoint_as_it_trained(tmp_path, capsys):
+    """The shipped ConvLSTM trained with --amp: eval / predict run it under bf16 autocast by default
+    (as its stored metrics were measured), and say so; --precision float32 runs it plainly."""
+    from waveviz.paths import SHIPPED_CHECKPOINTS
+
+    ckpt, data = str(SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt"), str(tmp_path / "d.npz")
+    assert run(["data", "make", "tetrominoes", "--n", "6", "--seed", "3", "--out", data], capsys)[0] == 0
+    res = {}
+    for precision in ("as-trained", "bf16", "float32"):
+        code, out, err = run(["eval", ckpt, "--data", data, "--json", "--precision", precision], capsys)
+        assert code == 0, err
+        res[precision] = json.loads(out)
+        assert run(["predict", ckpt, "--data", data, "--out", str(tmp_path / f"{precision}.npz"),
+                    "--precision", precision], capsys)[0] == 0
+    assert res["as-trained"]["precision"] == res["bf16"]["precision"] == "bf16 autocast"
+    assert res["float32"]["precision"] == "float32" and res["as-trained"]["fg_iou"] == res["bf16"]["fg_iou"]
+    assert res["float32"]["loss"] != res["bf16"]["loss"]
+    with np.load(tmp_path / "as-trained.npz") as a, np.load(tmp_path / "bf16.npz") as b, np.load(tmp_path / "float32.npz") as f:
+        assert (a["pred"] == b["pred"]).all() and (a["pred"] != f["pred"]).any()
+    code, _, err = run(["eval", ckpt, "--data", data, "--precision", "fp8"], capsys)
+    assert code == 2 and "invalid choice: 'fp8'" in err
+
+
 def test_console_script_and_module_entry():
     r = subprocess.run([sys.executable, "-m", "waveviz", "presets"], capture_output=True, text=True)
     assert r.returncode == 0 and "nwm-linear-tetrominoes" in r.stdout

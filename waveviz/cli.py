@@ -219,8 +219,24 @@ def _eval(sub):
     p.add_argument("--data", required=True, help="FILE.npz with images and masks")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto")
+    _precision_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_eval)
+
+
+PRECISIONS = ("as-trained", "float32", "bf16")
+
+
+def _precision_arg(p) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="as-trained",
+                   help="run in float32 or under bf16 autocast; default: as the checkpoint trained (--amp → bf16)")
+
+
+def _amp(args, info: dict) -> bool:
+    """Whether --precision asks for bf16 autocast (as-trained: if the run used --amp)."""
+    from .checkpoint import trained_with_amp
+
+    return trained_with_amp(info) if args.precision == "as-trained" else args.precision == "bf16"
 
 
 def run_eval(args) -> int:
@@ -229,10 +245,13 @@ def run_eval(args) -> int:
 
     model, info, data = _load_for(args.ckpt, args.data, require_masks=True)
     device = pick_device(args.device)
-    metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device)
-    res = {"checkpoint": args.ckpt, "preset": info["preset"], "data": args.data, "n": len(data), **metrics}
+    amp = _amp(args, info)
+    metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device, amp=amp)
+    precision = "bf16 autocast" if amp else "float32"
+    res = {"checkpoint": args.ckpt, "preset": info["preset"], "data": args.data, "n": len(data),
+           "precision": precision, **metrics}
     text = "\n".join(f"{k:8s} {v:.4f}" for k, v in metrics.items())
-    emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images)\n{text}")
+    emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images, {precision})\n{text}")
     return 0
 
 
@@ -244,6 +263,7 @@ def _predict(sub):
     p.add_argument("--out", required=True, help="PRED.npz")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto")
+    _precision_arg(p)
     p.set_defaults(func=run_predict)
 
 
@@ -255,7 +275,8 @@ def run_predict(args) -> int:
     model, info, data = _load_for(args.ckpt, args.data, require_masks=False)
     device = pick_device(args.device)
     x, _ = to_tensors(data)
-    pred = predict(model.to(device), x, batch_size=args.batch_size, device=device).numpy().astype(np.uint8)
+    pred = predict(model.to(device), x, batch_size=args.batch_size, device=device, amp=_amp(args, info))
+    pred = pred.numpy().astype(np.uint8)
     tmp = args.out + ".tmp.npz"
     try:
         np.savez_compressed(tmp, pred=pred)

@@ -18,7 +18,12 @@ What is fast, and why
   segment at a time with a matrix product, so training never materialises Y (B, T, C, H, W);
   its gradient `dL/dy_t = Σ_k P[k, t] · dL/dfeat_k` is formed one segment at a time in the backward.
 - **Head**: the per-pixel MLP on one contiguous (pixels, features) matrix, with in-place ReLUs and
-  a hand-written backward (no permuted views, no autograd bookkeeping per layer).
+  a hand-written backward (no permuted views, no autograd bookkeeping per layer); on CPU the
+  backward of its narrow last layer (one output per class) is one C pass instead of three BLAS calls.
+- **ConvLSTM** (SPEC §3), on CPU: its T steps in the same C library, one call for the whole
+  sequence, with a hand-written adjoint (`convlstm_sequence`).
+- **bf16 without native bf16**: autocast's products emulated in float32 on the bf16 values
+  (`bf16_autocast`), instead of torch's slow bf16 kernels on such CPUs.
 
 The adjoint of the IMEX step
 ----------------------------
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -347,18 +353,22 @@ static inline void conv_row_SUF(const REAL* p, const REAL* w, REAL* row, int co,
         }
 }
 
-/* row h of input channel ci of the transposed circular convolution Wᵀ ⊛ s, from the padded sp */
-static inline void convT_row_SUF(const REAL* sp, const REAL* w, REAL* row, int ci, int h, int C, int H, int W) {
+/* row h of input channel k of the transposed circular convolution Wᵀ ⊛ s for a (Co, Ci, 3, 3) W */
+static inline void convT_rect_row_SUF(const REAL* sp, const REAL* w, REAL* row, int k, int h, int Co, int Ci, int H, int W) {
     const int Wp = W + 2;
     const int64_t PHW = (int64_t)(H + 2) * Wp;
     for (int x = 0; x < W; ++x) row[x] = 0;
-    for (int co = 0; co < C; ++co)
+    for (int o = 0; o < Co; ++o)
         for (int dy = 0; dy < 3; ++dy) {
-            const REAL* pr = sp + co * PHW + (int64_t)(h + 2 - dy) * Wp;
-            const REAL* k = w + ((co * C + ci) * 3 + dy) * 3;
-            const REAL k0 = k[0], k1 = k[1], k2 = k[2];
-            for (int x = 0; x < W; ++x) row[x] += k2 * pr[x] + k1 * pr[x + 1] + k0 * pr[x + 2];
+            const REAL* pr = sp + o * PHW + (int64_t)(h + 2 - dy) * Wp;
+            const REAL* q = w + ((o * Ci + k) * 3 + dy) * 3;
+            const REAL q0 = q[0], q1 = q[1], q2 = q[2];
+            for (int x = 0; x < W; ++x) row[x] += q2 * pr[x] + q1 * pr[x + 1] + q0 * pr[x + 2];
         }
+}
+
+static inline void convT_row_SUF(const REAL* sp, const REAL* w, REAL* row, int ci, int h, int C, int H, int W) {
+    convT_rect_row_SUF(sp, w, row, ci, h, C, C, H, W);
 }
 
 /* one IMEX step on rows h0 … h1-1 of one image, from y_{t-1} padded into p */
@@ -559,20 +569,6 @@ _C_LSTM_TEMPLATE = r"""
 /* ---- the ConvLSTM (SPEC §3), C hidden channels, an input MLP C → M → C ---------------------- */
 
 static inline REAL sigm_SUF(REAL x) { return SIGM(x); }
-
-/* row h of input channel k of the transposed circular convolution Wᵀ ⊛ s for a (Co, Ci, 3, 3) W */
-static inline void convT_rect_row_SUF(const REAL* sp, const REAL* w, REAL* row, int k, int h, int Co, int Ci, int H, int W) {
-    const int Wp = W + 2;
-    const int64_t PHW = (int64_t)(H + 2) * Wp;
-    for (int x = 0; x < W; ++x) row[x] = 0;
-    for (int o = 0; o < Co; ++o)
-        for (int dy = 0; dy < 3; ++dy) {
-            const REAL* pr = sp + o * PHW + (int64_t)(h + 2 - dy) * Wp;
-            const REAL* q = w + ((o * Ci + k) * 3 + dy) * 3;
-            const REAL q0 = q[0], q1 = q[1], q2 = q[2];
-            for (int x = 0; x < W; ++x) row[x] += q2 * pr[x] + q1 * pr[x + 1] + q0 * pr[x + 2];
-        }
-}
 
 /* T steps for images b0 … b1-1. u0, h0, c0: (B, C, H, W); wg (4C, 2C, 3, 3), bg (4C) with the gates
    in the order i, f, g, o; w1 (M, C), b1 (M), w2 (C, M), b2 (C). Writes U, Hs, Cs (B, T, C, H, W):
@@ -862,8 +858,9 @@ def _cache_dir() -> str:
     return os.path.join(root, "kernels")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpu_signature() -> str:
-    """What a `-march=native` binary depends on: machine, CPU model and feature flags."""
+    """What a `-march=native` binary depends on: machine, CPU model and feature flags (read once)."""
     sig = [platform.machine(), platform.system()]
     try:
         with open("/proc/cpuinfo") as f:

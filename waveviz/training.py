@@ -309,10 +309,16 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu") -> torch.Tensor:
-    """x (n, in, H, W) → predicted labels (n, H, W)."""
+@torch.inference_mode()
+def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu",
+            amp: bool = False) -> torch.Tensor:
+    """x (n, in, H, W) → predicted labels (n, H, W); `amp`: under bf16 autocast (`engine.bf16_autocast`)."""
     model.eval()
-    outs = [model(x[i: i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
+    device = torch.device(device)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        with engine.bf16_autocast(device.type, enabled=amp):
+            outs.append(model(x[i: i + batch_size].to(device)).argmax(1).cpu())
     return torch.cat(outs)
 
 

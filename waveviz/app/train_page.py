@@ -80,7 +80,8 @@ def _launch_form(store: jobs.JobStore) -> None:
         amp = st.checkbox("bf16 mixed precision", key="train_amp")
         engine = st.selectbox("Engine (NWM, ConvLSTM)", ENGINES, index=ENGINES.index(default_engine()), key="train_engine",
                               help="auto / fast: the reference's function, faster; fast-bf16: the per-pixel head in "
-                                   "bfloat16, faster again, same accuracy; reference: the plain equations.")
+                                   "bfloat16, same accuracy, faster again on GPUs and CPUs with AVX-512 BF16 / AMX "
+                                   "(elsewhere emulated: no faster); reference: the plain equations.")
         nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, 1, key="train_nproc")
         if npz is None:
             n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, 0, key="train_n_train")
