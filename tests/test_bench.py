@@ -38,6 +38,7 @@ def test_bench_reports_every_engine(tmp_path, capsys):
     assert chk["bf16"]["worst_param_cosine"] <= chk["bf16"]["grad_cosine"] + 1e-9 and chk["bf16"]["worst_param"]
     env = report["environment"]
     assert env["device"] == "cpu" and "allocator" in env and "cpu_kernel" in env and "bf16_native" in env
+    assert f"({torch.backends.cpu.get_cpu_capability()})" in env["hardware"]
     table = md.read_text()
     assert table.strip() == out.strip()
     rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln][1:]

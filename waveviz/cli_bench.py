@@ -238,7 +238,8 @@ def environment(device: torch.device) -> dict:
                 model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
         except OSError:
             pass
-        env["hardware"] = f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        simd = torch.backends.cpu.get_cpu_capability()  # the vector ISA torch's kernels use: AVX2, AVX512, …
+        env["hardware"] = f"{model} ({simd}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         env["cpu_kernel"] = engine.cpu_kernel_status()
         env["allocator"] = engine.retain_freed_memory()
         env["bf16_native"] = engine.cpu_bf16_native()
