@@ -405,6 +405,7 @@ def test_convlstm_kernel_only_where_it_computes_the_model():
     assert not engine.convlstm_usable(u.half(), gates, mlp)
     assert not engine.convlstm_usable(u, torch.nn.Conv2d(4, 8, 3, padding=1), mlp)  # zero padding
     assert not engine.convlstm_usable(u, gates, PixelMLP(2, 2, (4, 4)))
+    assert not engine.convlstm_usable(u.double(), gates, mlp)  # float64 states, float32 weights
     if HAS_C:
         with torch.inference_mode():
             got = engine.convlstm_sequence(u, u.cos(), u.sin(), gates, mlp, 4)

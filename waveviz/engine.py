@@ -145,7 +145,10 @@ class _Bf16Products(TorchDispatchMode):
     OPS = {getattr(torch.ops.aten, n) for n in (
         "linear", "addmm", "mm", "bmm", "baddbmm", "addbmm", "matmul",
         "conv2d", "conv_transpose2d", "convolution", "_convolution", "convolution_backward")}
-    OPS.add(torch.ops.mkldnn._linear_pointwise)
+    try:  # oneDNN's fused linear (the fast head's), where this torch has it
+        OPS.add(torch.ops.mkldnn._linear_pointwise)
+    except (AttributeError, RuntimeError):
+        pass
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -665,13 +668,7 @@ int lstm_bwd_SUF(int b0, int b1, int T, int C, int M, int H, int W,
     const int C2 = 2 * C, C4 = 4 * C;
     const int Wp = W + 2;
     const int64_t PHW = (int64_t)(H + 2) * Wp;
-    double* dwg = dp;
-    double* dbg = dwg + (int64_t)C4 * C2 * 9;
-    double* dw1 = dbg + C4;
-    double* db1 = dw1 + (int64_t)M * C;
-    double* dw2 = db1 + M;
-    double* db2 = dw2 + (int64_t)C * M;
-    const int64_t np = (int64_t)C4 * C2 * 9 + C4 + 2 * (int64_t)M * C + M + C;
+    const int64_t np = (int64_t)C4 * C2 * 9 + C4 + 2 * (int64_t)M * C + M + C;   /* wg, bg, w1, b1, w2, b2 */
     /* padded x_{t-1} and s, s itself, a row, the MLP's hidden values, and per-image sums of dp in REAL */
     REAL* xp = (REAL*)malloc(sizeof(REAL) * (C2 * PHW + C4 * PHW + (int64_t)C4 * HW + W + 2 * M * HW + CHW + np));
     if (!xp) return 1;
@@ -1691,7 +1688,9 @@ def convlstm_usable(u0: torch.Tensor, gates: torch.nn.Module, mlp: torch.nn.Modu
     autocast (an --amp model's recurrence runs in bf16, as it trained), the C kernel at hand, a 3×3
     circular gate convolution with bias and a Linear, ReLU, Linear input MLP."""
     lin = _mlp_layers(mlp)
+    params = [*gates.parameters(), *mlp.parameters()]
     return (u0.device.type == "cpu" and u0.dtype in (torch.float32, torch.float64)
+            and all(p.dtype == u0.dtype and p.device.type == "cpu" for p in params)
             and not torch.is_autocast_enabled("cpu") and lin is not None and len(lin) == 2
             and isinstance(gates, torch.nn.Conv2d) and gates.kernel_size == (3, 3) and gates.bias is not None
             and gates.padding_mode == "circular" and gates.padding == (1, 1) and gates.stride == (1, 1)
