@@ -1781,14 +1781,27 @@ class _PixelMLP(torch.autograd.Function):
                 grads[1 + 2 * i] = torch.mm(g.t(), inp).to(p_dtype)  # ∂W_i = gᵀ · input
                 if i > 0:
                     buf = spare.pop(inp.shape, None)
-                    gp = torch.mm(g, ws[i], out=buf) if buf is not None else torch.mm(g, ws[i])
+                    gp = _input_grad(g, ws[i], buf)
                     # ReLU backward, written over the activation: g_{i-1} = gp ⊙ (input > 0)
                     torch.ops.aten.threshold_backward.grad_input(gp, inp, 0, grad_input=inp)
                     spare[gp.shape] = gp  # free again: the next layer's product goes there
                     g = inp
                 elif ctx.needs_input_grad[0]:
-                    grads[0] = torch.mm(g, ws[0]).to(x_dtype)
+                    grads[0] = _input_grad(g, ws[0]).to(x_dtype)
         return (grads[0], None, *grads[1:])
+
+
+_ONEDNN_INPUT_GRAD = os.environ.get("WAVEVIZ_ONEDNN_BWD", "1") != "0"
+
+
+def _input_grad(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """g (P, N) · w (N, K) → (P, K), a layer's input gradient: oneDNN's linear on CPU where usable
+    (on the Zen 3, 2 threads, P = 65536: 45 against BLAS's 67 ms for K = 102, 128 against 146 for
+    K = 256), else BLAS (into `out` when given)."""
+    if _ONEDNN_INPUT_GRAD and g.device.type == "cpu" and g.dtype in (torch.float32, torch.bfloat16) \
+            and torch.backends.mkldnn.is_available() and _onednn_linear_usable(g.dtype):
+        return torch.ops.mkldnn._linear_pointwise(g, w.t().contiguous(), None, "none", [], "")
+    return torch.mm(g, w, out=out) if out is not None else torch.mm(g, w)
 
 
 NARROW_MAX = 64  # outputs of a layer whose backward `_narrow_layer_backward` takes
