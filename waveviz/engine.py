@@ -1530,7 +1530,7 @@ def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, 
         if not (kept and i == len(segments) - 1):  # else: the states the forward left in its scratch
             be.forward(yc, zc, om, al, w, dt, Yv, Zv)
         if proj is not None:
-            G = torch.mm(proj[:, t0:t0 + n].t(), dfeat.t())  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
+            G = _mm_t(proj[:, t0:t0 + n].t().contiguous(), dfeat)  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
             Gv = G.view(n, *y0.shape).transpose(0, 1)
             dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).t())
         else:
@@ -1560,7 +1560,7 @@ class _Wave(torch.autograd.Function):
         y0, omega, alpha, weight, proj = ctx.saved_tensors
         be = _backend(ctx.backend, y0)
         grad = grad.contiguous()
-        kw = dict(gY=grad) if proj is None else dict(dfeat=grad, proj=proj)
+        kw = dict(gY=grad) if proj is None else dict(dfeat=grad.contiguous(), proj=proj)
         dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved, **kw)
         ctx.saved = None
         return dy0, dom, dal, dW, dproj, None, None, None, None
@@ -1791,17 +1791,23 @@ class _PixelMLP(torch.autograd.Function):
         return (grads[0], None, *grads[1:])
 
 
-_ONEDNN_INPUT_GRAD = os.environ.get("WAVEVIZ_ONEDNN_BWD", "1") != "0"
+_ONEDNN_BWD = os.environ.get("WAVEVIZ_ONEDNN_BWD", "1") != "0"
+
+
+def _mm_t(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a (M, K) · bᵀ, b (N, K) → (M, N): oneDNN's linear on CPU where usable, else BLAS (into `out`
+    when given). For the backward's products, where oneDNN beat BLAS on the Zen 3 (2 threads):
+    a layer's input gradient at P = 65536, 45 against 67 ms (K = 102) and 128 against 146 ms
+    (K = 256); the readout's ∂L/∂y_t for 34 steps of 131072 values, 8.6 against 16.5 ms."""
+    if _ONEDNN_BWD and a.device.type == "cpu" and a.dtype in (torch.float32, torch.bfloat16) \
+            and torch.backends.mkldnn.is_available() and _onednn_linear_usable(a.dtype):
+        return torch.ops.mkldnn._linear_pointwise(a, b.contiguous(), None, "none", [], "")
+    return torch.mm(a, b.t(), out=out) if out is not None else torch.mm(a, b.t())
 
 
 def _input_grad(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """g (P, N) · w (N, K) → (P, K), a layer's input gradient: oneDNN's linear on CPU where usable
-    (on the Zen 3, 2 threads, P = 65536: 45 against BLAS's 67 ms for K = 102, 128 against 146 for
-    K = 256), else BLAS (into `out` when given)."""
-    if _ONEDNN_INPUT_GRAD and g.device.type == "cpu" and g.dtype in (torch.float32, torch.bfloat16) \
-            and torch.backends.mkldnn.is_available() and _onednn_linear_usable(g.dtype):
-        return torch.ops.mkldnn._linear_pointwise(g, w.t().contiguous(), None, "none", [], "")
-    return torch.mm(g, w, out=out) if out is not None else torch.mm(g, w)
+    """g (P, N) · w (N, K) → (P, K), a layer's input gradient (`_mm_t`)."""
+    return _mm_t(g, w.t(), out)
 
 
 NARROW_MAX = 64  # outputs of a layer whose backward `_narrow_layer_backward` takes
