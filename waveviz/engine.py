@@ -1784,7 +1784,9 @@ class _PixelMLP(torch.autograd.Function):
                     gp = _input_grad(g, ws[i], buf)
                     # ReLU backward, written over the activation: g_{i-1} = gp ⊙ (input > 0)
                     torch.ops.aten.threshold_backward.grad_input(gp, inp, 0, grad_input=inp)
-                    spare[gp.shape] = gp  # free again: the next layer's product goes there
+                    if not _onednn_mm(g):  # BLAS: the next layer's product goes there (oneDNN allocates its own)
+                        spare[gp.shape] = gp
+                    del gp
                     g = inp
                 elif ctx.needs_input_grad[0]:
                     grads[0] = _input_grad(g, ws[0]).to(x_dtype)
@@ -1799,10 +1801,15 @@ def _mm_t(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> 
     when given). For the backward's products, where oneDNN beat BLAS on the Zen 3 (2 threads):
     a layer's input gradient at P = 65536, 45 against 67 ms (K = 102) and 128 against 146 ms
     (K = 256); the readout's ∂L/∂y_t for 34 steps of 131072 values, 8.6 against 16.5 ms."""
-    if _ONEDNN_BWD and a.device.type == "cpu" and a.dtype in (torch.float32, torch.bfloat16) \
-            and torch.backends.mkldnn.is_available() and _onednn_linear_usable(a.dtype):
+    if _onednn_mm(a):
         return torch.ops.mkldnn._linear_pointwise(a, b.contiguous(), None, "none", [], "")
     return torch.mm(a, b.t(), out=out) if out is not None else torch.mm(a, b.t())
+
+
+def _onednn_mm(a: torch.Tensor) -> bool:
+    """Whether `_mm_t` takes oneDNN for `a` (and so allocates its result instead of filling `out`)."""
+    return (_ONEDNN_BWD and a.device.type == "cpu" and a.dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available() and _onednn_linear_usable(a.dtype))
 
 
 def _input_grad(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
