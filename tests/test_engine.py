@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from waveviz import engine
 from waveviz.checkpoint import load_checkpoint, save_checkpoint
 from waveviz.models.layers import PixelMLP
+from waveviz.models.lstm import convlstm_sequence_ref
 from waveviz.models.nwm import nwm_recurrence_ref
 from waveviz.presets import count_params, create_model
 
@@ -239,6 +240,7 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
     code = """if 1:
         import torch
         from waveviz import engine
+        from waveviz.models.lstm import convlstm_sequence_ref
         from waveviz.models.nwm import nwm_recurrence_ref
         torch.set_num_threads(2)
         g = torch.Generator().manual_seed(0)
@@ -255,15 +257,7 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
         ins = [torch.randn(3, 2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)]
         got = engine.convlstm_sequence(*ins, gates, mlp, 4)
         gg = torch.autograd.grad(got.square().sum(), [*ins, gates.weight])
-        u, hh, c = ins
-        ref = []
-        for _ in range(4):
-            i, f, gt, o = gates(torch.cat([u, hh], 1)).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gt)
-            hh = torch.sigmoid(o) * torch.tanh(c)
-            u = mlp(hh)
-            ref.append(u)
-        ref = torch.stack(ref, 1)
+        ref = convlstm_sequence_ref(*ins, gates, mlp, 4)
         gr = torch.autograd.grad(ref.square().sum(), [*ins, gates.weight])
         err = max(err, (got - ref).abs().max(), *((a - b).abs().max() for a, b in zip(gg, gr)))
         print(engine.cpu_kernel_status(), "|", float(err), "|", float(err2))
@@ -345,18 +339,6 @@ def test_c_sigmoid_is_accurate_and_keeps_nan():
     assert torch.isnan(engine.cpu_sigmoid(torch.tensor([float("nan")]))).all()
 
 
-def _convlstm_ref(u, h, c, gates, mlp, T):
-    """The ConvLSTM loop as `models.lstm` writes it (the oracle)."""
-    us = []
-    for _ in range(T):
-        i, f, g, o = gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        u = mlp(h)
-        us.append(u)
-    return torch.stack(us, dim=1)
-
-
 # (B, C, M, H, W, T): the preset's C = 2, M = 4; one channel; wide MLP; fewer images than threads; tiny images
 LSTM_GRID = [(3, 2, 4, 7, 9, 6), (2, 1, 3, 5, 4, 4), (1, 3, 8, 6, 6, 5), (4, 2, 4, 2, 3, 3)]
 
@@ -375,7 +357,7 @@ def test_convlstm_kernel_matches_reference(threads, shape):
     mlp = PixelMLP(C, C, (M,)).double()
     ins = [torch.randn(B, C, H, W, dtype=torch.float64, requires_grad=True) for _ in range(3)]
     params = [*gates.parameters(), *mlp.parameters()]
-    want = _convlstm_ref(*ins, gates, mlp, T)
+    want = convlstm_sequence_ref(*ins, gates, mlp, T)
     g = torch.randn(want.shape, dtype=torch.float64)
     grads_ref = torch.autograd.grad((want * g).sum(), [*ins, *params])
     assert engine.convlstm_usable(ins[0], gates, mlp)
@@ -409,7 +391,7 @@ def test_convlstm_kernel_only_where_it_computes_the_model():
     if HAS_C:
         with torch.inference_mode():
             got = engine.convlstm_sequence(u, u.cos(), u.sin(), gates, mlp, 4)
-            assert rel_err(got, _convlstm_ref(u, u.cos(), u.sin(), gates, mlp, 4)) < 1e-5
+            assert rel_err(got, convlstm_sequence_ref(u, u.cos(), u.sin(), gates, mlp, 4)) < 1e-5
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -44,6 +44,20 @@ class ConvLSTMConfig:
         READOUTS.get(self.readout)
 
 
+def convlstm_sequence_ref(u: torch.Tensor, h: torch.Tensor, cell: torch.Tensor, gates: nn.Conv2d, mlp: nn.Module,
+                          T: int) -> torch.Tensor:
+    """The T steps as the equations above read (the oracle of `engine.convlstm_sequence`):
+    u, h, cell (B, C, H, W) → u_1 … u_T (B, T, C, H, W)."""
+    us = []
+    for _ in range(T):
+        i, f, g, o = gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
+        cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(cell)
+        u = mlp(h)
+        us.append(u)
+    return torch.stack(us, dim=1)
+
+
 class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
     family = "lstm"
 
@@ -65,16 +79,9 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
     def forward_features(self, x):
         x = self.engine_input(x)
         u, h, cell = (m(x).contiguous() for m in (self.f_u, self.f_h, self.f_c))  # each (B, C, H, W)
-        if self.uses_fast_engine and fast.convlstm_usable(u, self.gates, self.input_mlp):
-            return fast.convlstm_sequence(u, h, cell, self.gates, self.input_mlp, self.config.T), {}
-        us = []
-        for _ in range(self.config.T):
-            i, f, g, o = self.gates(torch.cat([u, h], dim=1)).chunk(4, dim=1)
-            cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(cell)
-            u = self.input_mlp(h)
-            us.append(u)
-        return torch.stack(us, dim=1), {}  # (B, T, C, H, W)
+        in_c = self.uses_fast_engine and fast.convlstm_usable(u, self.gates, self.input_mlp)
+        steps = fast.convlstm_sequence if in_c else convlstm_sequence_ref
+        return steps(u, h, cell, self.gates, self.input_mlp, self.config.T), {}  # (B, T, C, H, W)
 
     def forward_head(self, Y):
         if self.uses_fast_engine:
