@@ -100,6 +100,22 @@ def test_class_spectra_average_the_right_pixels():
     assert np.isnan(spectra[1]).all()
 
 
+def test_model_class_spectra_batched_equal_the_whole_set():
+    """Batch by batch (3 images a batch, the last short) = `class_spectra` of all images at once;
+    with amp the model runs under bf16 autocast (a different, still close, answer)."""
+    torch.manual_seed(0)
+    model = waveviz.create_model("nwm-linear-tetrominoes", T=12, head=(8,)).eval()
+    x, y = torch.rand(7, 3, 12, 10), torch.randint(0, 4, (7, 12, 10))
+    y[y == 3] = 0  # class 3 present nowhere: NaN
+    with torch.inference_mode():
+        want, n_want = A.class_spectra(model.forward_features(x)[0], y, 6)
+    got, n = A.model_class_spectra(model, x, y, 6, batch_size=3)
+    assert list(n) == list(n_want) and n[3] == 0 and np.isnan(got[3]).all()
+    assert np.allclose(got[:3], want[:3], rtol=1e-5, atol=1e-6)
+    amp, _ = A.model_class_spectra(model, x, y, 6, batch_size=3, amp=True)
+    assert not np.allclose(amp[:3], want[:3], rtol=1e-5, atol=1e-6) and np.allclose(amp[:3], want[:3], rtol=0.1, atol=0.05)
+
+
 @pytest.mark.parametrize("readout", ["fft", "linear", "last"])
 def test_readout_view_is_what_the_head_gets(readout):
     model = waveviz.create_model(f"nwm-{readout}-tetrominoes", T=10, head=(8,)).eval()

@@ -56,6 +56,18 @@ def test_results_page(ckpt_dir, monkeypatch):
     assert len(at.get("plotly_chart")) == 2  # training curves and class spectra
 
 
+def test_class_spectrum_figure(ckpt_dir):
+    """The Results page's spectra: the shared figure, channel 0 only, the constant bin dropped, one
+    curve per class present in the images."""
+    from waveviz.app.results_page import class_spectrum_figure
+
+    fig = class_spectrum_figure(str(ckpt_dir / "nwm-linear-tetrominoes.pt"), n=4)
+    names = [t.name for t in fig.data]
+    assert names and names[0] == "0: background" and all(": " in n for n in names)
+    assert fig.layout.annotations[0].text == "channel c0" and len(fig.layout.annotations) == 1
+    assert fig.data[0].x[0] == pytest.approx(1 / 6) and len(fig.data[0].x) == 3  # T = 6: bins 1 … 3
+
+
 def test_results_page_without_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path)
     at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=60).run()

@@ -100,6 +100,27 @@ def class_spectra(hidden: torch.Tensor | np.ndarray, masks: torch.Tensor | np.nd
     return out, counts
 
 
+def model_class_spectra(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor, num_classes: int, *,
+                        batch_size: int = 8, amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """`class_spectra` of a model's hidden sequence over a data set, batch by batch (never all of Y
+    at once): x (n, in, H, W), masks (n, H, W) → spectra (N, C, K), counts (N,), each class's
+    spectrum the mean over all its pixels in the set. `amp`: under bf16 autocast, for a checkpoint
+    trained so (`checkpoint.trained_with_amp`)."""
+    from .engine import bf16_autocast
+
+    total, counts = None, np.zeros(num_classes, np.int64)
+    with torch.inference_mode(), bf16_autocast(x.device.type, enabled=amp):
+        for i in range(0, len(x), batch_size):
+            Y, _ = model.forward_features(x[i: i + batch_size])
+            spectra, n = class_spectra(Y.float(), masks[i: i + batch_size], num_classes)
+            part = np.nan_to_num(spectra).astype(np.float64) * n[:, None, None]
+            total = part if total is None else total + part
+            counts += n
+    mean = (total / np.maximum(counts, 1)[:, None, None]).astype(np.float32)
+    mean[counts == 0] = np.nan
+    return mean, counts
+
+
 def readout_view(readout: torch.nn.Module, hidden: torch.Tensor, row: int, col: int) -> np.ndarray:
     """Exactly the per-pixel features a readout passes to the head: (K', C) at pixel (row, col).
 

@@ -279,21 +279,9 @@ def _view_phase(picked, mi, res, row, col, timings) -> None:
 
 
 @st.cache_data(max_entries=4, show_spinner="Running the model over a data-set sample…")
-def _class_spectra(model_key: str, dataset: str, n: int, _model) -> tuple[np.ndarray, np.ndarray, int]:
-    data = make_dataset(dataset, n, seed=0, split="test")
-    x, y = to_tensors(data)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, n, 8):
-            Y, _ = _model.forward_features(x[i: i + 8])
-            out.append(analysis.class_spectra(Y, y[i: i + 8], DATASETS.get(dataset).num_classes))
-    spectra = np.stack([s for s, _ in out])  # (batches, N, C, K)
-    counts = np.stack([c for _, c in out])  # (batches, N)
-    w = counts[:, :, None, None]
-    mean = np.nansum(np.nan_to_num(spectra) * w, 0) / np.maximum(w.sum(0), 1)
-    total = counts.sum(0)
-    mean[total == 0] = np.nan
-    return mean, total, n
+def _class_spectra(model_key: str, dataset: str, n: int, _model, amp: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    x, y = to_tensors(make_dataset(dataset, n, seed=0, split="test"))
+    return analysis.model_class_spectra(_model, x, y, DATASETS.get(dataset).num_classes, amp=amp)
 
 
 def _view_classes(picked, mi, res, row, col, timings) -> None:
@@ -308,7 +296,7 @@ def _view_classes(picked, mi, res, row, col, timings) -> None:
                 "(paper Fig. 4, right): if the classes' curves differ, a per-pixel readout can tell them apart.")
     n = int(st.select_slider("Images", [4, 8, 16, 32, 64], value=8, key="n", bind="query-params"))
     with timings.stage("analysis"):
-        spectra, counts, _ = _class_spectra(picked.key, ds, n, picked.model)
+        spectra, counts = _class_spectra(picked.key, ds, n, picked.model, picked.amp)
     names = DATASETS.get(ds).class_names
     with timings.stage("rendering"):
         st.plotly_chart(figures.class_spectra_figure(analysis.rfft_freqs(picked.model.config.T), spectra, counts, names),

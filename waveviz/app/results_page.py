@@ -4,13 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import plotly.graph_objects as go
-import torch
 
-from ..checkpoint import load_checkpoint
-from ..data import DATASETS, make_dataset, to_tensors
 from .. import paths
+from ..analysis import model_class_spectra, rfft_freqs
+from ..checkpoint import load_checkpoint, trained_with_amp
+from ..data import DATASETS, make_dataset, to_tensors
+from .figures import class_spectra_figure
 from ..results import history_arrays, results_table, share_loss_correlation
 
 
@@ -18,29 +18,18 @@ def _table(folder: str, fresh: int) -> list[dict]:
     return [asdict(r) | {"meets_target": r.meets_target} for r in results_table(folder, fresh=fresh)]
 
 
-@torch.inference_mode()
 def class_spectrum_figure(path: str, n: int = 16, seed: int = 10_000) -> go.Figure | None:
-    """Mean |rfft| of each true class's pixels (paper Fig. 4, right), channel 0, over n test images."""
-    from ..analysis import class_spectra
-
+    """Mean |rfft| of each true class's pixels (paper Fig. 4, right), channel 0 without the constant
+    bin, over n test images, the model run as it trained; None for a model without a hidden sequence."""
     model, info = load_checkpoint(path)
     if not hasattr(model, "forward_features"):
         return None
     dataset = info["meta"].get("dataset") or info["preset"].rsplit("-", 1)[-1]
     spec = DATASETS.get(dataset)
-    data = make_dataset(dataset, n, seed=seed, split="test")
-    x, y = to_tensors(data)
-    Y, _ = model.forward_features(x)
-    spectra, counts = class_spectra(Y, y, spec.num_classes)  # (N, C, K), (N,)
-    T = Y.shape[1]
-    freqs = np.arange(spectra.shape[-1]) / T
-    fig = go.Figure()
-    for c in range(spec.num_classes):
-        if counts[c]:
-            fig.add_trace(go.Scatter(x=freqs[1:], y=spectra[c, 0, 1:], name=spec.class_names[c], mode="lines"))
-    fig.update_layout(xaxis_title="frequency (cycles per step)", yaxis_title="mean |rfft| (channel 0)",
-                      height=420, font=dict(size=16), legend_title="true class")
-    return fig
+    x, y = to_tensors(make_dataset(dataset, n, seed=seed, split="test"))
+    spectra, counts = model_class_spectra(model, x, y, spec.num_classes, amp=trained_with_amp(info))  # (N, C, K), (N,)
+    freqs = rfft_freqs(model.config.T)
+    return class_spectra_figure(freqs[1:], spectra[:, :1, 1:], counts, spec.class_names, height=420)
 
 
 def curves_figure(meta: dict) -> go.Figure:
