@@ -305,6 +305,37 @@ def test_narrow_layer_backward_declines_what_it_does_not_do():
     assert torch.equal(h, before)
 
 
+def test_without_a_c_compiler_everything_falls_back(tmp_path):
+    """No compiler (CC names none, an empty kernel cache): one warning, then the NWM, the ConvLSTM and
+    the head run in torch ops and still equal the reference — what a machine without gcc gets."""
+    code = """if 1:
+        import warnings, torch
+        from waveviz import engine
+        from waveviz.presets import create_model
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            status = engine.cpu_kernel_status()
+        errs = []
+        for name in ("nwm-linear-tetrominoes", "lstm-linear-tetrominoes"):
+            torch.manual_seed(0)
+            model = create_model(name, T=5, head=(16,)).double()
+            x = torch.rand(2, 3, 6, 5, dtype=torch.float64)
+            out = {}
+            for eng in ("reference", "fast"):
+                model.engine = eng
+                model.zero_grad()
+                logits = model(x)
+                logits.square().sum().backward()
+                out[eng] = torch.cat([logits.flatten(), *(p.grad.flatten() for p in model.parameters())])
+            errs.append(float((out["fast"] - out["reference"]).abs().max() / out["reference"].abs().max()))
+        print(status, "|", len([w for w in caught if "CPU wave kernel is unavailable" in str(w.message)]), "|", max(errs))
+    """
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "WAVEVIZ_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    status, warned, err = (p.strip() for p in out.strip().rsplit("|", 2))
+    assert status.startswith("unavailable (") and warned == "1" and float(err) < 1e-12, out
+
+
 def test_backend_choice():
     assert engine.resolve_backend("auto", torch.zeros(1, dtype=torch.float16)) == "torch"
     with pytest.raises(ValueError, match="valid: auto, c, triton, torch"):
