@@ -147,6 +147,20 @@ def test_fast_bf16_head_emulated(emulate):
     assert 1e-4 < err < 2e-2  # bf16 operands (float32 products would be ~1e-7 off)
 
 
+@pytest.mark.parametrize("mode", ["native", "emulate"])
+def test_trainer_says_when_fast_bf16_is_emulated(mode, monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("WAVEVIZ_BF16", mode)
+    data = torch.rand(2, 3, 8, 8), torch.zeros(2, 8, 8, dtype=torch.long)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(create_model("nwm-linear-tetrominoes", T=4, head=(8,)), data, data,
+                TrainConfig(epochs=1, batch_size=2, engine="fast-bf16"))
+    said = [w for w in caught if "fast-bf16's products are emulated" in str(w.message)]
+    assert len(said) == (mode == "emulate")
+
+
 def test_amp_training_emulated_runs_no_bf16_product(emulate, tmp_path):
     """An --amp epoch on CPU under emulation: every product of the forward and of the backward
     reaches its kernel in float32 (the trainer wraps its backward too), and the loss is finite."""

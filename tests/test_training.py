@@ -25,14 +25,17 @@ def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
     assert meta["wall_time_s"] > 0 and "cpu" in meta["hardware"]
 
 
-def test_train_with_the_bf16_engine_records_it(tmp_path):
-    """TrainConfig.engine sets how the model computes during training and lands in the checkpoint."""
+def test_train_with_the_bf16_engine_records_it(tmp_path, monkeypatch):
+    """TrainConfig.engine sets how the model computes during training and lands in the checkpoint;
+    on a CPU without native bf16 the trainer says, once, that fast-bf16 is emulated there."""
+    monkeypatch.setenv("WAVEVIZ_BF16", "emulate")
     out = str(tmp_path / "m.pt")
     seen = []
     cb = lambda event, tr, info: seen.append(tr.model.engine) if event == "epoch" else None  # noqa: E731
-    info = train_preset("nwm-linear-polygons", out, data=DataConfig("polygons", n_train=8, n_val=4, n_test=0),
-                        train=TrainConfig(epochs=2, batch_size=4, engine="fast-bf16"), callbacks=[cb],
-                        overrides={"T": 6, "head": (16,)})
+    with pytest.warns(RuntimeWarning, match="fast-bf16's products are emulated"):
+        info = train_preset("nwm-linear-polygons", out, data=DataConfig("polygons", n_train=8, n_val=4, n_test=0),
+                            train=TrainConfig(epochs=2, batch_size=4, engine="fast-bf16"), callbacks=[cb],
+                            overrides={"T": 6, "head": (16,)})
     assert seen == ["fast-bf16", "fast-bf16"] and info["train"]["engine"] == "fast-bf16"
     assert math.isfinite(info["history"][-1]["val_loss"])
     _, ck = load_checkpoint(out)

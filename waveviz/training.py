@@ -17,6 +17,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -119,6 +120,9 @@ class Trainer:
         self.model = model.to(self.device)
         if config.engine is not None and isinstance(model, engine.EngineSelectable):
             model.engine = config.engine
+        if getattr(model, "engine", None) == "fast-bf16" and engine.bf16_emulated(self.device.type):
+            warnings.warn("waveviz: this CPU has no native bf16 (AVX-512 BF16 / AMX), so fast-bf16's products are "
+                          "emulated in float32: slower than --engine fast here", RuntimeWarning, stacklevel=2)
         self.net = distributed.wrap(self.model, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data, self.val_data = train, val
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
