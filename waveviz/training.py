@@ -313,7 +313,6 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
 
 
 @torch.no_grad()
-@torch.inference_mode()
 def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64, device: str | torch.device = "cpu",
             amp: bool = False) -> torch.Tensor:
     """x (n, in, H, W) → predicted labels (n, H, W); `amp`: under bf16 autocast (`engine.bf16_autocast`)."""
