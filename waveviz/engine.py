@@ -173,7 +173,7 @@ def bf16_products(device_type: str = "cpu"):
 def bf16_autocast(device_type: str, enabled: bool = True) -> contextlib.ExitStack:
     """`torch.autocast(device_type, bfloat16)`, with its products emulated on a CPU without native
     bf16 (`bf16_products`): the same numbers as there, at about float32 speed instead of 5–40× slower
-    (the app's one-image Multi-MNIST run under autocast, Zen 3: 9.8 s → 0.5 s). Off: no-op."""
+    (the app's one-image Multi-MNIST run under autocast, Zen 3: 9.8 s → 0.64 s). Off: no-op."""
     stack = contextlib.ExitStack()
     if enabled:
         stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16))
