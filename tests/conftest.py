@@ -3,8 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    """Tests see no user data cache (no fetched MNIST) unless a test builds one: the same results on
+    every machine. Subprocesses inherit this."""
+    os.environ["WAVEVIZ_DATA"] = tempfile.mkdtemp(prefix="waveviz-test-data-")
 
 # name → (preset, overrides): tiny but real trained checkpoints for the app's tests (seconds on a CPU)
 TINY_MODELS = {

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from waveviz.data import DATASETS, DataError, load_npz, make_dataset, save_npz
-from waveviz.data.mnist import digit_pool, embedded_pool, read_idx, make_mnist
-from waveviz.data.shapes import piece_cells
+from waveviz.data.mnist import binary_digit, digit_pool, embedded_pool, read_idx, make_mnist, paper_split
+from waveviz.data.shapes import CELL, TETROMINOES, piece_cells, piece_deck, tetromino_tile
 
 
 @pytest.mark.parametrize("name", ["polygons", "tetrominoes", "mnist", "multi_mnist"])
@@ -40,7 +40,11 @@ def test_polygon_labels_count_edges():
     assert (d.images[d.masks > 0] == 255).all() and (d.images[d.masks == 0] == 0).all()
     from scipy.ndimage import label
     counts = [label(m > 0)[1] for m in d.masks]
-    assert set(counts) <= {1, 2} and 2 in counts  # 1–2 polygons, never touching
+    assert set(counts) <= {1, 2} and 2 in counts  # 1–2 polygons
+    # polygons never overlap but may touch: a component may then hold two labels
+    touching = sum(any(len(np.unique(m[lab == k])) > 1 for k in range(1, n + 1))
+                   for m in d.masks for lab, n in [label(m > 0)])
+    assert touching >= 1
 
 
 def test_tetromino_pieces():
@@ -50,17 +54,60 @@ def test_tetromino_pieces():
     assert not np.array_equal(s, z) and s.sum() == z.sum() == 4
     d = make_dataset("tetrominoes", 40, seed=1)
     assert set(np.unique(d.masks)) == {0, 1, 2, 3, 4, 5}
-    # each piece is 4 squares of 7×7 = 196 pixels
+    # 1–5 pieces, each of 4 squares of 7×7 = 196 pixels: a label's pixels come in multiples of 196
+    for m in d.masks:
+        counts = np.bincount(m.ravel(), minlength=6)[1:]
+        assert (counts % 196 == 0).all() and 1 <= counts.sum() // 196 <= 5
+
+
+def test_tetromino_deck_is_the_authors():
+    """n // 5 + 1 copies of each shape, shuffled, the first n: ≤ 4 pieces never repeat a shape."""
+    rng = np.random.default_rng(0)
+    for n in range(1, 6):
+        for _ in range(50):
+            deck = piece_deck(n, rng)
+            assert len(deck) == n and set(deck) <= set(TETROMINOES)
+            if n <= 4:
+                assert len(set(deck)) == n
+    fives = [piece_deck(5, rng) for _ in range(300)]
+    assert any(len(set(d)) < 5 for d in fives)  # with 5 pieces a shape may come twice
+
+
+def test_tetromino_ring_wraps_in_8_bits():
+    """The border ring is colour + colour // 2 in uint8 arithmetic: 200 + 100 wraps to 44."""
+    tile = tetromino_tile(np.array([200, 100, 10], np.uint8))
+    assert tile.dtype == np.uint8 and tile.shape == (CELL, CELL, 3)
+    assert tile[0, 0].tolist() == [44, 150, 15] and tile[3, 3].tolist() == [200, 100, 10]
+    assert (tile[1:-1, 1:-1] == [200, 100, 10]).all() and (tile[:, 0] == [44, 150, 15]).all()
+    assert tetromino_tile(np.array([200, 100, 10], np.uint8), ring="clip")[0, 0].tolist() == [255, 150, 15]
+    with pytest.raises(DataError, match="ring must be one of wrap, clip"):
+        make_dataset("tetrominoes", 2, ring="round")
+    with pytest.raises(DataError, match="no option 'rings'"):
+        make_dataset("tetrominoes", 2, rings="clip")
+    clip = make_dataset("tetrominoes", 30, seed=0, ring="clip")
+    wrap = make_dataset("tetrominoes", 30, seed=0)
+    np.testing.assert_array_equal(clip.masks, wrap.masks)
+    assert (clip.images >= wrap.images).all() and (clip.images > wrap.images).any()
+
+
+def test_tetromino_colours_and_touching_pieces():
+    d = make_dataset("tetrominoes", 300, seed=2)
+    # every square's inside holds its piece's colour, each channel anywhere in 0–255
+    insides = []
+    for img, m in zip(d.images[:300], d.masks[:300]):
+        for y, x in np.argwhere(m > 0):
+            if (y == 0 or m[y - 1, x] == 0) and (x == 0 or m[y, x - 1] == 0):  # a piece's top-left edge
+                insides.append(img[y + 3, x + 3])
+    insides = np.array(insides)
+    assert insides.min() <= 5 and insides.max() >= 250
+    assert np.histogram(insides.ravel(), bins=4, range=(0, 256))[0].min() > 0.15 * insides.size
+    # some pieces touch: fewer 4-connected components than pieces
     from scipy.ndimage import label
-    for img_mask in d.masks[:10]:
-        lab, n = label(img_mask > 0)
-        assert 1 <= n <= 5
-        assert all((lab == k).sum() == 196 for k in range(1, n + 1))
-    # borders are brighter than the square's inside
-    y, x = np.argwhere(d.masks[0] > 0)[0]  # top-left corner of the topmost square
-    border, inside = d.images[0][y, x].astype(float), d.images[0][y + 3, x + 3].astype(float)
-    np.testing.assert_allclose(border, np.minimum(1.5 * inside, 255), atol=2)
-    assert border.sum() > inside.sum()
+    touching = sum(label(m > 0)[1] < (np.bincount(m.ravel(), minlength=6)[1:] // 196).sum() for m in d.masks)
+    assert touching > 0
+    # and pieces never overlap: a component of one label never holds more than its pieces' pixels
+    bg = d.images[d.masks == 0]
+    assert (bg == 0).all()
 
 
 def test_embedded_mnist_pool_is_the_5000_real_digits():
@@ -76,8 +123,9 @@ def test_embedded_mnist_pool_is_the_5000_real_digits():
 
 def test_mnist_labels_follow_threshold():
     d = make_dataset("mnist", 20, seed=0)
-    fg = d.images > 127
-    assert ((d.masks > 0) == fg).all()
+    # mask = upsampled value > 0.5 (the stored uint8 image is that value rounded: > 127 agrees away from 0.5)
+    assert (((d.masks > 0) == (d.images > 127)) | (np.abs(d.images.astype(int) - 127.5) < 1)).all()
+    assert ((d.masks > 0) <= (d.images >= 127)).all() and (d.masks > 0).any(axis=(1, 2)).all()
     assert all(len(np.unique(m[m > 0])) == 1 for m in d.masks)
     with pytest.raises(DataError, match="4000 digits"):
         make_mnist(4001, seed=0, split="train")
@@ -100,7 +148,15 @@ def test_full_mnist_from_idx_folder(tmp_path):
     write("t10k-images-idx3-ubyte", imgs[:100], gz=True)
     write("t10k-labels-idx1-ubyte", labs[:100], gz=True)
     assert read_idx(raw / "t10k-images-idx3-ubyte.gz").shape == (100, 28, 28)
-    assert len(digit_pool("val", str(tmp_path))[0]) == 1000
+    # the paper's split: a fixed random 51,000 / 9,000 of the training digits, disjoint
+    tr, va = digit_pool("train", str(tmp_path))[0], digit_pool("val", str(tmp_path))[0]
+    assert len(tr) == 44_200 and len(va) == 7_800  # 85 / 15 of the 52,000 written here
+    full = {"train_images": np.arange(100)[:, None, None] * np.ones((1, 28, 28), np.uint8),
+            "train_labels": np.arange(100) % 10, "test_images": imgs[:7], "test_labels": labs[:7]}
+    a, b = paper_split(full, "train")[0][:, 0, 0], paper_split(full, "val")[0][:, 0, 0]
+    assert len(a) == 85 and len(b) == 15 and not set(a) & set(b) and sorted(set(a) | set(b)) == list(range(100))
+    assert sorted(a.tolist()) != list(range(85))  # at random, not the first 85
+    assert len(paper_split(full, "test")[0]) == 7
     d = make_dataset("mnist", 10, seed=0, split="test", mnist_dir=str(tmp_path))
     assert d.images.shape == (10, 56, 56)
     with pytest.raises(DataError, match="no train-images"):
@@ -139,6 +195,25 @@ def test_npz_round_trip_and_refusals(tmp_path):
         load_npz(tmp_path / "junk.npz")
     with pytest.raises(DataError, match="no such file"):
         load_npz(tmp_path / "missing.npz")
+
+
+def test_multi_mnist_is_binary_thresholded_and_may_touch():
+    imgs, _ = embedded_pool()
+    b = binary_digit(imgs[0])
+    assert b.shape == (42, 42) and b.dtype == bool
+    from PIL import Image
+    ref = np.asarray(Image.fromarray(imgs[0]).resize((42, 42), Image.BILINEAR)) > 50
+    np.testing.assert_array_equal(b, ref)
+    d = make_dataset("multi_mnist", 300, seed=0)
+    assert set(np.unique(d.images)) <= {0, 255}
+    assert ((d.images == 255) == (d.masks > 0)).all()
+    from scipy.ndimage import label
+    # digits of different labels may touch: some component of the canvas holds two labels
+    touching = 0
+    for m in d.masks:
+        lab, n = label(m > 0)
+        touching += any(len(np.unique(m[lab == k])) > 1 for k in range(1, n + 1))
+    assert touching > 0
 
 
 def test_check_for_model():

@@ -339,11 +339,10 @@ class DataConfig:
 
 
 def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
-    spec = DATASETS.get(dataset)
-    if dataset == "mnist" and not (mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR")):
-        from .data.mnist import POOL_SPLIT
-        return POOL_SPLIT
-    return spec.paper_splits
+    if dataset == "mnist":  # the pool in use: the paper's with full MNIST, else the 5,000-digit fallback
+        from .data.mnist import split_sizes
+        return split_sizes(mnist_dir)
+    return DATASETS.get(dataset).paper_splits
 
 
 def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:

