@@ -57,8 +57,8 @@ def test_resume_takes_this_runs_learning_rate(tmp_path):
     train_preset("cnn2-polygons", out, train=TrainConfig(epochs=1, batch_size=8), **kw)
     seen = []
     cb = lambda event, tr, info: seen.append(tr.optimizer.param_groups[0]["lr"]) if event == "epoch" else None  # noqa: E731
-    train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8, lr=3e-4), resume=True,
-                 callbacks=[cb], **kw)
+    train_preset("cnn2-polygons", out, train=TrainConfig.from_recipe("paper", epochs=2, batch_size=8, lr=3e-4),
+                 resume=True, callbacks=[cb], **kw)
     assert seen == [3e-4]
 
 
@@ -85,7 +85,8 @@ def test_trainer_keeps_best_validation_weights():
     assert tr.best_val_loss == min(r["val_loss"] for r in tr.history)
 
 
-def _clocked_trainer(monkeypatch, n: int, batch: int, minutes: float, batch_s: float) -> tuple[Trainer, list]:
+def _clocked_trainer(monkeypatch, n: int, batch: int, minutes: float, batch_s: float,
+                     schedule: str = "cosine") -> tuple[Trainer, list]:
     """A trainer on a fake clock that advances `batch_s` seconds per batch (and not otherwise), and
     its events: the budget's decisions become exact."""
     import types
@@ -104,7 +105,8 @@ def _clocked_trainer(monkeypatch, n: int, batch: int, minutes: float, batch_s: f
         if event == "batch":
             now[0] += batch_s
 
-    cfg = TrainConfig(epochs=1000, batch_size=batch, lr=0.1, device="cpu", patience=None, max_minutes=minutes)
+    cfg = TrainConfig(epochs=1000, batch_size=batch, lr=0.1, device="cpu", patience=None, max_minutes=minutes,
+                      schedule=schedule)
     return Trainer(torch.nn.Conv2d(1, 2, 1), (x, y), (x, y), cfg, [cb]), events
 
 
@@ -118,11 +120,49 @@ def test_time_budget_ends_an_overlong_epoch_and_keeps_what_it_learned(monkeypatc
 
 
 def test_time_budget_does_not_begin_an_epoch_that_would_not_fit(monkeypatch):
-    tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0)  # 1 batch = 25 s an epoch
+    """Under a constant learning rate (the paper's recipe); a decaying one runs to the deadline instead."""
+    tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0, schedule="constant")
     tr.fit()
     # epochs end at 25 and 50 s; a third would end at 75 s > 60 s, so it is not begun
     assert len(tr.history) == 2 and not any(r.get("partial") for r in tr.history)
     assert events.count("batch") == 2 and "budget_stop" in events
+    tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0, schedule="cosine")
+    tr.fit()
+    assert len(tr.history) == 3 and events.count("batch") == 3  # the third epoch is begun at 50 s
+
+
+def test_cosine_schedule_follows_the_training_clock(monkeypatch):
+    """lr: a linear warm-up over the first 5 % of the 10-minute budget, then a cosine to 0 at its end;
+    time a callback leaves out (`pause`) does not count."""
+    tr, events = _clocked_trainer(monkeypatch, n=40, batch=1, minutes=10.0, batch_s=30.0)
+    lrs = []
+    tr.callbacks.append(lambda e, t, i: lrs.append(t.optimizer.param_groups[0]["lr"]) if e == "batch" else None)
+    tr.callbacks.append(lambda e, t, i: t.pause(30.0) if e == "batch" and t.step == 10 else None)
+    tr.fit()
+    # a step is begun while the clock is not past the deadline, which the pause moved from 600 to 630 s
+    assert len(lrs) == 22
+    clock = [30.0 * k - (30.0 if k >= 10 else 0.0) for k in range(22)]  # training seconds at each step's lr
+    expect = [0.1 * max(c / 600 / 0.05, 0.01) if c / 600 < 0.05
+              else 0.1 * 0.5 * (1 + math.cos(math.pi * (c / 600 - 0.05) / 0.95)) for c in clock]
+    assert lrs == pytest.approx(expect, abs=1e-12)
+    assert lrs[0] == pytest.approx(0.001) and lrs[1] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_paper_recipe_is_spec_section_8():
+    """`--recipe paper`: Adam at 1e-3, batch 64, the full loss, up to 300 epochs, the best validation
+    loss kept, nothing else (no schedule, clipping, time budget, point sampling or validation subset)."""
+    c = TrainConfig.from_recipe("paper")
+    assert (c.recipe, c.lr, c.batch_size, c.epochs) == ("paper", 1e-3, 64, 300)
+    assert c.schedule == "constant" and c.warmup == 0 and c.points is None and c.grad_clip is None
+    assert c.patience is None and c.max_minutes is None and c.val_images is None and not c.amp
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 4, 4)
+    y = (x[:, 0] > 0.5).long()
+    tr = Trainer(torch.nn.Conv2d(1, 2, 1), (x, y), (x, y), TrainConfig.from_recipe("paper", epochs=2, device="cpu"))
+    assert isinstance(tr.optimizer, torch.optim.Adam) and tr.net is tr.model
+    tr.fit()
+    assert [g["lr"] for g in tr.optimizer.param_groups] == [1e-3] and tr.step == 2
+    assert TrainConfig().recipe == "fast" and TrainConfig() == TrainConfig.from_recipe("fast")
 
 
 @pytest.mark.parametrize("bad,match", [

@@ -6,6 +6,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from .. import engine as fast
+from ..readouts import LinearReadout
+from ..sampling import gather_points
+
 
 def check_at_least_one(config, names: tuple[str, ...]) -> None:
     """Raise ValueError naming the first of `names` whose value in `config` is below 1."""
@@ -57,6 +61,22 @@ class SequenceSegmenter(Segmenter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Y, _ = self.forward_features(x)
         return self.forward_head(Y)
+
+    def time_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in, H, W) → the readout's per-pixel features (B, K', C, H, W), before the head."""
+        Y, _ = self.forward_features(x)
+        if getattr(self, "uses_fast_engine", False) and isinstance(self.readout, LinearReadout):
+            return fast.linear_time_features(Y, self.readout.proj.weight)
+        return self.readout.time_features(Y)
+
+    def forward_points(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The logits at flat pixel indices idx (B, P) only → (B, N, P, 1); the head runs on those
+        points alone (point-sampled training, `waveviz.sampling`). Equals gathering `forward(x)`."""
+        f = gather_points(self.time_features(x), idx)  # (B, K', C, P, 1)
+        if getattr(self, "uses_fast_engine", False):
+            return fast.fast_head(f, self.head, bf16=self.bf16_head)
+        B, K, C, P, _ = f.shape
+        return self.head(f.reshape(B, K * C, P, 1))
 
     def run(self, x: torch.Tensor) -> ModelOutput:
         Y, extras = self.forward_features(x)

@@ -118,12 +118,17 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
             return fast.forward_head(self.readout, self.head, Y, bf16=self.bf16_head)
         return super().forward_head(Y)
 
+    def time_features(self, x):
+        """(B, in, H, W) → (B, K', C, H, W); the fast linear readout fused into the recurrence."""
+        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+            return super().time_features(x)
+        y0, omega, alpha = self.encode(x)
+        c = self.config
+        return fast.nwm_linear_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight)
+
     def forward(self, x):
         """(B, in, H, W) → logits (B, N, H, W). The fast engine never materialises Y here when the
         readout is linear: the readout is accumulated inside the recurrence."""
         if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
             return super().forward(x)
-        y0, omega, alpha = self.encode(x)
-        c = self.config
-        feats = fast.nwm_linear_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight)
-        return fast.fast_head(feats, self.head, bf16=self.bf16_head)  # feats (B, K, C, H, W)
+        return fast.fast_head(self.time_features(x), self.head, bf16=self.bf16_head)  # features (B, K, C, H, W)
