@@ -1,4 +1,4 @@
-"""Where waveviz keeps things: shipped checkpoints, the user's home for jobs, discovery of models."""
+"""Where waveviz keeps things: shipped checkpoints, the user's home for jobs, fetched data, discovery of models."""
 from __future__ import annotations
 
 import os
@@ -15,6 +15,14 @@ def waveviz_home() -> Path:
 
 def jobs_dir() -> Path:
     return waveviz_home() / "jobs"
+
+
+def data_cache_dir() -> Path:
+    """Where fetched data sets are cached: $WAVEVIZ_DATA, else $XDG_CACHE_HOME/waveviz, else
+    ~/.cache/waveviz."""
+    if os.environ.get("WAVEVIZ_DATA"):
+        return Path(os.environ["WAVEVIZ_DATA"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "waveviz"
 
 
 def find_checkpoints() -> list[Path]:
