@@ -49,8 +49,12 @@ def npz(tmp_path):
 
 
 def spec(npz, **kw) -> JobSpec:
-    return JobSpec(**{"preset": "nwm-linear-polygons", "npz": npz, "epochs": 2, "batch_size": 8, "device": "cpu",
-                      "overrides": TINY, **kw})
+    """A tiny job under the paper's recipe (a constant learning rate, the full loss): its epochs and
+    divergence are predictable."""
+    from waveviz.training import RECIPES
+
+    return JobSpec(**{**RECIPES["paper"], "recipe": "paper", "preset": "nwm-linear-polygons", "npz": npz, "epochs": 2,
+                      "batch_size": 8, "device": "cpu", "overrides": TINY, **kw})
 
 
 def wait_for(store, job_id, cond, timeout=60.0) -> dict:

@@ -184,3 +184,23 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_one_set_of_training_defaults_for_cli_jobs_and_api():
+    """`waveviz train` and `jobs start` flags, JobSpec and TrainConfig agree: the recipe's values,
+    then each flag given ("off" turns a limit off)."""
+    import argparse
+    import dataclasses
+
+    from waveviz.cli import add_train_flags, train_config_from
+    from waveviz.jobs import JobSpec
+
+    assert JobSpec("nwm-linear-tetrominoes").train_config() == TrainConfig()
+    p = argparse.ArgumentParser()
+    add_train_flags(p)
+    assert train_config_from(p.parse_args([])) == TrainConfig()
+    paper = train_config_from(p.parse_args(["--recipe", "paper"]))
+    assert paper == TrainConfig.from_recipe("paper")
+    c = train_config_from(p.parse_args(["--max-minutes", "off", "--points", "0.25", "--lr", "2e-3", "--grad-clip", "none"]))
+    assert (c.recipe, c.max_minutes, c.points, c.lr, c.grad_clip, c.batch_size) == ("fast", None, 0.25, 2e-3, None, 16)
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(JobSpec.train_fields())

@@ -9,9 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from .cli import Parser, emit, nonneg_int, parse_overrides, positive_float, positive_int
-from .engine import ENGINES
+from .cli import Parser, add_train_flags, emit, nonneg_int, parse_overrides, positive_float, positive_int, train_config_from
 
 STATUS_FIELDS = ("id", "state", "pid", "preset", "epoch", "epochs", "checkpoint", "message")
 
@@ -42,16 +42,7 @@ def add_subparser(sub) -> None:
     s.add_argument("preset")
     s.add_argument("--data", help="train on this .npz (90 / 10 train / val) instead of generated images")
     s.add_argument("--readout", help="replace the preset's readout: last | mean | max | fft | linear")
-    s.add_argument("--epochs", type=positive_int, default=300)
-    s.add_argument("--batch-size", type=positive_int, default=64, help="global batch, split over --nproc processes")
-    s.add_argument("--lr", type=positive_float, default=1e-3)
-    s.add_argument("--seed", type=nonneg_int, default=0)
-    s.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    s.add_argument("--amp", action="store_true", help="bf16 mixed precision")
-    s.add_argument("--engine", choices=ENGINES, help="how NWM / ConvLSTM compute (default: WAVEVIZ_ENGINE or auto)")
-    s.add_argument("--patience", type=positive_int, default=30)
-    s.add_argument("--grad-clip", type=positive_float, default=None)
-    s.add_argument("--max-minutes", type=positive_float, help="time budget: stop (keeping the best epoch) when spent")
+    add_train_flags(s)
     s.add_argument("--n-train", type=positive_int)
     s.add_argument("--n-val", type=positive_int)
     s.add_argument("--n-test", type=nonneg_int)
@@ -86,12 +77,10 @@ def add_subparser(sub) -> None:
 def run_start(args) -> int:
     from .jobs import JobSpec
 
-    spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, amp=args.amp,
-                   patience=args.patience, grad_clip=args.grad_clip, max_minutes=args.max_minutes, engine=args.engine,
-                   n_train=args.n_train, n_val=args.n_val,
+    train = dataclasses.asdict(train_config_from(args))
+    spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, n_train=args.n_train, n_val=args.n_val,
                    n_test=args.n_test, data_seed=args.data_seed, overrides=parse_overrides(args.set),
-                   nproc=args.nproc)
+                   nproc=args.nproc, **{k: v for k, v in train.items() if k in JobSpec.train_fields()})
     store = _store()
     job_id = store.submit(spec)
     st = store.status(job_id)

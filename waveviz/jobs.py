@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .paths import jobs_dir, waveviz_home
+from .training import TrainConfig
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -120,6 +121,9 @@ def pid_running(pid: int) -> bool:
 
 # ------------------------------------------------------------------ what to train
 
+_TRAIN = TrainConfig()
+
+
 @dataclass
 class JobSpec:
     """Everything a job trains with; stored as config.json."""
@@ -127,16 +131,24 @@ class JobSpec:
     preset: str  # name in PRESETS
     npz: str | None = None  # train on this file (90 / 10 train / val) instead of generated images
     readout: str | None = None  # replace the preset's readout (recurrent presets only)
-    epochs: int = 300
-    batch_size: int = 64  # global: split over the processes when nproc > 1
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    patience: int | None = 30
-    grad_clip: float | None = None
-    max_minutes: float | None = None  # time budget of each run (a resumed job gets it afresh)
-    engine: str | None = None  # auto | fast | fast-bf16 | reference; None: the default (WAVEVIZ_ENGINE or auto)
+    # the training settings: TrainConfig's fields and defaults (the "fast" recipe), see waveviz.training
+    recipe: str = _TRAIN.recipe
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size  # global: split over the processes when nproc > 1
+    lr: float = _TRAIN.lr
+    seed: int = _TRAIN.seed
+    device: str = _TRAIN.device
+    amp: bool = _TRAIN.amp
+    patience: int | None = _TRAIN.patience
+    grad_clip: float | None = _TRAIN.grad_clip
+    max_minutes: float | None = _TRAIN.max_minutes  # time budget of each run (a resumed job gets it afresh)
+    engine: str | None = _TRAIN.engine  # auto | fast | fast-bf16 | reference; None: the default (WAVEVIZ_ENGINE or auto)
+    schedule: str = _TRAIN.schedule
+    warmup: float = _TRAIN.warmup
+    schedule_minutes: float | None = _TRAIN.schedule_minutes
+    points: float | None = _TRAIN.points
+    fg_weight: float = _TRAIN.fg_weight
+    val_images: int | None = _TRAIN.val_images
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None
     n_test: int | None = None
@@ -159,12 +171,13 @@ class JobSpec:
         return DataConfig(dataset=PRESETS.get(self.preset).dataset, npz=self.npz, n_train=self.n_train,
                           n_val=self.n_val, n_test=self.n_test, data_seed=self.data_seed)
 
-    def train_config(self):
-        from .training import TrainConfig
+    @staticmethod
+    def train_fields() -> tuple[str, ...]:
+        """The fields a job shares with TrainConfig (all of TrainConfig's)."""
+        return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip,
-                           max_minutes=self.max_minutes, engine=self.engine)
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{name: getattr(self, name) for name in self.train_fields()})
 
     def validate(self) -> None:
         """Refuse, in one line, whatever would make the worker fail at once."""
