@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .cli import UserError, parse_overrides, positive_int, writable_target
+from .cli import UserError, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
 
 ENGINES = ("reference", "fast", "fast-bf16")  # timed, in this order; the first is the baseline
 
@@ -361,13 +361,47 @@ def add_subparser(sub) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--json", metavar="FILE", help="write the full report as JSON")
     p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    t = p.add_argument_group("time to accuracy (--time-to-accuracy): held-out FG-IoU against training time, per recipe")
+    t.add_argument("--time-to-accuracy", action="store_true", help="train each --recipe for --minutes and record learning curves")
+    t.add_argument("--recipe", action="append", help="recipes to compare (default: paper and fast)")
+    t.add_argument("--minutes", type=positive_float, default=10.0, help="training budget of each recipe (default 10)")
+    t.add_argument("--probe-seconds", type=positive_float, default=60.0, help="score held-out images every this many training seconds")
+    t.add_argument("--held-out", type=positive_int, default=300, help="held-out images scored at each probe (default 300)")
+    t.add_argument("--n-train", type=positive_int, help="training images (default: the paper's split)")
+    t.add_argument("--seed", type=nonneg_int, default=0)
+    t.add_argument("--out", default="benchmarks/results", help="folder for the JSON, Markdown and SVG (default benchmarks/results)")
     p.set_defaults(func=run_bench)
+
+
+def run_time_to_accuracy(args) -> int:
+    from .presets import PRESETS
+    from .time_to_accuracy import time_to_accuracy, to_markdown, write_report
+    from .training import RECIPES, DataConfig
+
+    preset = (args.preset or ["nwm-linear-tetrominoes"])[0]
+    recipes = tuple(args.recipe or ("paper", "fast"))
+    for r in recipes:
+        if r not in RECIPES:
+            raise UserError(f"unknown recipe {r!r}; valid: {', '.join(RECIPES)}")
+    if not os.path.isdir(args.out):
+        raise UserError(f"{args.out}: no such folder")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = DataConfig(dataset=PRESETS.get(preset).dataset, n_train=args.n_train)
+    report = time_to_accuracy(preset, recipes, minutes=args.minutes, seed=args.seed, probe_s=args.probe_seconds,
+                              held_out=args.held_out, device=args.device, data=data)
+    paths = write_report(report, args.out)
+    print(to_markdown(report))
+    print("wrote " + ", ".join(paths.values()))
+    return 0
 
 
 def run_bench(args) -> int:
     from .presets import PRESETS
     from .training import pick_device
 
+    if args.time_to_accuracy:
+        return run_time_to_accuracy(args)
     for path in (args.json, args.markdown):
         if path:
             writable_target(path)

@@ -178,6 +178,7 @@ class Trainer:
         self.val_data = val if config.val_images is None else tuple(t[:config.val_images] for t in val)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.step = 0  # optimizer steps taken, over resumes
+        self.images_seen = 0  # training images the steps saw, over resumes
         self.point_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.callbacks = list(callbacks or [])
         self.epoch = 0  # epochs completed
@@ -209,8 +210,9 @@ class Trainer:
 
     def train_seconds(self) -> float:
         """Seconds of training so far, over resumes, without paused time."""
-        now = 0.0 if self.fit_start is None else time.perf_counter() - self.fit_start - self.paused
-        return self.elapsed_before + now
+        if self.fit_start is None:
+            return self.elapsed
+        return self.elapsed_before + time.perf_counter() - self.fit_start - self.paused
 
     def progress(self, steps_per_epoch: int) -> float:
         """How far the learning-rate schedule has come, 0 → 1: by the training clock when the run has
@@ -299,6 +301,7 @@ class Trainer:
                 group["lr"] = lr
             self.optimizer.step()
             self.step += 1
+            self.images_seen += len(idx)
             total += batch_loss * len(idx)
             seen += len(idx)
             self.emit("batch", step=step + 1, steps=steps, loss=batch_loss)
@@ -339,7 +342,8 @@ class Trainer:
                 durations.append(time.perf_counter() - t0 - (self.paused - paused0))
                 self.elapsed += durations[-1]
                 record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                          "seconds": durations[-1], "step": self.step, "lr": self.optimizer.param_groups[0]["lr"]}
+                          "seconds": durations[-1], "step": self.step, "images_seen": self.images_seen,
+                          "lr": self.optimizer.param_groups[0]["lr"]}
                 if self.out_of_time:
                     record["partial"] = True
                 improved = val["loss"] < self.best_val_loss
@@ -354,6 +358,7 @@ class Trainer:
                     self.emit("early_stop", epoch=self.epoch)
                     break
         finally:
+            self.elapsed = self.train_seconds()  # this fit's wall time, paused time left out
             self.deadline = self.fit_start = None
         if self.out_of_time:
             self.emit("budget_stop", epoch=self.epoch, minutes=self.config.max_minutes)
@@ -376,7 +381,7 @@ class Trainer:
             "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "best_state": self.best_state, "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
             "history": self.history, "elapsed": self.elapsed, "generator": self.generator.get_state(),
-            "step": self.step,
+            "step": self.step, "images_seen": self.images_seen,
         }
 
     def load_state_dict(self, s: dict) -> None:
@@ -389,6 +394,7 @@ class Trainer:
         self.epoch, self.history, self.elapsed = s["epoch"], list(s["history"]), s["elapsed"]
         self.generator.set_state(s["generator"])
         self.step = int(s.get("step", 0))
+        self.images_seen = int(s.get("images_seen", 0))
 
 
 @torch.no_grad()
@@ -574,6 +580,8 @@ class ProgressBar:
             r = info["record"]
             done = trainer.epoch
             eta = trainer.elapsed / max(1, len(trainer.history)) * (E - done)
+            if trainer.deadline is not None:  # a time budget ends the run first
+                eta = min(eta, max(0.0, trainer.deadline - time.perf_counter()))
             mark = (" *" if info["improved"] else "") + (" (partial: the time budget ended it)" if r.get("partial") else "")
             self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
                               f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")
