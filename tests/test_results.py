@@ -80,3 +80,28 @@ def test_landing_page_links_existing_pages():
     assert not at.exception
     assert "traveling waves" in at.title[0].value
     assert len(at.get("image")) >= 1
+
+
+def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, tmp_path):
+    """A checkpoint trained on data version 2 is its own faithful score; an older one gets one stored."""
+    import shutil
+
+    import torch
+
+    from waveviz.checkpoint import read_checkpoint
+    from waveviz.results import faithful_metrics, rescore
+
+    row = results_table(ckpt_dir)[0]
+    assert row.faithful == read_checkpoint(row.path)["meta"]["test_metrics"] and row.faithful_n == 4
+    old = tmp_path / "old.pt"
+    shutil.copy(row.path, old)
+    raw = read_checkpoint(old)
+    raw["meta"]["data_version"] = 1
+    raw["trainer"] = {"kept": 1}
+    torch.save(raw, old)
+    assert faithful_metrics(raw["meta"]) == (None, 0)
+    m = rescore(old, n=5)
+    back = read_checkpoint(old)
+    assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
+    assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)
+    assert "not scored" not in markdown(results_table(tmp_path))
