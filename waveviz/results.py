@@ -32,11 +32,12 @@ PAPER = {
     "unet3-multi_mnist": (0.90, 0.87, 0.56), "unet4-multi_mnist": (0.97, 0.96, 0.24), "unet5-multi_mnist": (0.98, 0.97, 0.17),
     "nwm-fft-polygons": (1.00, None, None),  # "classifies all polygon types correctly"
 }
-# The issue's targets for the shipped checkpoints, on held-out data: preset → (metric, minimum).
+# Targets for the shipped checkpoints on the paper-faithful test sets: preset → (metric, minimum).
 TARGETS = {
     "nwm-linear-tetrominoes": ("fg_iou", 0.97), "nwm-fft-tetrominoes": ("fg_iou", 0.95),
-    "lstm-linear-tetrominoes": ("fg_iou", 0.93), "nwm-fft-polygons": ("fg_acc", 0.95),
-    "nwm-linear-mnist": ("fg_iou", 0.75), "nwm-linear-multi_mnist": ("fg_iou", 0.85),
+    "nwm-last-tetrominoes": ("fg_iou", 0.88), "lstm-linear-tetrominoes": ("fg_iou", 0.93),
+    "nwm-fft-polygons": ("fg_acc", 0.95), "nwm-linear-mnist": ("fg_iou", 0.80), "lstm-linear-mnist": ("fg_iou", 0.70),
+    "nwm-linear-multi_mnist": ("fg_iou", 0.85),
 }
 FRESH_SEED = 10_000  # fresh samples come from a data seed no training run uses by default
 
@@ -61,9 +62,10 @@ class ResultRow:
 
     @property
     def meets_target(self) -> bool | None:
-        if not self.target:
+        """Judged on the paper-faithful test set; None without a target or a faithful score."""
+        if not self.target or not self.faithful:
             return None
-        return getattr(self, self.target[0]) >= self.target[1]
+        return self.faithful[self.target[0]] >= self.target[1]
 
 
 @torch.inference_mode()
@@ -141,7 +143,8 @@ def markdown(rows: list[ResultRow]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
-        target = f"{r.target[0]} ≥ {r.target[1]} {'✓' if r.meets_target else '✗'}" if r.target else "–"
+        mark = {True: "✓", False: "✗", None: "?"}[r.meets_target]
+        target = f"{r.target[0]} ≥ {r.target[1]} {mark}" if r.target else "–"
         faithful = f"{r.faithful_n}, {r.faithful['fg_acc']:.3f} / {r.faithful['fg_iou']:.3f}" if r.faithful else "not scored"
         lines.append(f"| {r.preset} | {r.n} | {r.fg_acc:.3f} | {r.fg_iou:.3f} | {r.fg_loss:.3f} | {faithful} | {paper} | "
                      f"{target} | {r.epochs} | {r.hardware} |")
