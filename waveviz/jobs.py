@@ -42,9 +42,13 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 from .paths import jobs_dir, waveviz_home
+from .presets import PRESETS
+from .readouts import READOUTS
+from .training import DataConfig, TrainConfig
+from .validate import Range, check_fields
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -144,6 +148,13 @@ class JobSpec:
     overrides: dict = field(default_factory=dict)  # model config fields, e.g. {"T": 50}
     nproc: int = 1  # training processes under torchrun (one per GPU)
 
+    # the training and data fields allow what TrainConfig and DataConfig do (`waveviz.validate`)
+    RANGES: ClassVar[dict] = {**TrainConfig.RANGES, **DataConfig.RANGES, "preset": PRESETS, "readout": READOUTS,
+                              "nproc": Range(1, 1024)}
+
+    def __post_init__(self) -> None:
+        check_fields(self, error=JobError)
+
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -152,16 +163,11 @@ class JobSpec:
     def model_overrides(self) -> dict:
         return {**self.overrides, **({"readout": self.readout} if self.readout else {})}
 
-    def data_config(self):
-        from .presets import PRESETS
-        from .training import DataConfig
-
+    def data_config(self) -> DataConfig:
         return DataConfig(dataset=PRESETS.get(self.preset).dataset, npz=self.npz, n_train=self.n_train,
                           n_val=self.n_val, n_test=self.n_test, data_seed=self.data_seed)
 
-    def train_config(self):
-        from .training import TrainConfig
-
+    def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
                            device=self.device, amp=self.amp, patience=self.patience, grad_clip=self.grad_clip,
                            max_minutes=self.max_minutes, engine=self.engine)
@@ -179,15 +185,11 @@ class JobSpec:
         import torch
 
         from .data import DATASETS, load_npz
-        from .presets import PRESETS
-        from .readouts import READOUTS
         from .training import pick_device
 
         p = PRESETS.get(self.preset)
         self.train_config().validate()
         device = pick_device(self.device)
-        if self.nproc < 1:
-            raise JobError(f"processes must be ≥ 1, got {self.nproc}")
         if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
             raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
         if self.nproc > 1 and device.type not in ("cpu", "cuda"):
@@ -195,7 +197,6 @@ class JobSpec:
         if self.readout:
             if p.readout is None:
                 raise JobError(f"preset {self.preset} is a baseline without a readout; leave the readout empty")
-            READOUTS.get(self.readout)
         cfg = p.build_config(**self.model_overrides())
         if hasattr(cfg, "validate"):
             cfg.validate()
@@ -213,11 +214,6 @@ class JobSpec:
         if (cfg.in_channels, cfg.num_classes, cfg.image_size) != (spec.in_channels, spec.num_classes, spec.size):
             raise JobError(f"the settings change the model's input or classes; {p.dataset} needs in_channels "
                            f"{spec.in_channels}, num_classes {spec.num_classes}, image_size {spec.size}")
-        for name in ("n_train", "n_val"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise JobError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.n_test is not None and self.n_test < 0:
-            raise JobError(f"n_test must be ≥ 0, got {self.n_test}")
 
 
 # ------------------------------------------------------------------ the store

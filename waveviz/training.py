@@ -15,11 +15,12 @@ import copy
 import math
 import os
 import platform
+import re
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +28,10 @@ import torch.nn.functional as F
 from . import __version__, distributed, engine
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
+from .engine import ENGINES
 from .metrics import METRIC_NAMES, MetricAccumulator
 from .presets import PRESETS, count_params, create_model
+from .validate import PATH, Range, check_fields
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -69,23 +72,19 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget of one `fit` call; None = no limit
     engine: str | None = None  # auto | fast | fast-bf16 | reference for NWM / ConvLSTM; None: the model's own
 
+    # what each field allows (`waveviz.validate`; a new field adds its entry here)
+    RANGES: ClassVar[dict] = {
+        "epochs": Range(1, 1_000_000), "batch_size": Range(1, 1_000_000), "lr": Range(0, 1e6, lo_open=True),
+        "seed": Range(0, 2**32 - 1), "device": re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?"),
+        "patience": Range(1, 1_000_000), "grad_clip": Range(0, 1e6, lo_open=True),
+        "max_minutes": Range(0, 1e6, lo_open=True), "engine": ENGINES,
+    }
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be ≥ 1, got {self.patience}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad clip must be > 0, got {self.grad_clip}")
-        if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
-            raise ValueError(f"time budget must be a positive number of minutes, got {self.max_minutes}")
-        if self.engine is not None:
-            engine.check_engine(self.engine)
+        check_fields(self)
 
 
 class Callback(Protocol):
@@ -337,6 +336,14 @@ class DataConfig:
     data_seed: int = 0
     mnist_dir: str | None = None
 
+    RANGES: ClassVar[dict] = {
+        "dataset": DATASETS, "npz": PATH, "n_train": Range(1, 1_000_000), "n_val": Range(1, 1_000_000),
+        "n_test": Range(0, 1_000_000), "data_seed": Range(0, 2**32 - 1), "mnist_dir": PATH,
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
     spec = DATASETS.get(dataset)
@@ -368,6 +375,7 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     metrics on the held-out test split, hardware, wall time, history.
     """
     p = PRESETS.get(preset)
+    p.build_config(**(overrides or {}))  # refuse a bad setting before making any data
     train = train or TrainConfig()
     train.validate()
     data = data or DataConfig(dataset=p.dataset)

@@ -93,12 +93,12 @@ def _launch_form(store: jobs.JobStore) -> None:
     if dataset is None and not npz:
         st.error("Upload an .npz or give its path.")
         return
-    spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
-                        epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
-                        amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
-                        n_train=int(n_train) or None, n_val=int(n_val) or None,
-                        overrides={"T": int(T)} if T else {}, nproc=int(nproc))
     try:
+        spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
+                            epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
+                            amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
+                            n_train=int(n_train) or None, n_val=int(n_val) or None,
+                            overrides={"T": int(T)} if T else {}, nproc=int(nproc))
         job_id = store.submit(spec)
     except jobs.JobError as e:
         st.error(str(e))
