@@ -65,7 +65,7 @@ def wait_for(store, job_id, cond, timeout=60.0) -> dict:
 
 def fake_job(store, state, *, epoch=0, epochs=5, **status) -> str:
     """A job folder written by hand, as a worker would have left it."""
-    job_id = f"20240101-0000{len(store.ids()):02d}-fake"
+    job_id = f"20240101-0000{len(store.ids()):02d}-000fa"  # the form of the ids `submit` makes
     d = store.root / job_id
     d.mkdir(parents=True)
     write_json(d / "status.json", {"state": state, "pid": None, "epoch": epoch, "epochs": epochs,
@@ -230,6 +230,33 @@ def test_state_comes_from_heartbeat_and_process(home):
     assert store.cancel(silent)["state"] == "canceled"
 
 
+BAD_IDS = ["..", ".", "", "/etc", "jobs", "../jobs", "a\0b", "x" * 10_000, "20240101-000000-000fa/..",
+           "../20240101-000000-000fa", "20240101-000000-000fa\n", "２０２４0101-000000-000fa"]
+
+
+def test_job_ids_are_checked_as_ids(home, capsys):
+    """Only the form `submit` makes names a job, for every command, the API and the list: `..` must
+    not reach $WAVEVIZ_HOME even when a config.json lies there."""
+    store = JobStore()
+    good = fake_job(store, "finished")
+    write_json(home / "config.json", {"preset": "nwm-linear-polygons"})  # a folder that looks like a job
+    (store.root / "notes").mkdir()
+    write_json(store.root / "notes" / "config.json", {})
+    assert store.ids() == [good] and [st["id"] for st in store.list()] == [good]
+    for bad in BAD_IDS + [str(home), str(store.root / good)]:
+        for call in (store.status, store.spec, store.metrics, store.log_tail, store.cancel, store.resume, store.delete):
+            with pytest.raises(JobError, match="not a job id") as e:
+                call(bad)
+            assert "\n" not in str(e.value) and len(str(e.value)) < 200
+    for cmd in ("status", "cancel", "resume", "delete", "wait", "log"):
+        assert main(["jobs", cmd, ".."]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'..' is not a job id" in err[0], err
+    assert home.is_dir() and (home / "config.json").is_file() and store.status(good)["state"] == "finished"
+    store.delete(good)
+    assert store.ids() == []
+
+
 def test_progress_and_series():
     assert jobs.progress({"state": "running", "epoch": 1, "epochs": 4, "step": 5, "steps": 10,
                           "eta_s": 30.0, "eta_at": time.time()})[0] == pytest.approx(1.5 / 4)
@@ -291,3 +318,4 @@ def test_page_refuses_queues_and_cancels(home, npz):
     at = at.button(key=f"train_cancel_{job}").click().run()
     assert not at.exception
     assert store.status(job)["state"] == "canceled"
+

@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -48,7 +49,7 @@ from .paths import jobs_dir, waveviz_home
 from .presets import PRESETS
 from .readouts import READOUTS
 from .training import DataConfig, TrainConfig
-from .validate import Range, check_fields
+from .validate import Range, check_fields, clip_repr
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -59,6 +60,7 @@ DEFAULT_MAX_RUNNING = 1
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
 HOST = socket.gethostname()
 BEST, LAST = "best.pt", "best.pt.last"
+JOB_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9]{3}[0-9a-f]{2}")  # what `JobStore.submit` names a job
 
 
 class JobError(ValueError):
@@ -120,6 +122,11 @@ def pid_running(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True  # no /proc (macOS): trust the heartbeat
+
+
+def is_job_id(job_id) -> bool:
+    """Whether `job_id` has the form of the ids `JobStore.submit` makes (so it names a folder in the store)."""
+    return isinstance(job_id, str) and JOB_ID.fullmatch(job_id) is not None
 
 
 # ------------------------------------------------------------------ what to train
@@ -258,14 +265,18 @@ class JobStore:
     # ---- reading
 
     def ids(self) -> list[str]:
-        """Job ids, oldest first (ids start with their creation time)."""
+        """Job ids, oldest first (ids start with their creation time); other folders are not jobs."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "config.json").is_file())
+        return sorted(p.name for p in self.root.iterdir() if is_job_id(p.name) and (p / "config.json").is_file())
 
     def path(self, job_id: str) -> Path:
-        d = self.root / str(job_id)
-        if not job_id or os.sep in str(job_id) or not (d / "config.json").is_file():
+        """The folder of job `job_id`; anything but an id as `submit` makes them (no `..`, no path) is refused."""
+        if not is_job_id(job_id):
+            raise JobError(f"{clip_repr(job_id)} is not a job id (ids look like 20240101-120000-123ab; "
+                           "`waveviz jobs list` shows them)")
+        d = self.root / job_id
+        if not (d / "config.json").is_file():
             raise JobError(f"no job {job_id!r} in {self.root} (`waveviz jobs list` shows them)")
         return d
 
