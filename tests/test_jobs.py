@@ -292,9 +292,11 @@ def test_page_rebuilds_the_job_list_from_disk(home):
     assert "finished" in at.markdown[-1].value
 
 
-def test_page_refuses_queues_and_cancels(home, npz):
+def test_page_refuses_queues_and_cancels(home):
     store = JobStore()
     fake_job(store, "running", pid=os.getpid(), host=HOST)  # takes the only slot: nothing is spawned
+    (home / "data").mkdir()
+    npz = tiny_npz(home / "data" / "tiny.npz")  # where the page may read
     at = _page().run()
     at.selectbox(key="train_data").select("an .npz file").run()
     at.text_input(key="train_npz").input(npz)
@@ -311,7 +313,7 @@ def test_page_refuses_queues_and_cancels(home, npz):
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     job = store.ids()[-1]
-    assert store.status(job)["state"] == "queued" and store.spec(job).epochs == 3
+    assert store.status(job)["state"] == "queued" and store.spec(job).epochs == 3 and store.spec(job).npz == npz
     assert store.spec(job).engine == "fast-bf16"
     assert at.selectbox(key="train_job").value == job
 
@@ -319,3 +321,31 @@ def test_page_refuses_queues_and_cancels(home, npz):
     assert not at.exception
     assert store.status(job)["state"] == "canceled"
 
+
+def test_page_reads_server_paths_only_under_uploads_and_data(home, npz, tmp_path, monkeypatch):
+    """A browser user may not make the server read any file: outside $WAVEVIZ_HOME's uploads and data
+    folders (after `..` and symbolic links) a path is refused, and the page says where it reads;
+    $WAVEVIZ_READ_PATHS allows more."""
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # takes the only slot: nothing is spawned
+    data = home / "data"
+    data.mkdir()
+    (data / "link.npz").symlink_to(npz)  # npz lies in tmp_path, outside the home
+    at = _page().run()
+    at.selectbox(key="train_data").select("an .npz file").run()
+    assert any(str(data) in c.value and "WAVEVIZ_READ_PATHS" in c.value for c in at.caption)
+    for path in (npz, str(data / ".." / ".." / "tiny.npz"), str(data / "link.npz"), "/etc/passwd"):
+        at.text_input(key="train_npz").input(path)
+        at = at.run()
+        assert not at.exception and len(at.error) == 1, path
+        assert "reads files only under" in at.error[0].value and str(data) in at.error[0].value, at.error[0].value
+        assert not any(b.key == "train_launch" for b in at.button)  # no form to launch from
+    assert len(store.ids()) == 1
+
+    monkeypatch.setenv("WAVEVIZ_READ_PATHS", str(tmp_path))
+    at.text_input(key="train_npz").input(npz)
+    at = at.run()
+    at.selectbox(key="train_preset").select("nwm-linear-polygons")
+    at = at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    assert len(store.ids()) == 2 and store.spec(store.ids()[-1]).npz == npz

@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from .paths import jobs_dir, waveviz_home
+from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
 from .training import DataConfig, TrainConfig
@@ -522,7 +522,7 @@ def save_upload(filename: str, data: bytes) -> str:
     to read after the browser is gone."""
     import hashlib
 
-    folder = waveviz_home() / "uploads"
+    folder = uploads_dir()
     name = f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(filename).name}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -533,6 +533,26 @@ def save_upload(filename: str, data: bytes) -> str:
     except OSError as e:
         raise JobError(f"cannot keep the upload in {folder}: {e.strerror or e}") from None
     return str(folder / name)
+
+
+def page_data_path(path: str) -> str:
+    """A server-side path typed on the Train page → its real path, when it lies under one of
+    `paths.page_readable_dirs()` (symbolic links and `..` resolved first); else a one-line JobError."""
+    if not path or "\0" in path or len(path) > 4096:
+        raise JobError(f"{clip_repr(path)} is not a file path")
+    real = os.path.realpath(os.path.expanduser(path))
+    roots = [os.path.realpath(d) for d in page_readable_dirs()]
+    if not any(_inside(real, root) for root in roots):
+        raise JobError(f"{clip_repr(path, 80)}: this page reads files only under {', '.join(roots)} "
+                       "(upload the file, or set WAVEVIZ_READ_PATHS on the server to allow more folders)")
+    return real
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # another drive
+        return False
 
 
 def worker_command(job_dir: Path, nproc: int = 1) -> list[str]:
