@@ -22,7 +22,7 @@ The convention (model configs, `TrainConfig`, `DataConfig`, `JobSpec`; follow it
 - The type comes from the annotation: `int` (True / False refused), `float` (whole numbers taken;
   NaN and ±inf never), `bool` (only True or False), `str`, `tuple[int, ...]` (a non-empty tuple or
   list whose items the range checks), `dict` (string keys); `X | None` also takes None.
-- `RANGES[name]` says what a value may be: a `Range` for numbers (inclusive unless `lo_open`), a
+- `RANGES[name]` says what a value may be: a `Range` for numbers (inclusive unless `lo_open` / `hi_open`), a
   collection of names for text (a tuple or a `Registry`), a compiled pattern the text must match, or
   `PATH` (any file name). Every int, float, str and tuple field needs an entry: a field without one
   is refused as a programming error (tests/test_validate.py makes every field of every config go
@@ -51,14 +51,15 @@ class Range:
     lo: float
     hi: float
     lo_open: bool = False  # lo itself is refused: "> 0"
+    hi_open: bool = False  # hi itself is refused: "< 1"
 
     def __contains__(self, v) -> bool:
-        return (self.lo < v if self.lo_open else self.lo <= v) and v <= self.hi
+        return (self.lo < v if self.lo_open else self.lo <= v) and (v < self.hi if self.hi_open else v <= self.hi)
 
     def describe(self, whole: bool) -> str:
         if whole:
             return f"a whole number from {self.lo:,} to {self.hi:,}"
-        return f"a number {'>' if self.lo_open else '≥'} {self.lo:g} and ≤ {self.hi:g}"
+        return f"a number {'>' if self.lo_open else '≥'} {self.lo:g} and {'<' if self.hi_open else '≤'} {self.hi:g}"
 
 
 class _Path:
