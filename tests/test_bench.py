@@ -33,7 +33,8 @@ def test_bench_reports_every_engine(tmp_path, capsys):
             assert e["memory_ratio"] == pytest.approx(e["peak_memory_bytes"] / ref["peak_memory_bytes"])
     assert r["speedup_train"] == r["engines"]["fast"]["speedup_train"]
     chk = r["check"]
-    assert chk["logits_rel_err"] < 1e-5 and chk["grad_rel_err"] < 1e-4  # float32 fast: the reference's function
+    # float32 fast: the reference's function, to the README's 1e-5 (measured here: 1.5e-7 and 1.9e-6)
+    assert chk["logits_rel_err"] < 1e-5 and chk["grad_rel_err"] < 1e-5
     assert 1e-5 < chk["bf16"]["logits_rel_err"] < 3e-2 and chk["bf16"]["grad_cosine"] > 0.99  # bf16: close, not equal
     assert chk["bf16"]["worst_param_cosine"] <= chk["bf16"]["grad_cosine"] + 1e-9 and chk["bf16"]["worst_param"]
     env = report["environment"]

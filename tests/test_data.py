@@ -24,7 +24,10 @@ def test_shapes_labels_and_determinism(name):
     np.testing.assert_array_equal(make_dataset(name, 4, seed=3).images, a.images[:4])
     # background is black, every foreground pixel is lit
     lit = a.images.reshape(12, spec.size, spec.size, -1).max(-1) > 0
-    assert ((a.masks > 0) <= lit).all() if name != "mnist" else True
+    assert ((a.masks > 0) <= lit).all()
+    if name == "mnist":  # the mask is the digit's pixels above 0.5, one label (digit + 1) per image
+        np.testing.assert_array_equal(a.masks > 0, a.images > 127)
+        assert all(len(np.unique(m[m > 0])) == 1 for m in a.masks)
     assert (a.masks > 0).any(axis=(1, 2)).all()  # every image has foreground
 
 

@@ -69,7 +69,7 @@ def wait_for(store, job_id, cond, timeout=60.0) -> dict:
 
 def fake_job(store, state, *, epoch=0, epochs=5, **status) -> str:
     """A job folder written by hand, as a worker would have left it."""
-    job_id = f"20240101-0000{len(store.ids()):02d}-fake"
+    job_id = f"20240101-0000{len(store.ids()):02d}-000fa"  # the form of the ids `submit` makes
     d = store.root / job_id
     d.mkdir(parents=True)
     write_json(d / "status.json", {"state": state, "pid": None, "epoch": epoch, "epochs": epochs,
@@ -152,20 +152,20 @@ def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
 # ------------------------------------------------------------------ no worker needed
 
 @pytest.mark.parametrize("change, says", [
-    (dict(preset="nope"), "unknown preset"),
-    (dict(epochs=0), "epochs"),
-    (dict(lr=0.0), "learning rate"),
-    (dict(batch_size=0), "batch size"),
+    (dict(preset="nope"), "preset must be one of"),
+    (dict(epochs=0), "epochs must be"),
+    (dict(lr=0.0), "lr must be"),
+    (dict(batch_size=0), "batch_size must be"),
     (dict(preset="cnn2-polygons", readout="fft"), "without a readout"),
-    (dict(readout="fancy"), "unknown readout"),
+    (dict(readout="fancy"), "readout must be one of"),
     (dict(npz="/no/such.npz"), "no such file"),
     (dict(preset="nwm-linear-tetrominoes"), "RGB"),
     (dict(overrides={"T": 0}), "T must be"),
     (dict(overrides={"depth": 3}), "unknown setting"),
     (dict(npz=None, preset="nwm-linear-polygons", overrides={"num_classes": 3}), "num_classes"),
-    (dict(nproc=0), "processes"),
-    (dict(max_minutes=-1.0), "time budget"),
-    (dict(engine="warp"), "unknown engine 'warp'"),
+    (dict(nproc=0), "nproc must be"),
+    (dict(max_minutes=-1.0), "max_minutes must be"),
+    (dict(engine="warp"), "engine must be one of .*, got 'warp'"),
 ])
 def test_invalid_settings_are_refused_before_launch(home, npz, change, says):
     store = JobStore()
@@ -234,6 +234,33 @@ def test_state_comes_from_heartbeat_and_process(home):
     assert store.cancel(silent)["state"] == "canceled"
 
 
+BAD_IDS = ["..", ".", "", "/etc", "jobs", "../jobs", "a\0b", "x" * 10_000, "20240101-000000-000fa/..",
+           "../20240101-000000-000fa", "20240101-000000-000fa\n", "２０２４0101-000000-000fa"]
+
+
+def test_job_ids_are_checked_as_ids(home, capsys):
+    """Only the form `submit` makes names a job, for every command, the API and the list: `..` must
+    not reach $WAVEVIZ_HOME even when a config.json lies there."""
+    store = JobStore()
+    good = fake_job(store, "finished")
+    write_json(home / "config.json", {"preset": "nwm-linear-polygons"})  # a folder that looks like a job
+    (store.root / "notes").mkdir()
+    write_json(store.root / "notes" / "config.json", {})
+    assert store.ids() == [good] and [st["id"] for st in store.list()] == [good]
+    for bad in BAD_IDS + [str(home), str(store.root / good)]:
+        for call in (store.status, store.spec, store.metrics, store.log_tail, store.cancel, store.resume, store.delete):
+            with pytest.raises(JobError, match="not a job id") as e:
+                call(bad)
+            assert "\n" not in str(e.value) and len(str(e.value)) < 200
+    for cmd in ("status", "cancel", "resume", "delete", "wait", "log"):
+        assert main(["jobs", cmd, ".."]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'..' is not a job id" in err[0], err
+    assert home.is_dir() and (home / "config.json").is_file() and store.status(good)["state"] == "finished"
+    store.delete(good)
+    assert store.ids() == []
+
+
 def test_progress_and_series():
     assert jobs.progress({"state": "running", "epoch": 1, "epochs": 4, "step": 5, "steps": 10,
                           "eta_s": 30.0, "eta_at": time.time()})[0] == pytest.approx(1.5 / 4)
@@ -269,16 +296,18 @@ def test_page_rebuilds_the_job_list_from_disk(home):
     assert "finished" in at.markdown[-1].value
 
 
-def test_page_refuses_queues_and_cancels(home, npz):
+def test_page_refuses_queues_and_cancels(home):
     store = JobStore()
     fake_job(store, "running", pid=os.getpid(), host=HOST)  # takes the only slot: nothing is spawned
+    (home / "data").mkdir()
+    npz = tiny_npz(home / "data" / "tiny.npz")  # where the page may read
     at = _page().run()
     at.selectbox(key="train_data").select("an .npz file").run()
     at.text_input(key="train_npz").input(npz)
     at.selectbox(key="train_preset").select("nwm-linear-polygons")
     at.number_input(key="train_lr").set_value(0.0)
     at = at.button(key="train_launch").click().run()
-    assert not at.exception and "learning rate" in at.error[0].value
+    assert not at.exception and at.error[0].value == "lr must be a number > 0 and ≤ 1e+06, got 0.0"
     assert len(store.ids()) == 1
 
     at.number_input(key="train_lr").set_value(1e-3)
@@ -288,10 +317,39 @@ def test_page_refuses_queues_and_cancels(home, npz):
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     job = store.ids()[-1]
-    assert store.status(job)["state"] == "queued" and store.spec(job).epochs == 3
+    assert store.status(job)["state"] == "queued" and store.spec(job).epochs == 3 and store.spec(job).npz == npz
     assert store.spec(job).engine == "fast-bf16"
     assert at.selectbox(key="train_job").value == job
 
     at = at.button(key=f"train_cancel_{job}").click().run()
     assert not at.exception
     assert store.status(job)["state"] == "canceled"
+
+
+def test_page_reads_server_paths_only_under_uploads_and_data(home, npz, tmp_path, monkeypatch):
+    """A browser user may not make the server read any file: outside $WAVEVIZ_HOME's uploads and data
+    folders (after `..` and symbolic links) a path is refused, and the page says where it reads;
+    $WAVEVIZ_READ_PATHS allows more."""
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # takes the only slot: nothing is spawned
+    data = home / "data"
+    data.mkdir()
+    (data / "link.npz").symlink_to(npz)  # npz lies in tmp_path, outside the home
+    at = _page().run()
+    at.selectbox(key="train_data").select("an .npz file").run()
+    assert any(str(data) in c.value and "WAVEVIZ_READ_PATHS" in c.value for c in at.caption)
+    for path in (npz, str(data / ".." / ".." / "tiny.npz"), str(data / "link.npz"), "/etc/passwd"):
+        at.text_input(key="train_npz").input(path)
+        at = at.run()
+        assert not at.exception and len(at.error) == 1, path
+        assert "reads files only under" in at.error[0].value and str(data) in at.error[0].value, at.error[0].value
+        assert not any(b.key == "train_launch" for b in at.button)  # no form to launch from
+    assert len(store.ids()) == 1
+
+    monkeypatch.setenv("WAVEVIZ_READ_PATHS", str(tmp_path))
+    at.text_input(key="train_npz").input(npz)
+    at = at.run()
+    at.selectbox(key="train_preset").select("nwm-linear-polygons")
+    at = at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    assert len(store.ids()) == 2 and store.spec(store.ids()[-1]).npz == npz

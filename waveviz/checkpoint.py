@@ -9,6 +9,7 @@ import dataclasses
 import os
 import pickle
 import re
+import secrets
 from typing import Any
 
 import torch
@@ -38,19 +39,37 @@ def checkpoint_dict(model: Segmenter, preset: str, meta: dict | None = None) -> 
 
 
 def save_checkpoint(path: str | os.PathLike, model: Segmenter, preset: str, meta: dict | None = None, **extra) -> None:
-    """Write atomically (temp file + rename). `extra` entries (e.g. optimizer state) are stored too."""
+    """Write durably and atomically: a temp file of this writer's own in the same folder, fsync'd,
+    renamed over `path`, then the folder fsync'd. A reader, a crash or a power cut leaves the old file
+    or the new one, never a torn one, also with several processes saving the same path.
+    `extra` entries (e.g. optimizer state) are stored too."""
     path = os.fspath(path)
     ckpt = checkpoint_dict(model, preset, meta)
     ckpt.update(extra)
-    tmp = f"{path}.tmp"
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        torch.save(ckpt, tmp)
+        with open(tmp, "xb") as f:  # x: never another writer's temp file
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # torch.save reports a missing folder as RuntimeError
+        _fsync_folder(folder)  # the rename itself survives a power cut
+    except (OSError, RuntimeError) as e:  # torch.save reports some write failures as RuntimeError
         if os.path.exists(tmp):
             os.remove(tmp)
         why = e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
         raise CheckpointError(f"{path}: cannot write ({why})") from None
+
+
+def _fsync_folder(folder: str) -> None:
+    if os.name == "nt":  # no folder handles there; NTFS journals the rename
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

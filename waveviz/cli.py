@@ -30,7 +30,8 @@ class UserError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of usage + message
+    def error(self, message):  # one short line instead of usage + message (argparse quotes what was typed)
+        message = message if len(message) <= 300 else message[:299] + "…"
         raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
@@ -82,6 +83,8 @@ def positive_float(s: str) -> float:
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE` items → {key: value}: a Python literal (5, 0.1, (16, 16), True), else a float
+    spelling (nan, inf), else the text; the config checks what each field allows."""
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -89,8 +92,11 @@ def parse_overrides(items: list[str]) -> dict:
             raise UserError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = value
     return out
 
 

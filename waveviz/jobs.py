@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -42,10 +43,13 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
-from .paths import jobs_dir, waveviz_home
-from .training import TrainConfig
+from .paths import jobs_dir, page_readable_dirs, uploads_dir
+from .presets import PRESETS
+from .readouts import READOUTS
+from .training import DataConfig, TrainConfig
+from .validate import Range, check_fields, clip_repr
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -56,6 +60,7 @@ DEFAULT_MAX_RUNNING = 1
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
 HOST = socket.gethostname()
 BEST, LAST = "best.pt", "best.pt.last"
+JOB_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9]{3}[0-9a-f]{2}")  # what `JobStore.submit` names a job
 
 
 class JobError(ValueError):
@@ -119,6 +124,11 @@ def pid_running(pid: int) -> bool:
         return True  # no /proc (macOS): trust the heartbeat
 
 
+def is_job_id(job_id) -> bool:
+    """Whether `job_id` has the form of the ids `JobStore.submit` makes (so it names a folder in the store)."""
+    return isinstance(job_id, str) and JOB_ID.fullmatch(job_id) is not None
+
+
 # ------------------------------------------------------------------ what to train
 
 _TRAIN = TrainConfig()
@@ -156,6 +166,13 @@ class JobSpec:
     overrides: dict = field(default_factory=dict)  # model config fields, e.g. {"T": 50}
     nproc: int = 1  # training processes under torchrun (one per GPU)
 
+    # the training and data fields allow what TrainConfig and DataConfig do (`waveviz.validate`)
+    RANGES: ClassVar[dict] = {**TrainConfig.RANGES, **DataConfig.RANGES, "preset": PRESETS, "readout": READOUTS,
+                              "nproc": Range(1, 1024)}
+
+    def __post_init__(self) -> None:
+        check_fields(self, error=JobError)
+
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":
         known = {f.name for f in dataclasses.fields(cls)}
@@ -164,10 +181,7 @@ class JobSpec:
     def model_overrides(self) -> dict:
         return {**self.overrides, **({"readout": self.readout} if self.readout else {})}
 
-    def data_config(self):
-        from .presets import PRESETS
-        from .training import DataConfig
-
+    def data_config(self) -> DataConfig:
         return DataConfig(dataset=PRESETS.get(self.preset).dataset, npz=self.npz, n_train=self.n_train,
                           n_val=self.n_val, n_test=self.n_test, data_seed=self.data_seed)
 
@@ -192,15 +206,11 @@ class JobSpec:
         import torch
 
         from .data import DATASETS, load_npz
-        from .presets import PRESETS
-        from .readouts import READOUTS
         from .training import pick_device
 
         p = PRESETS.get(self.preset)
         self.train_config().validate()
         device = pick_device(self.device)
-        if self.nproc < 1:
-            raise JobError(f"processes must be ≥ 1, got {self.nproc}")
         if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
             raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
         if self.nproc > 1 and device.type not in ("cpu", "cuda"):
@@ -208,7 +218,6 @@ class JobSpec:
         if self.readout:
             if p.readout is None:
                 raise JobError(f"preset {self.preset} is a baseline without a readout; leave the readout empty")
-            READOUTS.get(self.readout)
         cfg = p.build_config(**self.model_overrides())
         if hasattr(cfg, "validate"):
             cfg.validate()
@@ -226,11 +235,6 @@ class JobSpec:
         if (cfg.in_channels, cfg.num_classes, cfg.image_size) != (spec.in_channels, spec.num_classes, spec.size):
             raise JobError(f"the settings change the model's input or classes; {p.dataset} needs in_channels "
                            f"{spec.in_channels}, num_classes {spec.num_classes}, image_size {spec.size}")
-        for name in ("n_train", "n_val"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise JobError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.n_test is not None and self.n_test < 0:
-            raise JobError(f"n_test must be ≥ 0, got {self.n_test}")
 
 
 # ------------------------------------------------------------------ the store
@@ -275,14 +279,18 @@ class JobStore:
     # ---- reading
 
     def ids(self) -> list[str]:
-        """Job ids, oldest first (ids start with their creation time)."""
+        """Job ids, oldest first (ids start with their creation time); other folders are not jobs."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "config.json").is_file())
+        return sorted(p.name for p in self.root.iterdir() if is_job_id(p.name) and (p / "config.json").is_file())
 
     def path(self, job_id: str) -> Path:
-        d = self.root / str(job_id)
-        if not job_id or os.sep in str(job_id) or not (d / "config.json").is_file():
+        """The folder of job `job_id`; anything but an id as `submit` makes them (no `..`, no path) is refused."""
+        if not is_job_id(job_id):
+            raise JobError(f"{clip_repr(job_id)} is not a job id (ids look like 20240101-120000-123ab; "
+                           "`waveviz jobs list` shows them)")
+        d = self.root / job_id
+        if not (d / "config.json").is_file():
             raise JobError(f"no job {job_id!r} in {self.root} (`waveviz jobs list` shows them)")
         return d
 
@@ -528,7 +536,7 @@ def save_upload(filename: str, data: bytes) -> str:
     to read after the browser is gone."""
     import hashlib
 
-    folder = waveviz_home() / "uploads"
+    folder = uploads_dir()
     name = f"{hashlib.sha256(data).hexdigest()[:12]}-{Path(filename).name}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -539,6 +547,26 @@ def save_upload(filename: str, data: bytes) -> str:
     except OSError as e:
         raise JobError(f"cannot keep the upload in {folder}: {e.strerror or e}") from None
     return str(folder / name)
+
+
+def page_data_path(path: str) -> str:
+    """A server-side path typed on the Train page → its real path, when it lies under one of
+    `paths.page_readable_dirs()` (symbolic links and `..` resolved first); else a one-line JobError."""
+    if not path or "\0" in path or len(path) > 4096:
+        raise JobError(f"{clip_repr(path)} is not a file path")
+    real = os.path.realpath(os.path.expanduser(path))
+    roots = [os.path.realpath(d) for d in page_readable_dirs()]
+    if not any(_inside(real, root) for root in roots):
+        raise JobError(f"{clip_repr(path, 80)}: this page reads files only under {', '.join(roots)} "
+                       "(upload the file, or set WAVEVIZ_READ_PATHS on the server to allow more folders)")
+    return real
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # another drive
+        return False
 
 
 def worker_command(job_dir: Path, nproc: int = 1) -> list[str]:

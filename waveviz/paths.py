@@ -25,6 +25,24 @@ def data_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "waveviz"
 
 
+def uploads_dir() -> Path:
+    """Where the Train page keeps uploaded .npz files."""
+    return waveviz_home() / "uploads"
+
+
+def data_dir() -> Path:
+    """Where data sets for the Train page go when they are not uploaded: `$WAVEVIZ_HOME/data`."""
+    return waveviz_home() / "data"
+
+
+def page_readable_dirs() -> list[Path]:
+    """The folders under which the Train page reads a server-side path a browser user types: uploads
+    and the data folder, plus each folder in $WAVEVIZ_READ_PATHS (os.pathsep-separated; `/` allows
+    all). A command line reads any path; a browser user need not see the server's files."""
+    extra = [Path(p) for p in os.environ.get("WAVEVIZ_READ_PATHS", "").split(os.pathsep) if p.strip()]
+    return [uploads_dir(), data_dir(), *extra]
+
+
 def find_checkpoints() -> list[Path]:
     """Every model a picker should offer: shipped `checkpoints/*.pt`, then each job's `best.pt`
     (`$WAVEVIZ_HOME/jobs/<id>/best.pt`), newest job first."""

@@ -29,7 +29,7 @@ class Preset:
         if unknown:
             raise ValueError(f"unknown setting(s) {', '.join(unknown)} for {self.model}; valid: {', '.join(sorted(known))}")
         kw = {**self.config, **overrides}
-        if "head" in kw:
+        if isinstance(kw.get("head"), list):  # from JSON
             kw["head"] = tuple(kw["head"])
         return config_cls(**kw)
 

@@ -22,11 +22,12 @@ import copy
 import math
 import os
 import platform
+import re
 import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +35,11 @@ import torch.nn.functional as F
 from . import __version__, distributed, engine
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATA_VERSION, DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
+from .engine import ENGINES
 from .metrics import METRIC_NAMES, MetricAccumulator
 from .presets import PRESETS, count_params, create_model
 from .sampling import PointSampled, sample_points, sampled_cross_entropy
+from .validate import PATH, Range, check_fields
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -105,37 +108,21 @@ class TrainConfig:
         values.update({k: v for k, v in changes.items() if v is not None})
         return cls(**values)
 
+    # what each field allows (`waveviz.validate`; a new field adds its entry here)
+    RANGES: ClassVar[dict] = {
+        "epochs": Range(1, 1_000_000), "batch_size": Range(1, 1_000_000), "lr": Range(0, 1e6, lo_open=True),
+        "seed": Range(0, 2**32 - 1), "device": re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?"),
+        "patience": Range(1, 1_000_000), "grad_clip": Range(0, 1e6, lo_open=True),
+        "max_minutes": Range(0, 1e6, lo_open=True), "engine": ENGINES, "recipe": tuple(RECIPES),
+        "schedule": SCHEDULES, "warmup": Range(0, 1, hi_open=True), "schedule_minutes": Range(0, 1e6, lo_open=True),
+        "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
+    }
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {self.recipe!r}; valid: {', '.join(RECIPES)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a share of the run in [0, 1), got {self.warmup}")
-        if self.points is not None and not 0 < self.points <= 1:
-            raise ValueError(f"points is a share of each image's pixels in (0, 1], got {self.points}")
-        if not (self.fg_weight >= 1 and math.isfinite(self.fg_weight)):
-            raise ValueError(f"fg weight must be a finite number ≥ 1, got {self.fg_weight}")
-        if self.val_images is not None and self.val_images < 1:
-            raise ValueError(f"val images must be ≥ 1, got {self.val_images}")
-        if self.schedule_minutes is not None and not (self.schedule_minutes > 0 and math.isfinite(self.schedule_minutes)):
-            raise ValueError(f"schedule minutes must be a positive number, got {self.schedule_minutes}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be ≥ 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be ≥ 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be ≥ 0, got {self.seed}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be ≥ 1, got {self.patience}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad clip must be > 0, got {self.grad_clip}")
-        if self.max_minutes is not None and not (self.max_minutes > 0 and math.isfinite(self.max_minutes)):
-            raise ValueError(f"time budget must be a positive number of minutes, got {self.max_minutes}")
-        if self.engine is not None:
-            engine.check_engine(self.engine)
+        check_fields(self)
 
 
 class Callback(Protocol):
@@ -452,6 +439,14 @@ class DataConfig:
     data_seed: int = 0
     mnist_dir: str | None = None
 
+    RANGES: ClassVar[dict] = {
+        "dataset": DATASETS, "npz": PATH, "n_train": Range(1, 1_000_000), "n_val": Range(1, 1_000_000),
+        "n_test": Range(0, 1_000_000), "data_seed": Range(0, 2**32 - 1), "mnist_dir": PATH,
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
     if dataset == "mnist":  # the pool in use: the paper's with full MNIST, else the 5,000-digit fallback
@@ -482,6 +477,7 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     metrics on the held-out test split, hardware, wall time, history.
     """
     p = PRESETS.get(preset)
+    p.build_config(**(overrides or {}))  # refuse a bad setting before making any data
     train = train or TrainConfig()
     train.validate()
     data = data or DataConfig(dataset=p.dataset)

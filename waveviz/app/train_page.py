@@ -11,6 +11,7 @@ from plotly.subplots import make_subplots
 from waveviz import jobs
 from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
+from waveviz.paths import page_readable_dirs
 from waveviz.presets import PRESETS
 from waveviz.readouts import READOUTS
 
@@ -43,10 +44,13 @@ def _data_source() -> tuple[str | None, str | None]:
     if choice != NPZ:
         return choice, None
     upload = st.file_uploader("Upload an .npz", type=["npz"], key="train_upload")
-    path = st.text_input("…or its path on this machine", key="train_npz")
+    folders = ", ".join(f"`{d}`" for d in page_readable_dirs())
+    path = st.text_input("…or its path on the server", key="train_npz")
+    st.caption(f"This page reads server-side paths only under {folders} (`WAVEVIZ_READ_PATHS` on the server "
+               "allows more folders).")
     if upload is not None:
         return None, jobs.save_upload(upload.name, upload.getvalue())
-    return None, path.strip() or None
+    return None, jobs.page_data_path(path.strip()) if path.strip() else None
 
 
 def _launch_form(store: jobs.JobStore) -> None:
@@ -93,12 +97,12 @@ def _launch_form(store: jobs.JobStore) -> None:
     if dataset is None and not npz:
         st.error("Upload an .npz or give its path.")
         return
-    spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
-                        epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
-                        amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
-                        n_train=int(n_train) or None, n_val=int(n_val) or None,
-                        overrides={"T": int(T)} if T else {}, nproc=int(nproc))
     try:
+        spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
+                            epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
+                            amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
+                            n_train=int(n_train) or None, n_val=int(n_val) or None,
+                            overrides={"T": int(T)} if T else {}, nproc=int(nproc))
         job_id = store.submit(spec)
     except jobs.JobError as e:
         st.error(str(e))

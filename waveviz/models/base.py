@@ -10,12 +10,12 @@ from .. import engine as fast
 from ..readouts import LinearReadout
 from ..sampling import gather_points
 
+from ..validate import Range
 
-def check_at_least_one(config, names: tuple[str, ...]) -> None:
-    """Raise ValueError naming the first of `names` whose value in `config` is below 1."""
-    for name in names:
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be ≥ 1, got {getattr(config, name)}")
+
+# what every model config allows for the fields they share (`waveviz.validate`)
+SHARED_RANGES = {"in_channels": Range(1, 16), "num_classes": Range(1, 256), "image_size": Range(1, 4096),
+                 "C": Range(1, 1024), "T": Range(1, 10_000), "width": Range(1, 4096), "head": Range(1, 65_536)}
 
 
 @dataclass

@@ -6,10 +6,12 @@ to 98 = 2·49 channels, then the per-pixel MLP head.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
-from .base import Segmenter, check_at_least_one
+from ..validate import Range, check_fields
+from .base import SHARED_RANGES, Segmenter
 from .layers import PixelMLP, conv_stack
 
 
@@ -24,12 +26,17 @@ class CNNConfig:
     proj: int = 98  # channels of the 1×1 projection
     head: tuple[int, ...] = (256, 256, 256)
 
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "L": Range(1, 1024), "proj": Range(1, 65_536)}
+
     @property
     def receptive_field(self) -> int:
         return 2 * self.L + 1
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "L", "C", "width", "proj"))
+        check_fields(self)
 
 
 class CNN(Segmenter):

@@ -13,13 +13,15 @@ adjoint); under autocast (an --amp model) the loop stays as written, in bf16 as 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
-from .base import SequenceSegmenter, check_at_least_one
+from ..validate import check_fields
+from .base import SHARED_RANGES, SequenceSegmenter
 from .layers import PixelMLP, conv_stack
 
 
@@ -35,13 +37,17 @@ class ConvLSTMConfig:
     head: tuple[int, ...] = (256, 256, 256)
     paper_unused_linear: bool = False
 
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "readout": READOUTS}
+
     @property
     def K(self) -> int:
         return num_freqs(self.T)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "C", "T", "width"))
-        READOUTS.get(self.readout)
+        check_fields(self)
 
 
 def convlstm_sequence_ref(u: torch.Tensor, h: torch.Tensor, cell: torch.Tensor, gates: nn.Conv2d, mlp: nn.Module,

@@ -16,6 +16,7 @@ keeps accuracy, not the same function to float32 rounding). `WAVEVIZ_ENGINE` set
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,8 @@ from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
-from .base import SequenceSegmenter, check_at_least_one
+from ..validate import Range, check_fields
+from .base import SHARED_RANGES, SequenceSegmenter
 from .layers import PixelMLP, conv_stack, laplacian_kernel_
 
 
@@ -41,15 +43,17 @@ class NWMConfig:
     omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
     paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
 
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS}
+
     @property
     def K(self) -> int:
         return num_freqs(self.T)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "C", "T", "width"))
-        if not self.dt > 0:
-            raise ValueError(f"dt must be > 0, got {self.dt}")
-        READOUTS.get(self.readout)
+        check_fields(self)
 
 
 def nwm_recurrence_ref(

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Segmenter, check_at_least_one
+from ..validate import Range, check_fields
+from .base import SHARED_RANGES, Segmenter
 
 
 def double_conv(a: int, b: int) -> nn.Sequential:
@@ -40,8 +42,14 @@ class UNetConfig:
     image_size: int = 128
     c: int = 3  # stem channels; the bottleneck has 16c
 
+    # four 2×2 poolings need images of at least 16 pixels a side
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "image_size": Range(16, 4096), "c": Range(1, 256)}
+
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        check_at_least_one(self, ("in_channels", "num_classes", "image_size", "c"))
+        check_fields(self)
 
 
 class UNet(Segmenter):
