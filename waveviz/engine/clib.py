@@ -1,13 +1,23 @@
 """The CPU kernel: the C sources in `csrc/`, built at first use with the system C compiler into one
-shared library, cached under `$WAVEVIZ_CACHE/kernels` (keyed by the sources, $CC, OpenMP and the
-CPU), loaded through ctypes; and how its functions run over torch's threads.
+shared library, cached, checked, loaded through ctypes; and how its functions run over torch's threads.
+
+The cache folder (`$WAVEVIZ_CACHE/kernels`, default `~/.cache/waveviz/kernels`) holds
+`nwm_cpu_<key>.so` and its record `nwm_cpu_<key>.json`. The key is a hash of the sources, the
+compiler (its resolved path, size and modification time), the flags and the CPU (for
+`-march=native`); the record holds the whole key, the library's SHA-256 and the flags that built it.
+A cached library is loaded only when its record matches and its bytes hash to the recorded sum
+(else it is built again), and only from folders that this user owns and no one else can write to:
+where others could write to the cache, a one-line warning, and the library is built in a private
+temporary folder for this process instead. Without a compiler the fast engine runs in torch ops.
 """
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -35,6 +45,16 @@ def find_compiler() -> str | None:
     return settings.get().cc or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
+def _compiler_stamp(cc: str | None) -> str:
+    """Which compiler `cc` is, without running it: its resolved path, size and modification time."""
+    path = shutil.which(cc) if cc else None
+    if path is None:
+        return f"missing {cc}"
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return f"{real} {st.st_size} {st.st_mtime_ns}"
+
+
 def _compiler_id(cc: str) -> str:
     """The first line of `cc --version`, lower case ("" if it will not say)."""
     try:
@@ -42,6 +62,44 @@ def _compiler_id(cc: str) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return (out.splitlines() or [""])[0].lower()
+
+
+def cache_key(sources: dict[str, bytes], cc: str | None, openmp: bool) -> str:
+    """SHA-256 over the sources, the compiler, the flags and the CPU: what the library depends on."""
+    h = hashlib.sha256()
+    for name, data in sources.items():
+        h.update(f"{name} {len(data)}\n".encode() + data)
+    flags = [*BASE_FLAGS, "openmp" if openmp else "no-openmp"]
+    h.update("\n".join([_compiler_stamp(cc), " ".join(flags), cpu_signature()]).encode())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _writable_by_others(path: Path) -> str | None:
+    """Why users other than this one could change what is at `path`, or None where none can."""
+    if not hasattr(os, "getuid"):
+        return None
+    st = os.stat(path)
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to another user (uid {st.st_uid})"
+    if st.st_mode & 0o022:
+        who = "everyone" if st.st_mode & 0o002 else "its group"
+        return f"{path} is writable by {who} (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _cache_folder(root: Path) -> tuple[Path, str | None]:
+    """root/kernels, created private (mode 700) where missing; and why it must not be used, or None."""
+    folder = root / "kernels"
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder, _writable_by_others(root) or _writable_by_others(folder)
+    except OSError as e:
+        return folder, f"cannot create {folder}: {e.strerror or e}"
 
 
 def _build(cc: str | None, sources: Path, out: Path, openmp: bool) -> list[str]:
@@ -66,20 +124,39 @@ def _build(cc: str | None, sources: Path, out: Path, openmp: bool) -> list[str]:
         raise RuntimeError(f"{cc} failed: {errors[-1][:300]}")
 
 
-def _cache_dir() -> Path:
-    return settings.get().cache / "kernels"
+def _cached(lib: Path, record: Path, key: str) -> bool:
+    """Whether `lib` is a plain file of this user's that its record vouches for under `key`."""
+    try:
+        rec = json.loads(record.read_text())
+        return (stat.S_ISREG(os.lstat(lib).st_mode) and _writable_by_others(lib) is None
+                and rec.get("key") == key and rec.get("sha256") == _sha256(lib))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
-def load_library(openmp: bool) -> ctypes.CDLL:
-    """The library, from the cache (built there first when missing). Raises OSError or RuntimeError."""
+def load_library(root: Path, *, openmp: bool, sources: Path = CSRC, stem: str = "nwm_cpu") -> ctypes.CDLL:
+    """The library built from `sources`, from the cache under `root` (built there first when missing
+    or not matching), or built privately for this process where others could write to that cache.
+    Raises OSError or RuntimeError when it cannot be built or loaded."""
     cc = find_compiler()
-    source = b"".join(kernel_sources().values()).decode()
-    key = hashlib.sha256((source + cpu_signature() + (settings.get().cc or "") + f"omp={openmp}")
-                         .encode()).hexdigest()[:16]
-    path = _cache_dir() / f"nwm_cpu_{key}.so"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _build(cc, CSRC, path, openmp)
+    key = cache_key(kernel_sources(sources), cc, openmp)
+    folder, unsafe = _cache_folder(Path(root))
+    if unsafe:
+        warnings.warn(f"waveviz: not using the kernel cache ({unsafe}); building the CPU kernel in a private "
+                      "temporary folder (make the cache yours alone, or set WAVEVIZ_CACHE)", RuntimeWarning, stacklevel=3)
+        with tempfile.TemporaryDirectory(prefix="waveviz-kernel-") as tmp:  # mode 700
+            path = Path(tmp) / f"{stem}.so"
+            _build(cc, sources, path, openmp)
+            return ctypes.CDLL(str(path))  # once loaded, the file may go
+    path = folder / f"{stem}_{key[:16]}.so"
+    record = path.with_suffix(".json")
+    if not _cached(path, record, key):
+        flags = _build(cc, sources, path, openmp)
+        rec = {"key": key, "sha256": _sha256(path), "compiler": cc, "compiler_version": _compiler_id(cc), "flags": flags}
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(rec, f, indent=1)
+        os.replace(tmp, record)
     return ctypes.CDLL(str(path))
 
 
@@ -133,7 +210,7 @@ def cpu_kernel() -> ctypes.CDLL | None:
     """The compiled CPU kernel, building it on first use; None when it cannot be built.
 
     Disabled by `WAVEVIZ_CPU_KERNEL=0`. The library is cached under `$WAVEVIZ_CACHE/kernels`
-    (default `~/.cache/waveviz/kernels`), keyed by the sources, the compiler and the CPU.
+    (default `~/.cache/waveviz/kernels`), keyed by the sources, the compiler, the flags and the CPU.
     """
     global _lib, _lib_error
     if not settings.get().cpu_kernel:
@@ -144,7 +221,7 @@ def cpu_kernel() -> ctypes.CDLL | None:
         if _lib is not None or _lib_error is not None:
             return _lib
         try:
-            lib = load_library(torch_openmp())
+            lib = load_library(settings.get().cache, openmp=torch_openmp())
         except (OSError, RuntimeError) as e:
             _lib_error = f"{type(e).__name__}: {e}"
             warnings.warn(f"waveviz: the CPU wave kernel is unavailable ({_lib_error}); using the torch-op fast path",
