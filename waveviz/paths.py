@@ -1,8 +1,9 @@
 """Where waveviz keeps things: shipped checkpoints, the user's home for jobs, discovery of models."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from . import settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CHECKPOINTS = REPO_ROOT / "checkpoints"
@@ -10,7 +11,7 @@ SHIPPED_CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 def waveviz_home() -> Path:
     """$WAVEVIZ_HOME, default ~/.waveviz; training jobs live in its `jobs/` folder."""
-    return Path(os.environ.get("WAVEVIZ_HOME") or Path.home() / ".waveviz")
+    return settings.get().home
 
 
 def jobs_dir() -> Path:

@@ -24,7 +24,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-from . import __version__, distributed, engine
+from . import __version__, distributed, engine, settings
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
 from .metrics import METRIC_NAMES, MetricAccumulator
@@ -340,7 +340,7 @@ class DataConfig:
 
 def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
     spec = DATASETS.get(dataset)
-    if dataset == "mnist" and not (mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR")):
+    if dataset == "mnist" and not (mnist_dir or settings.get().mnist_dir):
         from .data.mnist import POOL_SPLIT
         return POOL_SPLIT
     return spec.paper_splits

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import binary_dilation
 
+from .. import settings
 from . import DATASETS, DatasetSpec, SPLITS, image_rng
 from .io import DataError, SegmentationData
 
@@ -76,7 +76,7 @@ def idx_split(root: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def digit_pool(split: str, mnist_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The digits a split may use: (m, 28, 28) uint8 and (m,) labels."""
-    mnist_dir = mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR") or None
+    mnist_dir = mnist_dir or settings.get().mnist_dir
     if mnist_dir:
         return idx_split(str(mnist_dir), split)
     images, labels = embedded_pool()
