@@ -100,6 +100,7 @@ def test_class_spectra_average_the_right_pixels():
     assert np.isnan(spectra[1]).all()
 
 
+@pytest.mark.slow
 def test_model_class_spectra_batched_equal_the_whole_set():
     """Batch by batch (3 images a batch, the last short) = `class_spectra` of all images at once;
     with amp the model runs under bf16 autocast (a different, still close, answer)."""

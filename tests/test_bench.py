@@ -18,6 +18,7 @@ def keep_threads():
     torch.set_num_threads(n)
 
 
+@pytest.mark.slow
 def test_bench_reports_every_engine(tmp_path, capsys):
     js, md = tmp_path / "b.json", tmp_path / "b.md"
     assert main(["bench", *TINY, "--json", str(js), "--markdown", str(md)]) == 0

@@ -94,12 +94,12 @@ def test_who_decides(monkeypatch):
     """Emulated on a CPU without native bf16 (or unknown); never on CUDA; WAVEVIZ_BF16 overrides."""
     monkeypatch.delenv("WAVEVIZ_BF16", raising=False)
     for native, want in ((True, False), (False, True), (None, True)):
-        monkeypatch.setattr(engine, "cpu_bf16_native", lambda n=native: n)
+        monkeypatch.setattr(engine.bf16, "cpu_bf16_native", lambda n=native: n)
         assert engine.bf16_emulated("cpu") is want and engine.bf16_emulated("cuda") is False
         assert isinstance(engine.bf16_products("cpu"), engine._Bf16Products) is want
     monkeypatch.setenv("WAVEVIZ_BF16", "native")
     assert not engine.bf16_emulated("cpu")
-    monkeypatch.setattr(engine, "cpu_bf16_native", lambda: True)
+    monkeypatch.setattr(engine.bf16, "cpu_bf16_native", lambda: True)
     monkeypatch.setenv("WAVEVIZ_BF16", "emulate")
     assert engine.bf16_emulated("cpu")
     with engine.bf16_autocast("cpu", enabled=False):

@@ -18,6 +18,7 @@ def run(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_presets_json_has_all_paper_counts(capsys):
     code, out, _ = run(["presets", "--json"], capsys)
     assert code == 0
@@ -27,6 +28,7 @@ def test_presets_json_has_all_paper_counts(capsys):
     assert {"name", "model", "dataset", "readout", "params"} <= set(rows["nwm-linear-mnist"])
 
 
+@pytest.mark.slow
 def test_make_train_eval_predict(tmp_path, capsys):
     data, ckpt, pred = str(tmp_path / "d.npz"), str(tmp_path / "m.pt"), str(tmp_path / "p.npz")
     assert run(["data", "make", "tetrominoes", "--n", "24", "--seed", "1", "--out", data], capsys)[0] == 0
@@ -43,6 +45,7 @@ def test_make_train_eval_predict(tmp_path, capsys):
         assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6
 
 
+@pytest.mark.slow
 def test_eval_and_predict_run_a_checkpoint_as_it_trained(tmp_path, capsys):
     """The shipped ConvLSTM trained with --amp: eval / predict run it under bf16 autocast by default
     (as its stored metrics were measured), and say so; --precision float32 runs it plainly."""
@@ -66,6 +69,7 @@ def test_eval_and_predict_run_a_checkpoint_as_it_trained(tmp_path, capsys):
     assert code == 2 and "invalid choice: 'fp8'" in err
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry():
     r = subprocess.run([sys.executable, "-m", "waveviz", "presets"], capture_output=True, text=True)
     assert r.returncode == 0 and "nwm-linear-tetrominoes" in r.stdout

@@ -19,6 +19,7 @@ TINY = {"T": 8, "head": (16,), "width": 4}
 SET = ["--set", "T=8", "--set", "head=(16,)", "--set", "width=4"]
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes_match_one(tmp_path):
     # 23 images → 21 train, 2 val; global batch 10 → batches of 10, 10, 1: uneven shards and, in the
     # last batch, a rank with no image at all
@@ -63,6 +64,7 @@ def test_without_torchrun_everything_is_single(monkeypatch):
         distributed.BACKENDS.get("mps")
 
 
+@pytest.mark.slow
 def test_request_stop_cancels_at_the_next_batch():
     torch.manual_seed(0)
     from waveviz.presets import create_model

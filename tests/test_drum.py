@@ -41,6 +41,7 @@ def fig2():
     return drum.verify_square_drums()  # nine drums, 40,000 steps
 
 
+@pytest.mark.slow
 def test_square_drums_match_theory(fig2):
     assert [r.side for r in fig2.rows] == list(range(13, 22))
     for r in fig2.rows:
@@ -53,6 +54,7 @@ def test_square_drums_match_theory(fig2):
     assert fig2.passed()
 
 
+@pytest.mark.slow
 def test_verify_cli_json(capsys):
     assert run_cli("drum", "verify", "--json", "--steps", "20000", "--dt", "0.2") == 0
     out = json.loads(capsys.readouterr().out)
@@ -232,6 +234,7 @@ def app(monkeypatch):
     return at
 
 
+@pytest.mark.slow
 def test_page_shows_a_picked_drum_and_fig2(app):
     app.run()
     assert not app.exception
@@ -241,6 +244,7 @@ def test_page_shows_a_picked_drum_and_fig2(app):
     assert any("isospectral" in m.value for m in app.markdown)
 
 
+@pytest.mark.slow
 def test_page_hears_a_drawn_drum(app):
     app.run()
     app.radio(key="drum_source").set_value("Draw one").run()
@@ -256,6 +260,7 @@ def test_page_hears_a_drawn_drum(app):
     assert worst < 1.0
 
 
+@pytest.mark.slow
 def test_page_says_what_is_wrong_in_one_line(app):
     app.run()
     app.radio(key="drum_source").set_value("Draw one")
@@ -272,6 +277,7 @@ def test_page_says_what_is_wrong_in_one_line(app):
     assert app.error[0].value.startswith("unstable: c·dt = 0.9")
 
 
+@pytest.mark.slow
 def test_page_strikes_the_clicked_point(app):
     app.run()
     app.radio(key="drum_strike_mode").set_value("clicked point").run()

@@ -235,6 +235,7 @@ def test_c_kernel_threads_match_reference(threads, shape):
 
 
 @pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel")
+@pytest.mark.slow
 def test_c_kernel_without_openmp_uses_its_own_pool():
     """WAVEVIZ_CPU_OPENMP=0 builds the kernel without OpenMP; its thread pool computes the same."""
     code = """if 1:
@@ -305,6 +306,7 @@ def test_narrow_layer_backward_declines_what_it_does_not_do():
     assert torch.equal(h, before)
 
 
+@pytest.mark.slow
 def test_without_a_c_compiler_everything_falls_back(tmp_path):
     """No compiler (CC names none, an empty kernel cache): one warning, then the NWM, the ConvLSTM and
     the head run in torch ops and still equal the reference — what a machine without gcc gets."""
@@ -631,6 +633,7 @@ def test_cuda_triton_matches_reference(shape, persistent, exact_cuda, monkeypatc
         assert rel_err(a, b) < 1e-5
 
 
+@pytest.mark.slow
 def test_fast_bf16_keeps_a_shipped_models_accuracy():
     """The shipped NWM (linear readout, Tetrominoes) on 24 fresh samples: fast-bf16 segments as the
     float32 engine does (≥ 99.9 % of pixels alike, FG-IoU within 0.005)."""
@@ -664,6 +667,7 @@ def _thp_always() -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 @pytest.mark.skipif(_thp_always(), reason="huge pages everywhere: page-fault counts are not 4 KB pages")
+@pytest.mark.slow
 def test_retain_freed_memory_stops_page_faults_on_reuse():
     """After `retain_freed_memory`, freed 64 MB tensors are soon reused without page faults;
     a user's own MALLOC_* setting is left alone."""

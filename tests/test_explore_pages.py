@@ -92,6 +92,7 @@ def test_explore_every_view(app_home, view):
         assert {"long-wavelength share", "same, pixels shuffled"} <= {m.label for m in at.metric}
 
 
+@pytest.mark.slow
 def test_explore_views_of_a_feed_forward_model(app_home):
     at = _app(EXPLORE, model="job-tiny-cnn")
     _ok(at)
@@ -216,6 +217,7 @@ def test_explore_url_round_trip(app_home):
     assert at.multiselect(key="bins").value  # the strongest bins are preselected
 
 
+@pytest.mark.slow
 def test_explore_many_channels_animates_a_chosen_few(monkeypatch, tmp_path):
     import torch
 
@@ -347,6 +349,7 @@ def test_segmentation_figure_legend_names_the_classes():
     assert fig.layout.xaxis.range == (-0.5, 5.5) and fig.layout.yaxis.range == (5.5, -0.5)
 
 
+@pytest.mark.slow
 def test_runs_use_the_precision_a_checkpoint_trained_in():
     """The shipped ConvLSTM trained under bf16 autocast: the app runs it so (its table row was
     measured so; on a CPU without bf16 with the products emulated), and a float32-trained one plainly."""

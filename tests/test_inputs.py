@@ -127,6 +127,7 @@ def test_upload_other_formats_tiny_and_huge(monkeypatch):
         inputs.from_upload(_png(np.zeros((200, 200), np.uint8)), RGB64, "big.png")
 
 
+@pytest.mark.slow
 def test_upload_large_image_is_shrunk():
     big = np.zeros((3000, 5000), np.uint8)
     big[1000:2000, 2000:3000] = 255
@@ -141,6 +142,7 @@ def test_prepare_image_rejects_wrong_arrays():
         inputs.prepare_image(np.zeros((32, 32, 2), np.uint8), RGB64)
 
 
+@pytest.mark.slow
 def test_model_input_runs_through_a_model():
     model = waveviz.create_model("nwm-linear-mnist", T=4, head=(8,))
     mi = inputs.from_canvas(_canvas(), InputSpec.of(model))

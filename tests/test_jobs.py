@@ -80,6 +80,7 @@ def fake_job(store, state, *, epoch=0, epochs=5, **status) -> str:
 
 # ------------------------------------------------------------------ real workers
 
+@pytest.mark.slow
 def test_lifecycle_queue_divergence_cancel_resume(home, npz, capsys, monkeypatch):
     from waveviz.checkpoint import load_checkpoint
 
@@ -127,6 +128,7 @@ def test_lifecycle_queue_divergence_cancel_resume(home, npz, capsys, monkeypatch
     assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [b, a]  # newest first
 
 
+@pytest.mark.slow
 def test_a_time_budget_finishes_a_job_early(home, npz):
     store = JobStore()
     job = store.submit(spec(npz, epochs=100_000, max_minutes=0.05))  # 3 s of training
@@ -135,6 +137,7 @@ def test_a_time_budget_finishes_a_job_early(home, npz):
     assert 1 <= st["epoch"] < 100_000 and st["checkpoint"]
 
 
+@pytest.mark.slow
 def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
     store = JobStore()
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--epochs", "10000", "--batch-size", "8",
@@ -193,6 +196,7 @@ def test_unwritable_home_is_refused(tmp_path, monkeypatch, npz):
         JobStore().submit(spec(npz))
 
 
+@pytest.mark.slow
 def test_full_disk_fails_the_job_cleanly(home, npz, monkeypatch):
     """The worker itself (run in this process), with every checkpoint write failing as on a full disk."""
     store = JobStore()

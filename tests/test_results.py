@@ -21,6 +21,7 @@ def ckpt_dir(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_table_pairs_stored_metrics_with_the_paper(ckpt_dir):
     rows = results_table(ckpt_dir)
     assert [r.preset for r in rows] == ["nwm-linear-tetrominoes"]
@@ -46,6 +47,7 @@ def test_share_loss_correlation():
     assert share_loss_correlation({"history": [{"epoch": 1, "val_loss": 1.0}]}) is None
 
 
+@pytest.mark.slow
 def test_results_page(ckpt_dir, monkeypatch):
     monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", ckpt_dir)
     at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=120).run()

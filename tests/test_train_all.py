@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_all.py"
 
 
@@ -13,6 +15,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_parallel_tiny_recipe_then_resume(tmp_path):
     r = run("--out", str(tmp_path), "--tiny", "--parallel", "2", "--only", "cnn8-tetrominoes", "unet3-multi_mnist")
     assert r.returncode == 0, r.stdout + r.stderr

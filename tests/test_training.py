@@ -9,6 +9,7 @@ from waveviz import load_checkpoint
 from waveviz.training import DataConfig, TrainConfig, Trainer, pick_device, train_preset
 
 
+@pytest.mark.slow
 def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
     out = str(tmp_path / "m.pt")
     info = train_preset("nwm-linear-tetrominoes", out,
@@ -26,6 +27,7 @@ def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
     assert meta["wall_time_s"] > 0 and "cpu" in meta["hardware"]
 
 
+@pytest.mark.slow
 def test_train_with_the_bf16_engine_records_it(tmp_path, monkeypatch):
     """TrainConfig.engine sets how the model computes during training and lands in the checkpoint;
     on a CPU without native bf16 the trainer says, once, that fast-bf16 is emulated there."""
@@ -43,6 +45,7 @@ def test_train_with_the_bf16_engine_records_it(tmp_path, monkeypatch):
     assert ck["meta"]["train"]["engine"] == "fast-bf16"
 
 
+@pytest.mark.slow
 def test_resume_continues_where_it_stopped(tmp_path):
     out = str(tmp_path / "m.pt")
     kw = dict(data=DataConfig("polygons", n_train=16, n_val=4, n_test=0), overrides={"head": (16,)})
@@ -52,6 +55,7 @@ def test_resume_continues_where_it_stopped(tmp_path):
     assert info["hardware"].startswith("cpu") and " + " not in info["hardware"]  # same hardware: named once
 
 
+@pytest.mark.slow
 def test_resume_takes_this_runs_learning_rate(tmp_path):
     out = str(tmp_path / "m.pt")
     kw = dict(data=DataConfig("polygons", n_train=8, n_val=4, n_test=0), overrides={"head": (16,)})
@@ -63,6 +67,7 @@ def test_resume_takes_this_runs_learning_rate(tmp_path):
     assert seen == [3e-4]
 
 
+@pytest.mark.slow
 def test_a_run_continued_on_other_hardware_names_both(tmp_path):
     from waveviz.checkpoint import read_checkpoint
 

@@ -25,6 +25,7 @@ BWD_ARGS = dict(Yin=PTR, Zin=PTR, OM=PTR, AL=PTR, Wr=PTR, Y=PTR, Z=PTR, G=PTR, S
 
 
 @pytest.mark.parametrize("CP,BP", [(2, 1024), (4, 512), (16, 128), (32, 64)])
+@pytest.mark.slow
 def test_kernels_compile_for_hopper(CP, BP):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource

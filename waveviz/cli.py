@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import settings
 from .engine import ENGINES
 from .registry import Registry
 
@@ -501,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"waveviz: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         return 1
     except Exception as e:  # never a traceback for the user; WAVEVIZ_DEBUG=1 shows it
-        if os.environ.get("WAVEVIZ_DEBUG"):
+        if settings.get().debug:
             raise
         print(f"waveviz: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (set WAVEVIZ_DEBUG=1 for details)", file=sys.stderr)
         return 1

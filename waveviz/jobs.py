@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
 
+from . import settings
 from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
@@ -353,7 +354,7 @@ class JobStore:
     def max_running(self) -> int:
         if self._max_running is not None:
             return self._max_running
-        env = os.environ.get("WAVEVIZ_MAX_JOBS")
+        env = settings.get().max_jobs
         if env:
             try:
                 n = int(env)
@@ -362,12 +363,12 @@ class JobStore:
             if n < 1:
                 raise JobError(f"WAVEVIZ_MAX_JOBS must be a whole number ≥ 1, got {env!r}")
             return n
-        settings = read_json(self.root / "settings.json", {}) or {}
-        return int(settings.get("max_running", DEFAULT_MAX_RUNNING))
+        stored = read_json(self.root / "settings.json", {}) or {}
+        return int(stored.get("max_running", DEFAULT_MAX_RUNNING))
 
     def max_running_fixed(self) -> bool:
         """Whether the limit comes from the constructor or $WAVEVIZ_MAX_JOBS (so settings.json is ignored)."""
-        return self._max_running is not None or bool(os.environ.get("WAVEVIZ_MAX_JOBS"))
+        return self._max_running is not None or bool(settings.get().max_jobs)
 
     def set_max_running(self, n: int) -> None:
         if not isinstance(n, int) or n < 1:

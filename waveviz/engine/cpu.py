@@ -1,0 +1,27 @@
+"""What the CPU is, read once from /proc/cpuinfo: for the kernel cache's key and the bf16 policy."""
+from __future__ import annotations
+
+import functools
+import platform
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_signature() -> str:
+    """What a `-march=native` binary depends on: machine, CPU model and feature flags (read once)."""
+    sig = [platform.machine(), platform.system()]
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("model name", "flags", "Features")):
+                    sig.append(line.strip())
+                if len(sig) >= 4:
+                    break
+    except OSError:
+        sig.append(platform.processor())
+    return "\n".join(sig)
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (x86 `flags`), None where /proc/cpuinfo does not list them."""
+    line = next((ln for ln in cpu_signature().splitlines() if ln.startswith("flags")), None)
+    return None if line is None else set(line.split(":", 1)[-1].split())

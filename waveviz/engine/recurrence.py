@@ -1,0 +1,173 @@
+"""The NWM recurrence as one autograd Function (`_Wave`) over a backend, with time-segment
+checkpointing and the linear time readout fused in: `nwm_recurrence`, `nwm_linear_features`.
+(The adjoint's equations: the package docstring.)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .backends import _backend, resolve_backend
+from .head import _mm_t
+
+# One (segment, B, C, H, W) buffer at most: on CPU under glibc's 32 MB mmap threshold, so that
+# the buffers are recycled by malloc instead of being mapped and page-faulted afresh on every call;
+# on GPUs the caching allocator recycles them anyway and only memory matters.
+SEGMENT_BUFFER_BYTES = {"cpu": 24 * 2**20, "other": 512 * 2**20}
+# On CPU never more segments than this, whatever the batch: each segment's backward reads all of
+# ∂L/∂feat (B·C·H·W × K) twice, so more, shorter segments cost memory traffic (2 cores, B = 64:
+# 12-step segments 1.71 s a fast-bf16 step, 34-step ones 1.46 s), and CPU memory is plentiful.
+CPU_MAX_SEGMENTS = 3
+
+
+def auto_segment(T: int, state_numel: int, itemsize: int, device_type: str = "cpu") -> int:
+    """Steps per time segment: as many as fit `SEGMENT_BUFFER_BYTES` per buffer (y, z, ∂L/∂y over
+    the segment), but never fewer than √(2T/3), which minimises checkpoints (2T/S states) plus
+    scratch (3S states) when states are large, nor on CPU than T / CPU_MAX_SEGMENTS. T is split
+    into equal segments."""
+    cpu = device_type == "cpu"
+    budget = SEGMENT_BUFFER_BYTES["cpu" if cpu else "other"]
+    fit = budget // max(1, state_numel * itemsize)
+    longest = max(fit, math.ceil(math.sqrt(2 * T / 3)), math.ceil(T / CPU_MAX_SEGMENTS) if cpu else 1, 1)
+    n = math.ceil(T / longest)
+    return math.ceil(T / n)
+
+
+def _segments(T: int, seg: int) -> list[tuple[int, int]]:
+    return [(t0, min(seg, T - t0)) for t0 in range(0, T, seg)]
+
+
+def _scratch(seg: int, like: torch.Tensor) -> torch.Tensor:
+    """(seg, B, C, H, W): step j of all images is contiguous; used as a (B, seg, C, H, W) view."""
+    return torch.empty((seg, *like.shape), dtype=like.dtype, device=like.device)
+
+
+def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False):
+    """T steps from (y0, z = 0). Writes y_t into Y (B, T, C, H, W) when given; else accumulates
+    feat (B·C·H·W, K) = Σ_t y_t ⊗ proj[:, t] (time features last, so that the head's per-pixel
+    rows are a cheap copy away). Returns feat and, when `keep`, the (y, z) state at the start of
+    every segment (the first is (None, None): y0 itself, z = 0) and the scratch (Ys, Zs), which
+    holds the last segment's states, so that the backward starts there without recomputing them —
+    on CPU with the fused readout only ((None, None) otherwise: on GPUs the 2 × 512 MB would count
+    against the memory the engine saves, and without the readout Ys is not even scratch)."""
+    Zs = _scratch(seg, y0)
+    Ys = _scratch(seg, y0) if Y is None else None
+    feat = y0.new_empty(y0.numel(), proj.shape[0]) if proj is not None else None
+    if y0.numel() == 0:  # an empty batch (e.g. a data-parallel rank without images)
+        return feat, ([(None, None)] * len(_segments(T, seg)), (None, None)) if keep else None
+    y, z, ckpts = y0, None, []
+    segments = _segments(T, seg)
+    for i, (t0, n) in enumerate(segments):
+        if keep:
+            ckpts.append((None, None) if t0 == 0 else (y, z))
+        Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
+        Zv = Zs[:n].transpose(0, 1)
+        be.forward(y, z, om, al, w, dt, Yv, Zv)
+        if proj is not None:  # the first product writes feat (no zero fill), the others add to it
+            torch.addmm(feat, Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t(), beta=1 if i else 0, out=feat)
+        if i < len(segments) - 1:
+            y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
+    kept = (Ys, Zs) if proj is not None and y0.device.type == "cpu" else (None, None)
+    return feat, (ckpts, kept) if keep else None
+
+
+def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, proj=None):
+    """The adjoint, one segment at a time from the last: recompute the segment's states from its
+    checkpoint (not the last segment's when the forward kept its scratch), form its ∂L/∂y_t, walk
+    it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
+    ckpts, (Ys, Zs) = saved
+    kept = Zs is not None
+    ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
+    dom, dal = torch.zeros_like(om), torch.zeros_like(al)
+    dW = torch.zeros(w.shape, dtype=torch.float64 if be.name == "c" else w.dtype, device=w.device)
+    dproj = torch.zeros_like(proj) if proj is not None else None
+    if y0.numel() == 0:
+        return ybar, dom, dal, dW.to(w.dtype), dproj
+    Ys = _scratch(seg, y0) if Ys is None else Ys
+    Zs = _scratch(seg, y0) if Zs is None else Zs
+    segments = _segments(T, seg)
+    for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
+        yc = y0 if yc is None else yc
+        Yv, Zv = Ys[:n].transpose(0, 1), Zs[:n].transpose(0, 1)
+        if not (kept and i == len(segments) - 1):  # else: the states the forward left in its scratch
+            be.forward(yc, zc, om, al, w, dt, Yv, Zv)
+        if proj is not None:
+            G = _mm_t(proj[:, t0:t0 + n].t().contiguous(), dfeat)  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
+            Gv = G.view(n, *y0.shape).transpose(0, 1)
+            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).t())
+        else:
+            Gv = gY[:, t0:t0 + n]
+        ybar, zbar = be.adjoint(yc, zc, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW)
+    return ybar, dom, dal, dW.to(w.dtype), dproj
+
+
+class _Wave(torch.autograd.Function):
+    """(y0, ω, α, W[, P]) → Y (B, T, C, H, W), or with P (K, T) the fused feat (B·C·H·W, K)."""
+
+    @staticmethod
+    def forward(ctx, y0, omega, alpha, weight, proj, dt, T, seg, backend):
+        be = _backend(backend, y0)
+        y0, omega, alpha, weight = (t.contiguous() for t in (y0, omega, alpha, weight))
+        Y = None if proj is not None else y0.new_empty(y0.shape[0], T, *y0.shape[1:])
+        keep = any(ctx.needs_input_grad)
+        feat, saved = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, keep=keep)
+        if keep:
+            ctx.save_for_backward(y0, omega, alpha, weight, proj)
+            ctx.saved, ctx.dt, ctx.T, ctx.seg, ctx.backend = saved, dt, T, seg, backend
+        return Y if proj is None else feat
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        y0, omega, alpha, weight, proj = ctx.saved_tensors
+        be = _backend(ctx.backend, y0)
+        grad = grad.contiguous()
+        kw = dict(gY=grad) if proj is None else dict(dfeat=grad.contiguous(), proj=proj)
+        dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved, **kw)
+        ctx.saved = None
+        return dy0, dom, dal, dW, dproj, None, None, None, None
+
+
+def _prepare(y0, omega, alpha, weight, dt, T, backend, segment):
+    assert y0.dim() == 4 and omega.shape == y0.shape and alpha.shape == y0.shape, \
+        f"y0, omega, alpha must be (B, C, H, W) alike, got {tuple(y0.shape)}, {tuple(omega.shape)}, {tuple(alpha.shape)}"
+    C = y0.shape[1]
+    assert weight.shape == (C, C, 3, 3), f"weight must be ({C}, {C}, 3, 3), got {tuple(weight.shape)}"
+    assert T >= 1 and dt > 0, f"need T ≥ 1 and dt > 0, got T={T}, dt={dt}"
+    low = (torch.float16, torch.bfloat16)
+    if y0.dtype in low or omega.dtype in low or alpha.dtype in low:  # autocast: the recurrence stays in float32
+        y0, omega, alpha = y0.float(), omega.float(), alpha.float()
+    weight = weight.to(y0.dtype)
+    name = resolve_backend(backend, y0)
+    seg = segment or auto_segment(T, y0.numel(), y0.element_size(), y0.device.type)
+    return y0, omega, alpha, weight, name, max(1, min(int(seg), T))
+
+
+def nwm_recurrence(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor, dt: float,
+                   T: int, *, backend: str = "auto", segment: int | None = None) -> torch.Tensor:
+    """Fast `nwm_recurrence_ref`: y0, ω, α (B, C, H, W), W (C, C, 3, 3) → Y (B, T, C, H, W), contiguous.
+
+    Differentiable in all four inputs; the backward recomputes the states segment by segment.
+    `backend`: auto | c | triton | torch (`resolve_backend`); `segment`: steps per checkpointed
+    segment (default: `auto_segment`).
+    """
+    y0, omega, alpha, weight, name, seg = _prepare(y0, omega, alpha, weight, dt, T, backend, segment)
+    with torch.autocast(y0.device.type, enabled=False):
+        return _Wave.apply(y0, omega, alpha, weight, None, float(dt), int(T), seg, name)
+
+
+def nwm_linear_features(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor, dt: float,
+                        T: int, proj: torch.Tensor, *, backend: str = "auto", segment: int | None = None) -> torch.Tensor:
+    """The recurrence fused with the linear time readout: → (B, K, C, H, W) with
+    out[:, k] = Σ_t proj[k, t] · y_t, i.e. `LinearReadout.time_features(nwm_recurrence(...))`,
+    without ever holding Y (B, T, C, H, W). proj: (K, T), the readout's `Linear(T → K)` weight.
+    The result is a permuted view of a contiguous (B, C, H, W, K) tensor.
+    """
+    y0, omega, alpha, weight, name, seg = _prepare(y0, omega, alpha, weight, dt, T, backend, segment)
+    assert proj.dim() == 2 and proj.shape[1] == T, f"proj must be (K, {T}), got {tuple(proj.shape)}"
+    with torch.autocast(y0.device.type, enabled=False):
+        feat = _Wave.apply(y0, omega, alpha, weight, proj.to(y0.dtype), float(dt), int(T), seg, name)
+    K, (B, C, H, W) = proj.shape[0], y0.shape
+    return feat.view(B, C, H, W, K).permute(0, 4, 1, 2, 3)  # (B, K, C, H, W)
+
