@@ -87,6 +87,19 @@ def square_tile(color: np.ndarray) -> np.ndarray:
     return tile
 
 
+def tetromino_tile(colour: np.ndarray, ring: str = "wrap") -> np.ndarray:
+    """(7, 7, 3) uint8 square: `colour` (3,) uint8 inside, its 1-px border ring colour + colour // 2,
+    wrapping mod 256 ("wrap", the paper's data) or clipped at 255 ("clip")."""
+    c = np.asarray(colour, np.uint8)
+    if ring not in ("wrap", "clip"):
+        raise ValueError(f"unknown ring {ring!r}; valid: clip, wrap")
+    edge = c + c // 2 if ring == "wrap" else np.minimum(c.astype(np.int64) + c // 2, 255).astype(np.uint8)
+    tile = np.empty((CELL, CELL, 3), np.uint8)
+    tile[:] = edge
+    tile[1:-1, 1:-1] = c
+    return tile
+
+
 def make_tetrominoes(n: int, *, seed: int, split: str, size: int = 64, **_) -> SegmentationData:
     """1–5 non-overlapping tetrominoes of 7×7-px squares on black, random rotation, mirror for
     S/Z and J/L, random colour; labels I = 1, O = 2, T = 3, S/Z = 4, J/L = 5."""
