@@ -1,8 +1,8 @@
-"""waveviz: `streamlit run app.py`. The pages live in pages/; their logic in waveviz/app/."""
+"""waveviz: `streamlit run app.py`. One file per page in app_pages/ (the list: `landing.PAGES`);
+their logic lives in waveviz/app/."""
 import streamlit as st
 
+from waveviz.app.landing import navigation_pages
+
 st.set_page_config(page_title="waveviz", page_icon="🌊", layout="wide")
-
-from waveviz.app.landing import render  # noqa: E402
-
-render()
+st.navigation(navigation_pages()).run()

@@ -115,7 +115,7 @@ def bench_page(ckpt: Path, repeat: int) -> float:
             return stroke(drawing["i"])
 
     common.draw_canvas = lambda **kw: Canvas()
-    at = AppTest.from_file(str(ROOT / "pages" / "1_Explore.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app_pages" / "explore.py"), default_timeout=300)
     at.query_params["src"] = "Draw"
     at.run()  # imports, model load, caches warm
     times = []

@@ -11,11 +11,13 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from waveviz.app import common, compare_page, explore_page
+from waveviz.app import catalog, common, compare_page, explore_page
+
+from .conftest import TINY_MODELS
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPLORE = str(ROOT / "pages" / "1_Explore.py")
-COMPARE = str(ROOT / "pages" / "2_Compare.py")
+EXPLORE = str(ROOT / "app_pages" / "explore.py")
+COMPARE = str(ROOT / "app_pages" / "compare.py")
 
 
 def _app(page: str, **params) -> AppTest:
@@ -69,16 +71,26 @@ def test_explore_without_checkpoints_says_how_to_get_them(empty_home):
 def test_explore_opens_with_a_preloaded_example(app_home):
     at = _app(EXPLORE)
     _ok(at)
-    assert at.selectbox(key="model").value == "job-tiny-nwm"  # the NWM with linear readout ranks first
+    entries = catalog.catalog()
+    assert at.selectbox(key="model").value == catalog.best(entries, recurrent=True).id  # computed, not fixed
+    labels = at.selectbox(key="model").options
+    assert all("test FG-IoU" in o for o in labels)  # each model's quality…
+    assert sum("(paper 0.9" in o for o in labels) == 3  # …beside the paper's (CNN-2 is not in the paper)
+    assert any("⚠ under-trained" in o for o in labels)  # one epoch on 16 images
+    assert any("Under-trained" in w.value for w in at.warning)
     assert "tiny" not in at.markdown[0].value and len(at.markdown[0].value) > 100  # the lecturer's intro
     caps = _captions(at)
     assert "Input: drew tetrominoes sample (seed 0" in caps
     assert "model" in caps and "rendering" in caps and "total" in caps  # the timing line
+    assert "on its own colour scale" in caps and "c0 ±" in caps  # the animation's scales, said
+    assert any(m.value.startswith("The model reads: ") for m in at.markdown)
     assert {m.label for m in at.metric} >= {"FG-Acc", "FG-IoU", "FG-Loss"}
     anim = next(s for s in _charts(at) if s.get("frames"))
-    assert len(anim["frames"]) == 12  # T = 12 steps, one frame each
+    T = TINY_MODELS[at.selectbox(key="model").value.removeprefix("job-")][1]["T"]
+    assert len(anim["frames"]) == T  # one frame per step
     assert anim["frames"][0]["data"][0]["source"].startswith("data:image/png;base64,")
     assert at.get("download_button")  # the GIF
+    assert all(json.loads(el.proto.config) == {"displayModeBar": False} for el in at.get("plotly_chart"))
 
 
 @pytest.mark.parametrize("view", explore_page.VIEWS)
@@ -114,50 +126,149 @@ def test_explore_lstm_and_sample_seed(app_home):
     assert "seed 6" in _captions(at)
 
 
-def test_explore_faked_canvas_drawing(app_home, monkeypatch):
-    drawings = {"now": _stroke()}
+def _blocks(cells, colour=(42, 157, 143)) -> np.ndarray:
+    """Clicks on block-grid cells (row, col) of the 320-px canvas (35 px a cell), in one colour."""
+    rgba = np.zeros((common.CANVAS_PX, common.CANVAS_PX, 4), np.uint8)
+    for r, c in cells:
+        rgba[35 * r + 6: 35 * r + 29, 35 * c + 6: 35 * c + 29] = (*colour, 255)
+    return rgba
+
+
+L_PIECE = [(2, 2), (3, 2), (4, 2), (4, 3)]
+
+
+def test_explore_draw_blocks_then_run(app_home, monkeypatch):
+    drawings = {"now": _blocks(L_PIECE)}
     monkeypatch.setattr(common, "draw_canvas", lambda **kw: FakeCanvas(drawings["now"]))
     at = _app(EXPLORE, src="Draw")
     _ok(at)
+    assert any("Blocks tool" in m.value for m in at.markdown)
+    assert any("press **Run the model**" in i.value for i in at.info)  # strokes alone do not run the model
+    assert not _charts(at) and at.get("image")  # no segmentation yet; the preview of what the model will see
+    at.button(key="run").click().run()
+    _ok(at)
     caps = _captions(at)
-    assert "took the 320×320 drawing" in caps and "filled the closed outlines" in caps
-    assert "resized 320×320 → 64×64" in caps
+    assert "took the 320×320 drawing (blocks tool, tetrominoes)" in caps
+    assert "took the filled cells of the 9×9 grid of 7-px squares (4 filled)" in caps
     assert any("No true mask" in c.value for c in at.caption)
     assert any(s.get("frames") for s in _charts(at))  # the waves of the drawing
+    assert any(m.value.startswith("The model reads: ") for m in at.markdown)
 
-    drawings["now"] = np.zeros((320, 320, 4), np.uint8)  # cleared canvas
+    drawings["now"] = _blocks(L_PIECE + [(6, 6)])  # another stroke: nothing runs until Run
     at.run()
-    assert not at.exception
-    assert any("empty" in w.value for w in at.warning)
+    _ok(at)
+    assert "has changed since the model last ran" in _captions(at)
+    assert "(4 filled)" in _captions(at)
 
-    drawings["now"] = np.full((320, 320, 4), 255, np.uint8)  # painted all over
-    at.run()
+    drawings["now"] = _blocks([(r, c) for r in range(9) for c in range(9)], (255, 255, 255))  # painted all over
+    at.button(key="run").click().run()
     assert not at.exception
     assert any("no shape" in w.value for w in at.warning)
 
-    drawings["now"] = None  # nothing drawn yet
+    drawings["now"] = np.zeros((320, 320, 4), np.uint8)  # cleared canvas: Run is off
     at.run()
-    assert not at.exception
-    assert any("Draw a shape" in i.value for i in at.info)
+    assert not at.exception and at.button(key="run").disabled
 
 
-def test_explore_eraser_and_grey_colour_controls(app_home, monkeypatch):
+def test_explore_run_after_each_stroke(app_home, monkeypatch):
+    drawings = {"now": _blocks(L_PIECE)}
+    monkeypatch.setattr(common, "draw_canvas", lambda **kw: FakeCanvas(drawings["now"]))
+    at = _app(EXPLORE, src="Draw")
+    at.toggle(key="auto").set_value(True).run()
+    _ok(at)
+    assert "(4 filled)" in _captions(at)
+    drawings["now"] = _blocks(L_PIECE[:3])
+    at.run()
+    _ok(at)
+    assert "(3 filled)" in _captions(at)
+    assert any("a tetromino has 4" in w.value for w in at.warning)  # said beside the result
+
+
+def test_explore_drawing_controls(app_home, monkeypatch):
     seen = {}
 
     def canvas(**kw):
         seen.update(kw)
-        return FakeCanvas(_stroke())
+        return FakeCanvas(_blocks(L_PIECE))
 
     monkeypatch.setattr(common, "draw_canvas", canvas)
     at = _app(EXPLORE, src="Draw")
-    at.radio(key="tool").set_value("eraser")
+    assert seen["drawing_mode"] == "freedraw" and seen["stroke_width"] == 24 and seen["return_image_data"] is True
+    assert seen["background_image"].size == (common.CANVAS_PX, common.CANVAS_PX)  # the block grid
+    at.toggle(key="erase").set_value(True)
     at.slider(key="brush").set_value(40)
-    at.checkbox(key="trace").check()
+    at.toggle(key="trace").set_value(True)
+    at.color_picker(key="colour").set_value("#A0522D")
     at.run()
     _ok(at)
-    assert seen["stroke_color"] == "#000000" and seen["drawing_mode"] == "freedraw" and seen["stroke_width"] == 40
-    assert seen["background_image"].size == (common.CANVAS_PX, common.CANVAS_PX)
-    assert seen["return_image_data"] is True
+    assert seen["stroke_color"] == "#000000" and seen["stroke_width"] == 40
+    at.toggle(key="erase").set_value(False).run()
+    assert seen["stroke_color"] == "#A0522D"
+
+
+@pytest.fixture
+def mixed_home(tiny_home, monkeypatch, tmp_path):
+    """The tiny Tetrominoes jobs plus small untrained MNIST, Polygons and Multi-MNIST NWMs: grey
+    models of several data sets, for the drawing tools and the sample's data set."""
+    import shutil
+
+    import torch
+
+    import waveviz
+    import waveviz.paths
+    from waveviz.presets import PRESETS
+
+    home = tmp_path / "home"
+    shutil.copytree(tiny_home / "jobs", home / "jobs")
+    torch.manual_seed(0)
+    for preset in ("nwm-linear-mnist", "nwm-fft-polygons", "nwm-linear-multi_mnist"):
+        (home / "jobs" / preset).mkdir()
+        waveviz.save_checkpoint(home / "jobs" / preset / "best.pt", waveviz.create_model(preset, C=2, T=4, head=(8,)),
+                                preset, {"dataset": PRESETS.get(preset).dataset})
+    monkeypatch.setenv("WAVEVIZ_HOME", str(home))
+    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
+    return home
+
+
+def test_sample_data_set_follows_the_model(mixed_home):
+    at = _app(EXPLORE, model="job-nwm-linear-mnist")
+    _ok(at)
+    assert at.selectbox(key="ds").value == "mnist"
+    at.selectbox(key="model").set_value("job-nwm-fft-polygons").run()
+    _ok(at)
+    assert at.selectbox(key="ds").value == "polygons" and "polygons sample" in _captions(at)
+    assert {m.label for m in at.metric} >= {"FG-IoU"}  # its own set: a true mask, so metrics
+    at.selectbox(key="ds").set_value("mnist").run()  # the user's own choice…
+    at.number_input(key="seed").set_value(3).run()
+    assert at.selectbox(key="ds").value == "mnist"  # …holds while the model stays
+    at.selectbox(key="model").set_value("job-nwm-linear-multi_mnist").run()
+    _ok(at)
+    assert at.selectbox(key="ds").value == "multi_mnist"  # and a new model's set is followed again
+    linked = _app(EXPLORE, model="job-nwm-linear-mnist", ds="polygons")  # a link's choice is kept
+    assert linked.selectbox(key="ds").value == "polygons"
+
+
+def test_digit_polygon_and_digits_tools(mixed_home, monkeypatch):
+    seen = {}
+    seven = np.zeros((320, 320, 4), np.uint8)
+    seven[60:90, 80:250] = 255
+    for i in range(200):
+        seven[90 + i, 230 - i // 2 - 14: 230 - i // 2 + 14] = 255
+
+    def canvas(**kw):
+        seen.update(kw)
+        return FakeCanvas(seven.copy())
+
+    monkeypatch.setattr(common, "draw_canvas", canvas)
+    expect = {"job-nwm-linear-mnist": ("freedraw", "placed in 28×28 with the centre of mass at the centre"),
+              "job-nwm-fft-polygons": ("polygon", "white (255) on black"),
+              "job-nwm-linear-multi_mnist": ("freedraw", "found 1 digit (groups of strokes)")}
+    for model, (mode, step) in expect.items():
+        at = _app(EXPLORE, model=model, src="Draw")
+        at.button(key="run").click().run()
+        _ok(at)
+        assert seen["drawing_mode"] == mode and step in _captions(at), (model, _captions(at))
+        assert any(m.value.startswith("The model reads: ") for m in at.markdown)
 
 
 def test_explore_faked_pixel_click(app_home, monkeypatch):
@@ -259,20 +370,25 @@ def test_compare_default_lineup_and_table(app_home):
     assert chosen == ["job-tiny-nwm", "job-tiny-nwmfft", "job-tiny-lstm", "job-tiny-cnn"]
     table = at.dataframe[0].value
     assert list(table["model"]) == ["NWM linear", "NWM fft", "LSTM linear", "CNN-2"]
-    assert {"FG-Acc", "FG-IoU", "FG-Loss", "test FG-IoU", "params"} <= set(table.columns)
+    assert {"FG-Acc", "FG-IoU", "FG-Loss", "test FG-IoU", "paper FG-IoU", "under-trained", "params"} <= set(table.columns)
+    assert [b.label for b in at.selectbox].count("Data set") == 1  # one data-set box: the sample is from that set
+    assert all("test FG-IoU" in o for o in at.multiselect(key="models").options)
     waves = next(s for s in _charts(at) if s.get("frames"))
     assert len(waves["frames"]) == 12 and len(waves["frames"][0]["traces"]) == 3  # CNN has no clock
     assert "model" in _captions(at)
 
 
 def test_compare_url_and_drawing(app_home, monkeypatch):
-    monkeypatch.setattr(common, "draw_canvas", lambda **kw: FakeCanvas(_stroke()))
+    monkeypatch.setattr(common, "draw_canvas", lambda **kw: FakeCanvas(_blocks(L_PIECE)))
     at = AppTest.from_file(COMPARE, default_timeout=120)
     at.query_params["models"] = ["job-tiny-lstm", "job-tiny-nwm"]
     at.query_params["cmp_src"] = "Draw"
     at.run()
     _ok(at)
     assert at.multiselect(key="models").value == ["job-tiny-lstm", "job-tiny-nwm"]
+    assert any("Blocks tool" in m.value for m in at.markdown)  # the data set's drawing tool
+    at.button(key="cmp_run").click().run()
+    _ok(at)
     table = at.dataframe[0].value
     assert "FG-Acc" not in table.columns  # a drawing has no true mask
     assert any("No true mask" in c.value for c in at.caption)
@@ -293,6 +409,7 @@ def _png(arr: np.ndarray, fmt: str = "PNG") -> bytes:
 # --------------------------------------------------------------------------------- figures
 
 from waveviz.app import figures  # noqa: E402
+from waveviz.data import DATASETS  # noqa: E402
 
 
 def test_colour_scale_is_fixed_and_symmetric():
@@ -344,9 +461,55 @@ def test_segmentation_figure_legend_names_the_classes():
     truth = np.zeros((6, 6), int)
     truth[1:3, 1:3] = 1
     fig = figures.segmentation_figure(np.zeros((6, 6), np.uint8), pred, truth, ["background", "I", "O"])
-    names = {t.name for t in fig.data if t.name and ":" in t.name}
-    assert names == {"0: background", "1: I", "2: O"}
+    names = {t.name for t in fig.data if t.name and t.name != "pixel"}
+    assert names == {"background", "I", "O"}
     assert fig.layout.xaxis.range == (-0.5, 5.5) and fig.layout.yaxis.range == (5.5, -0.5)
+    digits = figures.segmentation_figure(np.zeros((6, 6), np.uint8), pred * 3, None, DATASETS.get("mnist").class_names)
+    assert {t.name for t in digits.data if t.name and t.name != "pixel"} == {"background", "digit 5"}  # class 6
+
+
+def _lab(hexes) -> np.ndarray:
+    """sRGB hex colours → CIELAB (D65)."""
+    rgb = np.array([[int(h[i: i + 2], 16) / 255 for i in (1, 3, 5)] for h in hexes])
+    lin = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = lin @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = np.cbrt(xyz / np.array([0.95047, 1.0, 1.08883]))
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], 1)
+
+
+def test_class_colours_are_distinct():
+    """MNIST's 11 classes (background and ten digits) get colours no one confuses: CIE76 ΔE ≥ 30
+    between any two (the old palette had two yellows and two blues at 26–35)."""
+    lab = _lab(figures.PALETTE[:11])
+    d = np.linalg.norm(lab[:, None] - lab[None], axis=-1) + np.eye(11) * 1e9
+    assert d.min() >= 30
+
+
+def test_each_channel_gets_its_own_robust_scale():
+    rng = np.random.default_rng(0)
+    h = rng.standard_normal((50, 2, 8, 8)).astype(np.float32)
+    h[:, 1] *= 100  # one loud channel…
+    h[0, 0, 0, 0] = 1e4  # …and one extreme pixel in the quiet one
+    wf = figures.wave_frames(h)
+    assert wf.vmax[1] > 50 * wf.vmax[0] and wf.vmax[0] < 5  # neither washes the quiet channel out
+    quiet = wf.index[:, :, :8]
+    assert (quiet < 60).mean() > 0.05 and (quiet > 195).mean() > 0.05  # it uses the whole colour range
+    assert wf.scale_note.startswith("c0 ±") and ", c1 ±" in wf.scale_note
+
+
+def test_shape_readings_name_each_shape():
+    from waveviz.analysis import shape_readings
+
+    img = np.zeros((20, 20), np.uint8)
+    img[2:6, 2:8] = 255
+    img[12:18, 10:14] = 255
+    pred = np.zeros((20, 20), int)
+    pred[2:6, 2:8] = 3
+    pred[12:18, 10:13] = 7  # three quarters of the second shape
+    r = shape_readings(img, pred)
+    assert [(x.label, round(x.share, 2)) for x in r] == [(3, 1.0), (7, 0.75)]
+    line = explore_page.reading_line(img, pred, DATASETS.get("mnist").class_names)
+    assert "**digit 2** (100%" in line and "**digit 6** (75%" in line
 
 
 @pytest.mark.slow

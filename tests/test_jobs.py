@@ -278,7 +278,7 @@ def test_progress_and_series():
 def _page():
     from streamlit.testing.v1 import AppTest
 
-    return AppTest.from_file("../pages/4_Train.py", default_timeout=60)
+    return AppTest.from_file("../app_pages/train.py", default_timeout=60)
 
 
 def test_page_rebuilds_the_job_list_from_disk(home):

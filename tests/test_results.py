@@ -50,7 +50,7 @@ def test_share_loss_correlation():
 @pytest.mark.slow
 def test_results_page(ckpt_dir, monkeypatch):
     monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", ckpt_dir)
-    at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=120).run()
     assert not at.exception
     assert at.title[0].value == "Results"
     assert len(at.dataframe) == 1
@@ -65,14 +65,14 @@ def test_class_spectrum_figure(ckpt_dir):
 
     fig = class_spectrum_figure(str(ckpt_dir / "nwm-linear-tetrominoes.pt"), n=4)
     names = [t.name for t in fig.data]
-    assert names and names[0] == "0: background" and all(": " in n for n in names)
+    assert names and names[0] == "background" and set(names) <= {"background", "I", "O", "T", "S/Z", "J/L"}
     assert fig.layout.annotations[0].text == "channel c0" and len(fig.layout.annotations) == 1
     assert fig.data[0].x[0] == pytest.approx(1 / 6) and len(fig.data[0].x) == 3  # T = 6: bins 1 … 3
 
 
 def test_results_page_without_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path)
-    at = AppTest.from_file(str(ROOT / "pages/5_Results.py"), default_timeout=60).run()
+    at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=60).run()
     assert not at.exception
     assert "No trained checkpoints" in at.info[0].value
 

@@ -400,6 +400,41 @@ def focus_pixel(pred: np.ndarray) -> tuple[int, int]:
     return int(rr[i]), int(cc[i])
 
 
+@dataclass(frozen=True)
+class ShapeReading:
+    """What a model made of one shape of the input: the commonest non-background class over the
+    shape's pixels (0 when all are background), its share of them, and where the shape is."""
+
+    label: int
+    share: float
+    pixels: int
+    centre: tuple[float, float]  # (row, col)
+
+
+def shape_readings(image: np.ndarray, pred: np.ndarray, *, ink: int = 8, min_share: float = 0.05) -> list[ShapeReading]:
+    """One reading per shape of the input, top to bottom, left to right. image (H, W) or (H, W, 3)
+    uint8; pred (H, W) labels. Shapes are the 8-connected parts brighter than `ink`; parts under
+    `min_share` of all the bright pixels (specks) are left out."""
+    from scipy import ndimage
+
+    level = image if image.ndim == 2 else image.max(axis=-1)
+    fg = level > ink
+    lab, k = ndimage.label(fg, structure=np.ones((3, 3)))
+    out = []
+    for p in range(1, k + 1):
+        part = lab == p
+        n = int(part.sum())
+        if n < min_share * fg.sum():
+            continue
+        counts = np.bincount(pred[part].ravel(), minlength=2)
+        counts[0] = 0
+        label = int(counts.argmax()) if counts.any() else 0
+        share = counts[label] / n if label else float((pred[part] == 0).mean())
+        rr, cc = np.nonzero(part)
+        out.append(ShapeReading(label, float(share), n, (float(rr.mean()), float(cc.mean()))))
+    return sorted(out, key=lambda s: (round(s.centre[0] / 8), s.centre[1]))
+
+
 @dataclass
 class WaveStats:
     """Hilbert-wavelength summary of one image's hidden sequence.

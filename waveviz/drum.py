@@ -246,6 +246,11 @@ class DrumModes:
         probe = strike if probe is None else probe
         return self.shapes[:, strike[0], strike[1]] * self.shapes[:, probe[0], probe[1]]
 
+    def projections(self, u0: np.ndarray, probe: tuple[int, int]) -> np.ndarray:
+        """Amplitude of each mode in the probe trace after displacing the drum by u0 (H, W):
+        ⟨φ_k, u0⟩·φ_k(probe) → (k,) (for a unit point strike, `weights`)."""
+        return np.tensordot(self.shapes, u0, axes=2) * self.shapes[:, probe[0], probe[1]]
+
 
 def drum_modes(mask: np.ndarray, k: int = 10) -> DrumModes:
     """Lowest k eigenpairs of the Dirichlet Laplacian of a (H, W) mask (shift-invert about 0)."""
@@ -310,8 +315,9 @@ class WaveRun:
 
     config: WaveConfig
     traces: np.ndarray | None  # (T, D): u at each drum's probe after steps 1 … T
-    frames: np.ndarray | None  # (F, D, H, W): u at steps 0, e, 2e, … (e = frame_every)
+    frames: np.ndarray | None  # (F, D, H, W): u at steps 0, e, 2e, … (e = frame_every), or at `frame_steps`
     frame_every: int | None
+    frame_steps: np.ndarray | None = None  # (F,) the step of each frame
 
 
 def strike_field(masks: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -323,6 +329,30 @@ def strike_field(masks: np.ndarray, points: Sequence[tuple[int, int]]) -> np.nda
             raise DrumError(f"strike point ({r}, {c}) is outside drum {d}")
         u0[d, r, c] = 1.0
     return u0
+
+
+def bump_field(mask: np.ndarray, centre: tuple[int, int], width: float = 2.0) -> np.ndarray:
+    """A smooth strike: a Gaussian bump exp(−d²/(2·width²)) of height 1 at `centre`, on the free
+    pixels of a (H, W) mask → (H, W). A point strike (`strike_field`) excites every grid mode up to
+    the checkerboard; a bump a few pixels wide excites the low modes that make a drum's sound, so
+    the field shows the strike spreading, reflecting and settling."""
+    mask = np.asarray(mask, dtype=bool)
+    r, c = centre
+    if not (0 <= r < mask.shape[0] and 0 <= c < mask.shape[1] and mask[r, c]):
+        raise DrumError(f"strike point ({r}, {c}) is outside the drum")
+    rr, cc = np.mgrid[: mask.shape[0], : mask.shape[1]]
+    return np.exp(-((rr - r) ** 2 + (cc - c) ** 2) / (2 * width**2)) * mask
+
+
+def frame_schedule(steps: int, frames: int, early_steps: int, early_share: float = 0.7) -> np.ndarray:
+    """Steps to record for an animation: `early_share` of the frames evenly over the first
+    `early_steps` (the strike spreading and reflecting: every frame a small move), the rest spread
+    geometrically up to `steps` (the settling into standing waves) → sorted unique steps, from 0."""
+    early_steps = max(1, min(early_steps, steps))
+    n_early = max(2, int(frames * early_share))
+    early = np.linspace(0, early_steps, n_early)
+    late = np.geomspace(early_steps, steps, max(2, frames - n_early + 1))[1:] if steps > early_steps else []
+    return np.unique(np.round(np.concatenate([early, late])).astype(np.int64))
 
 
 def _as_batch(masks: np.ndarray, u0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -345,12 +375,14 @@ def simulate(
     v0: np.ndarray | None = None,
     probes: Sequence[tuple[int, int]] | None = None,
     frame_every: int | None = None,
+    record_at: Sequence[int] | None = None,
 ) -> WaveRun:
     """Run the wave RNN on D drums at once (fast path).
 
     masks (D, H, W) bool (or one (H, W)); u0 and v0 (D, H, W) initial displacement and velocity,
     taken as zero outside the drum. Record the probe traces (one (row, col) per drum; memory T·D)
-    and/or every ``frame_every``-th field (memory F·D·H·W). Leapfrog in one variable::
+    and/or every ``frame_every``-th field, or the fields at the steps ``record_at`` (memory F·D·H·W).
+    Leapfrog in one variable::
 
         u_{t+1} = A u_t − u_{t−1},   A = 2I − (c·dt)² K,   u_{−1} = u_0 − dt·v_0
 
@@ -377,22 +409,32 @@ def simulate(
             raise DrumError(f"probe {tuple(probes[d])} is outside drum {d}")
         traces = np.empty((config.steps, D))
 
-    frames = None
+    frames = frame_steps = None
+    if frame_every is not None and record_at is not None:
+        raise DrumError("give frame_every or record_at, not both")
     if frame_every is not None:
         if frame_every < 1:
             raise DrumError(f"frame_every must be at least 1, got {frame_every}")
-        frames = np.zeros((config.steps // frame_every + 1, *masks.shape))
+        frame_steps = np.arange(0, config.steps + 1, frame_every)
+    elif record_at is not None:
+        frame_steps = np.unique(np.asarray(record_at, dtype=np.int64))
+        if frame_steps.size and (frame_steps[0] < 0 or frame_steps[-1] > config.steps):
+            raise DrumError(f"frames can be recorded at steps 0 … {config.steps}, got {frame_steps[0]} … {frame_steps[-1]}")
+    if frame_steps is not None:
+        frames = np.zeros((len(frame_steps), *masks.shape))
         flat_idx = np.flatnonzero(masks)
-        frames[0].reshape(-1)[flat_idx] = u
+        slot = {int(t): i for i, t in enumerate(frame_steps)}
+        if 0 in slot:
+            frames[slot[0]].reshape(-1)[flat_idx] = u
 
     for t in range(1, config.steps + 1):
         np.subtract(a @ u, u_prev, out=u_prev)
         u, u_prev = u_prev, u
         if traces is not None:
             traces[t - 1] = u[probe_idx]
-        if frames is not None and t % frame_every == 0:
-            frames[t // frame_every].reshape(-1)[flat_idx] = u
-    return WaveRun(config=config, traces=traces, frames=frames, frame_every=frame_every)
+        if frames is not None and t in slot:
+            frames[slot[t]].reshape(-1)[flat_idx] = u
+    return WaveRun(config=config, traces=traces, frames=frames, frame_every=frame_every, frame_steps=frame_steps)
 
 
 def simulate_reference(mask: np.ndarray, u0: np.ndarray, config: WaveConfig, probe: tuple[int, int]) -> np.ndarray:
@@ -592,11 +634,12 @@ class LabConfig:
     c: float = 1.0
     dt: float = 0.5  # c·dt = 0.5: stable, and 5,000 steps cover enough periods of a 64-pixel drum
     steps: int = 5_000
-    frames: int = 100  # frames of the animation (about)
+    frames: int = 120  # frames of the animation (about): most of them close together early (`frame_schedule`)
+    strike_width: float = 2.0  # pixels: the Gaussian bump that strikes the drum (`bump_field`)
     modes: int = 12  # eigenpairs computed
     rel_weight: float = 0.05  # a mode counts as excited when its weight ≥ this × the largest computed one
-    rel_height: float = 1e-3  # spectral peaks down to this × the highest (a point strike excites every
-    # mode, and the highest peak is often far above the modes computed)
+    rel_height: float = 1e-3  # spectral peaks down to this × the highest (the strike excites many
+    # modes, and the highest peak can be far above the modes computed)
 
 
 @dataclass(frozen=True)
@@ -604,39 +647,51 @@ class LabResult:
     mask: np.ndarray  # (H, W) bool
     strike: tuple[int, int]  # struck and probed pixel
     config: LabConfig
-    frames: np.ndarray  # (F, H, W) field every `frame_every` steps, from step 0
-    frame_every: int
+    frames: np.ndarray  # (F, H, W) field at `frame_steps`, from step 0
+    frame_steps: np.ndarray  # (F,) close together while the strike spreads and reflects, then further apart
     trace: np.ndarray  # (T,) u(strike, t) after steps 1 … T
     freqs: np.ndarray  # (K,) Hz of simulation time
     magnitude: np.ndarray  # (K,) amplitude spectrum (Hann)
     peaks: np.ndarray  # (P,) measured peak frequencies, Hz
     modes: DrumModes
     mode_hz: np.ndarray  # (k,) leapfrog-corrected eigenfrequencies, Hz
-    weights: np.ndarray  # (k,) φ_k(strike)²
+    weights: np.ndarray  # (k,) ⟨φ_k, bump⟩·φ_k(strike): each mode's amplitude at the struck pixel
 
     @property
     def excited(self) -> np.ndarray:
-        """Indices of the modes the strike excites (weight ≥ rel_weight × the largest)."""
-        return np.flatnonzero(self.weights >= self.config.rel_weight * self.weights.max())
+        """Indices of the modes the strike excites (|weight| ≥ rel_weight × the largest)."""
+        w = np.abs(self.weights)
+        return np.flatnonzero(w >= self.config.rel_weight * w.max())
 
 
 def run_lab(mask: np.ndarray, strike: tuple[int, int] | None = None, config: LabConfig = LabConfig()) -> LabResult:
-    """Strike a (H, W) drum (default: its centre), simulate, take the spectrum, compute its modes."""
+    """Strike a (H, W) drum with a smooth bump (default: at its centre), simulate, take the spectrum of
+    the struck pixel, compute the modes. Frames crowd the first three crossings of the drum."""
     mask = np.asarray(mask, dtype=bool)
     if mask.sum() < MIN_FREE_PIXELS:
         raise DrumError(f"the drum is too small: {int(mask.sum())} free pixels, need at least {MIN_FREE_PIXELS}")
     strike = centre_point(mask) if strike is None else (int(strike[0]), int(strike[1]))
     wave_cfg = WaveConfig(c=config.c, dt=config.dt, steps=config.steps)
-    every = max(1, config.steps // config.frames)
-    run = simulate(mask, strike_field(mask[None], [strike]), wave_cfg, probes=[strike], frame_every=every)
+    u0 = bump_field(mask, strike, config.strike_width)
+    crossing = max(mask.shape) / (config.c * config.dt)  # steps for a wave to cross the grid
+    at = frame_schedule(config.steps, config.frames, int(3 * crossing))
+    run = simulate(mask, u0[None], wave_cfg, probes=[strike], record_at=at)
     trace = run.traces[:, 0]
     freqs, mag = amplitude_spectrum(trace, config.dt)
     modes = drum_modes(mask, config.modes)
     return LabResult(
-        mask=mask, strike=strike, config=config, frames=run.frames[:, 0], frame_every=every, trace=trace,
+        mask=mask, strike=strike, config=config, frames=run.frames[:, 0], frame_steps=run.frame_steps, trace=trace,
         freqs=freqs, magnitude=mag, peaks=find_peaks(trace, config.dt, rel_height=config.rel_height), modes=modes,
-        mode_hz=modes.leapfrog_hz(config.c, config.dt), weights=modes.weights(strike),
+        mode_hz=modes.leapfrog_hz(config.c, config.dt), weights=modes.projections(u0, strike),
     )
+
+
+def peak_errors(lab: LabResult) -> list[float | None]:
+    """Per computed mode: the relative error of the nearest measured peak when the strike excites
+    the mode, None when it does not (a silent mode has no peak to match)."""
+    errors = match_peaks(lab.mode_hz, lab.peaks)
+    excited = set(lab.excited.tolist())
+    return [float(e) if k in excited else None for k, e in enumerate(errors)]
 
 
 def match_peaks(predicted: np.ndarray, measured: np.ndarray) -> np.ndarray:

@@ -50,13 +50,13 @@ class ModelInput:
     """x (1, in, S, S) float in [0, 1]; image: the same as uint8 (S, S) or (S, S, 3), for showing;
     mask (S, S) true labels when known; steps: what was done to the source, in words."""
 
-
     x: torch.Tensor
     image: np.ndarray
     mask: np.ndarray | None = None
     source: str = ""
     steps: list[str] = field(default_factory=list)
     dataset: str | None = None  # the data set a sample came from (its mask's class names)
+    notes: list[str] = field(default_factory=list)  # where a drawing leaves what the model saw in training
 
     @property
     def key(self) -> str:
@@ -177,6 +177,26 @@ def from_canvas(rgba: np.ndarray, spec: InputSpec, *, fill: bool = False) -> Mod
             rgba[holes, 3] = 255
             steps.append("filled the closed outlines with their stroke colour")
     return prepare_image(rgba, spec, source="drawing", invert=False, steps=steps)
+
+
+def from_drawing(rgba: np.ndarray, spec: InputSpec, dataset: str | None, **options) -> ModelInput:
+    """A canvas drawing (h, w, 4) uint8 through the data set's drawing tool (`drawing.TOOLS`: what
+    that set's images look like) → model input; with no tool for `dataset`, the drawing as it is,
+    outlines filled (`from_canvas`). `options` go to the tool (the Tetrominoes ring: `ring="clip"`)."""
+    from .drawing import TOOLS, DrawingError
+
+    if dataset not in TOOLS:
+        return from_canvas(rgba, spec, fill=True)
+    tool = TOOLS.get(dataset)
+    rgba = np.array(rgba, dtype=np.uint8)  # the component hands out a read-only array
+    try:
+        drawn = tool.render(rgba, DATASETS.get(dataset).size, **options)
+    except DrawingError as e:
+        raise InputError(str(e)) from None
+    steps = [f"took the {rgba.shape[0]}×{rgba.shape[1]} drawing ({tool.label.lower()} tool, {dataset})", *drawn.steps]
+    out = prepare_image(drawn.image, spec, source="drawing", invert=False, steps=steps)
+    out.notes = drawn.notes
+    return out
 
 
 def from_upload(data: bytes, spec: InputSpec, name: str = "upload") -> ModelInput:

@@ -313,6 +313,7 @@ class JobStore:
             st["state"] = "crashed"
             st["message"] = (f"the worker stopped without a word at epoch {st['epoch']} (killed or out of memory?); "
                              "resume to continue")
+        st["cancelling"] = st["state"] == "running" and (d / "cancel").exists()  # asked to stop; stops at its next batch
         best = d / BEST
         st["checkpoint"] = str(best) if best.is_file() else None
         st["resumable"] = st["state"] in RESUMABLE

@@ -1,1 +1,1 @@
-"""Streamlit page bodies and helpers; `pages/*.py` only call their `render()`."""
+"""Streamlit page bodies and helpers; `app_pages/*.py` only call their `render()`."""

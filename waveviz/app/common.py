@@ -1,11 +1,12 @@
-"""Shared Streamlit helpers: checkpoint discovery and cached loading, the model picker and card, the
-input picker (canvas, data-set sample, upload), model runs and stage timings.
+"""Shared Streamlit helpers: the model catalogue and cached loading, the model picker and card, the
+input picker (data-set sample, drawing, upload), model runs and stage timings.
 
 Widgets that describe a view are bound to the URL query string (`bind="query-params"`, the key is
 the parameter name), so a link reproduces model, data set, seed and view settings.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,42 +17,25 @@ import streamlit as st
 import torch
 from PIL import Image
 
-from .. import engine as fast, inputs
+from .. import drawing, engine as fast, inputs
 from ..checkpoint import CheckpointError, load_checkpoint, trained_with_amp
 from ..data import DATASETS
-from ..paths import REPO_ROOT, find_checkpoints
+from ..paths import find_checkpoints
+from . import catalog
 from .figures import pixel_from_points
 
 CANVAS_PX = 320  # drawing canvas, screen pixels
+PREVIEW_PX = 160  # "what the model will see" beside the canvas
 GET_MORE = ("Train more with `waveviz train nwm-linear-tetrominoes --epochs 20 --n-train 2000 "
             "--out checkpoints/nwm-linear-tetrominoes.pt` (any preset from `waveviz presets`), "
             "or start a job on the **Train** page; jobs' best checkpoints appear here by themselves.")
 SOURCES = ("Sample", "Draw", "Upload")  # also their URL values (?src=Draw)
+ERASER = "#000000"  # the eraser paints background black (see drawing.ink)
 
 
 # ------------------------------------------------------------------------------ checkpoints
 
-def checkpoint_id(path: Path) -> str:
-    """A short, URL-friendly name: the file stem of a shipped checkpoint, `job-<id>` for a job's."""
-    path = Path(path)
-    if path.name == "best.pt" and path.parent.parent.name == "jobs":
-        return f"job-{path.parent.name}"
-    try:
-        rel = path.resolve().relative_to((REPO_ROOT / "checkpoints").resolve())
-        return rel.with_suffix("").as_posix()
-    except ValueError:
-        return path.stem
-
-
-def checkpoint_options() -> dict[str, Path]:
-    """id → path for every checkpoint `find_checkpoints` offers (first wins on a clash of ids)."""
-    out: dict[str, Path] = {}
-    for p in find_checkpoints():
-        out.setdefault(checkpoint_id(p), p)
-    return out
-
-
-# The paper's Table 1 line-up, most interesting first: pickers default to the best-ranked checkpoint.
+# The paper's Table 1 line-up, most interesting first (the Compare page's default line-up).
 PREFERRED = ("nwm-linear", "nwm-fft", "nwm-last", "nwm", "lstm-linear", "lstm", "cnn8", "cnn16", "cnn", "unet")
 
 
@@ -59,35 +43,28 @@ def preset_rank(preset: str) -> int:
     return next((i for i, pref in enumerate(PREFERRED) if preset.startswith(pref)), len(PREFERRED))
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
-def _describe(paths: tuple[str, ...], mtimes: tuple[float, ...]) -> dict[str, tuple[str, str]]:
-    from ..checkpoint import read_checkpoint
-    from ..presets import PRESETS
-
-    out = {}
-    for p in paths:
-        try:
-            ck = read_checkpoint(p)
-        except CheckpointError:
-            continue
-        preset = str(ck.get("preset"))
-        ds = (ck.get("meta") or {}).get("dataset") or (PRESETS.get(preset).dataset if preset in PRESETS else None)
-        if ds in DATASETS:
-            out[p] = (preset, ds)
-    return out
+def _mtime(path: Path) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
-def describe_checkpoints(options: dict[str, Path]) -> dict[str, tuple[str, str]]:
-    """id → (preset, data set) of every readable checkpoint, read once per file version (no model built)."""
-    ids = list(options)
-    mtimes = []
-    for c in ids:
-        try:
-            mtimes.append(options[c].stat().st_mtime)
-        except OSError:
-            mtimes.append(0.0)
-    found = _describe(tuple(str(options[c]) for c in ids), tuple(mtimes))
-    return {c: found[str(options[c])] for c in ids if str(options[c]) in found}
+@st.cache_data(show_spinner=False, max_entries=256)
+def _describe(path: str, mtime: float) -> catalog.ModelEntry | None:
+    return catalog.describe(Path(path))
+
+
+def describe_cached(path: Path) -> catalog.ModelEntry | None:
+    """`catalog.describe`, read once per file version."""
+    return _describe(str(path), _mtime(path))
+
+
+def model_catalog(paths: list[Path] | None = None) -> dict[str, catalog.ModelEntry]:
+    """id → entry (preset, data set, stored quality) of every checkpoint a picker offers
+    (`find_checkpoints` by default), best first; each file's metadata is read once per version,
+    never re-evaluated."""
+    return catalog.catalog(find_checkpoints() if paths is None else paths, describe=describe_cached)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model…")
@@ -100,11 +77,9 @@ def _load(path: str, mtime: float) -> tuple[torch.nn.Module, dict]:
 def load_model(path: Path) -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, checkpoint info), loaded once per file version (path, modification
     time). Raises CheckpointError (one line)."""
-    try:
-        mtime = Path(path).stat().st_mtime
-    except OSError:
-        raise CheckpointError(f"{path}: no such file") from None
-    return _load(str(path), mtime)
+    if not Path(path).exists():
+        raise CheckpointError(f"{path}: no such file")
+    return _load(str(path), _mtime(path))
 
 
 @dataclass
@@ -115,6 +90,7 @@ class Picked:
     path: Path
     model: torch.nn.Module
     info: dict
+    entry: catalog.ModelEntry | None = None
 
     @property
     def amp(self) -> bool:
@@ -133,7 +109,7 @@ class Picked:
     @property
     def key(self) -> str:
         """Changes whenever the file does: for caches of this model's results."""
-        return f"{self.path}:{self.path.stat().st_mtime if self.path.exists() else 0}"
+        return f"{self.path}:{_mtime(self.path)}"
 
     @property
     def preset(self) -> str:
@@ -147,6 +123,13 @@ class Picked:
         from ..presets import PRESETS
 
         return PRESETS.get(self.preset).dataset if self.preset in PRESETS else DATASETS.names()[0]
+
+    @property
+    def drawing_options(self) -> dict:
+        """Options of the data set's drawing tool that follow the training data (the Tetrominoes
+        border ring, "wrap" or "clip", where the checkpoint's data settings name one)."""
+        ring = ((self.info.get("meta") or {}).get("data") or {}).get("ring")
+        return {"ring": ring} if ring in ("wrap", "clip") and self.dataset == "tetrominoes" else {}
 
     @property
     def spec(self) -> inputs.InputSpec:
@@ -170,28 +153,54 @@ class Picked:
         return fam
 
 
+def url_state(key: str, ids: list[str], default, *, many: bool = False) -> None:
+    """Seed a picker's session state from the URL (?key=id, repeated for `many`) on its first run,
+    and keep it to valid ids. The pickers name each option with its quality (format_func), and
+    Streamlit's own URL binding would then put that label, not the id, in the URL; so pickers bind
+    by hand: this on the way in, `st.query_params[key] = …` on the way out."""
+    if key not in st.session_state:
+        if many:
+            st.session_state[key] = [v for v in st.query_params.get_all(key) if v in ids] or list(default)
+        else:
+            v = st.query_params.get(key)
+            st.session_state[key] = v if v in ids else default
+    elif many:
+        st.session_state[key] = [v for v in st.session_state[key] if v in ids]
+    elif st.session_state[key] not in ids:
+        st.session_state[key] = default
+
+
 def no_checkpoints_message() -> None:
     st.warning("No trained models yet, so there is nothing to explore. " + GET_MORE)
 
 
-def pick_checkpoint(options: dict[str, Path], *, key: str = "model", label: str = "Model",
-                    where=st) -> Picked | None:
-    """A select box of checkpoint ids (bound to the URL) → the loaded checkpoint, or None after a
-    one-line message."""
-    if not options:
+def load_picked(entry: catalog.ModelEntry) -> Picked:
+    """The entry's model, loaded (cached). Raises CheckpointError (one line)."""
+    model, info = load_model(entry.path)
+    return Picked(entry.id, entry.path, model, info, entry)
+
+
+def pick_checkpoint(entries: dict[str, catalog.ModelEntry], *, key: str = "model", label: str = "Model",
+                    where=st, recurrent: bool = False) -> Picked | None:
+    """A select box of checkpoints, each named with its stored quality (bound to the URL by id),
+    opening on the best (`catalog.best`; `recurrent`: the best with waves) → the loaded
+    checkpoint, or None after a one-line message."""
+    if not entries:
         no_checkpoints_message()
         return None
-    ids = list(options)
-    described = describe_checkpoints(options)
-    best = min(ids, key=lambda c: (preset_rank(described[c][0]) if c in described else len(PREFERRED) + 1))
-    cid = where.selectbox(label, ids, index=ids.index(best), key=key, bind="query-params",
-                          help="Shipped checkpoints/*.pt and the best model of each training job. " + GET_MORE)
+    ids = list(entries)
+    best = catalog.best(entries, recurrent=recurrent) or catalog.best(entries)
+    url_state(key, ids, best.id)
+    cid = where.selectbox(label, ids, key=key, format_func=lambda c: entries[c].label if c in entries else c,
+                          help="Each model's held-out test score beside the paper's; ⚠ marks one below "
+                               f"{catalog.UNDER_TRAINED:.0%} of the paper's. Shipped checkpoints/*.pt and the best "
+                               "model of each finished or running training job. " + GET_MORE)
+    st.query_params[key] = cid
     try:
-        model, info = load_model(options[cid])
+        return load_picked(entries[cid])
     except CheckpointError as e:
         where.error(str(e))
         return None
-    return Picked(cid, options[cid], model, info)
 
 
 def _fmt(v) -> str:
@@ -199,22 +208,24 @@ def _fmt(v) -> str:
 
 
 def model_card(p: Picked, where=st) -> None:
-    """Preset, data set, parameters, the settings that matter and held-out test metrics."""
+    """Preset, data set, parameters, the settings that matter and the held-out quality."""
     meta = p.info.get("meta") or {}
     cfg = p.model.config
     params = meta.get("params") or sum(t.numel() for t in p.model.parameters())
     lines = [f"**{p.preset}** · {p.short}", f"data set **{p.dataset}** · {params:,} parameters"]
     if p.recurrent:
         lines.append(f"T = {cfg.T} steps · C = {cfg.C} channels · readout `{cfg.readout}`")
-    m = meta.get("test_metrics") or meta.get("val_metrics")
-    which = "test" if meta.get("test_metrics") else "validation"
-    if m:
-        lines.append(f"{which}: FG-Acc {_fmt(m.get('fg_acc'))} · FG-IoU {_fmt(m.get('fg_iou'))} · FG-Loss {_fmt(m.get('fg_loss'))}")
-    else:
-        lines.append("no test metrics stored")
+    if p.entry is not None:
+        lines.append(p.entry.quality)
+        m = p.entry.metrics or {}
+        if m:
+            lines.append(f"FG-Acc {_fmt(m.get('fg_acc'))} · FG-IoU {_fmt(m.get('fg_iou'))} · FG-Loss {_fmt(m.get('fg_loss'))}")
     if meta.get("epochs"):
         lines.append(f"{meta['epochs']} epochs ({meta.get('status', '?')}) on {meta.get('hardware', '?')}")
     where.markdown("  \n".join(lines))
+    if p.entry is not None and p.entry.under_trained:
+        where.warning(f"Under-trained: {p.entry.value:.2f} against the paper's {p.entry.paper:.2f}. Expect "
+                      "mistakes the paper's model would not make.")
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -227,26 +238,46 @@ def draw_canvas(**kwargs):
     return st_canvas(**kwargs)
 
 
-def input_picker(spec: inputs.InputSpec, default_dataset: str, *, key: str = "", where=st) -> inputs.ModelInput | None:
+def follow_model_dataset(k: str, names: list[str], model_dataset: str) -> None:
+    """Make the sample's data set (session key k + "ds") follow the model's: when the model's data
+    set changes, the sample set changes with it; a set the user or the URL chose holds while the
+    model's set stays the same."""
+    seen = k + "_model_ds"
+    current = st.session_state.get(k + "ds", st.query_params.get(k + "ds"))
+    model_changed = seen in st.session_state and st.session_state[seen] != model_dataset
+    if model_changed or current not in names:
+        st.session_state[k + "ds"] = model_dataset if model_dataset in names else names[0]
+    st.session_state[seen] = model_dataset
+
+
+def input_picker(spec: inputs.InputSpec, model_dataset: str, *, key: str = "", where=st,
+                 choose_dataset: bool = True, drawing_options: dict | None = None) -> inputs.ModelInput | None:
     """Radio: sample / draw / upload → the model input, or None after a one-line message.
 
+    Samples come from the model's data set unless the user picks another (`choose_dataset`; the
+    Compare page fixes it); drawings go through that data set's drawing tool.
     URL-bound keys: `src`, `ds`, `seed` (prefixed by `key` when given).
     """
     k = (key + "_") if key else ""
     src = where.radio("Input", SOURCES, key=k + "src", bind="query-params", horizontal=True,
                       help="A data-set sample (with its true mask), a drawing, or a PNG / JPEG of your own.")
     names = inputs.compatible_datasets(spec.in_channels)
-    if st.session_state.get(k + "ds") not in names:  # a model switch can leave an incompatible choice
-        st.session_state[k + "ds"] = default_dataset if default_dataset in names else names[0]
     try:
         if src == "Sample":
-            c1, c2 = where.columns(2)
-            ds = c1.selectbox("Data set", names, key=k + "ds", bind="query-params")
-            seed = c2.number_input("Sample (seed)", 0, 1_000_000, 0, key=k + "seed", bind="query-params",
-                                   help="Each seed draws one image (and its true mask) from the test stream.")
-            return inputs.from_sample(ds, int(seed), spec)
+            if choose_dataset:
+                follow_model_dataset(k, names, model_dataset)
+                c1, c2 = where.columns(2)
+                ds = c1.selectbox("Data set", names, key=k + "ds", bind="query-params",
+                                  help="The model's own data set unless you choose another (its classes then "
+                                       "mean other things, and there is no true mask to compare with).")
+                box = c2
+            else:
+                ds, box = model_dataset, where
+            seed = box.number_input("Sample (seed)", 0, 1_000_000, 0, key=k + "seed", bind="query-params",
+                                    help="Each seed draws one image (and its true mask) from the test stream.")
+            return _sample(ds, int(seed), spec)
         if src == "Draw":
-            return _drawing(spec, names, k, where)
+            return _drawing(spec, model_dataset, k, drawing_options or {})
         up = where.file_uploader("A PNG or JPEG (light shapes on dark; a dark drawing on white is inverted)",
                                  key=k + "upload")
         if up is None:
@@ -258,47 +289,118 @@ def input_picker(spec: inputs.InputSpec, default_dataset: str, *, key: str = "",
         return None
 
 
-def _drawing(spec: inputs.InputSpec, names: list[str], k: str, where) -> inputs.ModelInput | None:
-    c1, c2, c3, c4 = where.columns([1.2, 1, 1, 1.2])
-    tool = c1.radio("Tool", ("freedraw", "line", "rect", "circle", "polygon", "eraser"), key=k + "tool",
-                    help="A polygon counts once closed: click its first corner again.")
-    width = c2.slider("Brush (px)", 4, 60, 22, key=k + "brush")
-    colour = c2.color_picker("Colour", "#FFFFFF", key=k + "colour", disabled=spec.in_channels == 1)
-    fill = c3.checkbox("Fill closed outlines", value=True, key=k + "fill",
-                       help="Polygons and Tetrominoes are solid shapes: a drawn outline is filled.")
-    trace = c3.checkbox("Trace over a sample", value=False, key=k + "trace")
-    ds = c4.selectbox("Sample to trace", names, key=k + "trace_ds", disabled=not trace)
-    seed = c4.number_input("Its seed", 0, 1_000_000, 0, key=k + "trace_seed", disabled=not trace)
-    background = _background(ds if trace else None, int(seed))
-    stroke = "#FFFFFF" if spec.in_channels == 1 else colour
-    try:
-        result = draw_canvas(stroke_width=width, stroke_color="#000000" if tool == "eraser" else stroke,
-                             fill_color="#000000" if tool == "eraser" else stroke,
-                             background_image=background, height=CANVAS_PX, width=CANVAS_PX,
-                             drawing_mode="freedraw" if tool == "eraser" else tool, return_image_data=True,
-                             key=k + "canvas")
-    except Exception as e:  # the component could not load: say so; samples and uploads still work
-        where.warning(f"The drawing canvas is unavailable ({type(e).__name__}); pick a sample or upload a picture.")
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _sample(dataset: str, seed: int, spec: inputs.InputSpec) -> inputs.ModelInput:
+    """`inputs.from_sample`, once per (data set, seed, model input); shared: treat as read-only."""
+    return inputs.from_sample(dataset, seed, spec)
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(a).tobytes() + str(a.shape).encode()).hexdigest()[:16]
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _drawn(digest: str, _rgba: np.ndarray, spec: inputs.InputSpec, dataset: str,
+           options: tuple[tuple[str, str], ...]) -> inputs.ModelInput:
+    """`inputs.from_drawing`, once per drawing (by content) and model input; shared: read-only."""
+    return inputs.from_drawing(_rgba, spec, dataset, **dict(options))
+
+
+def drawn_input(rgba: np.ndarray, spec: inputs.InputSpec, dataset: str, options: dict) -> inputs.ModelInput:
+    return _drawn(_digest(rgba), rgba, spec, dataset, tuple(sorted(options.items())))
+
+
+def _drawing(spec: inputs.InputSpec, dataset: str, k: str, options: dict) -> inputs.ModelInput | None:
+    """The drawing panel (a fragment: strokes rerun only it) and the drawing last sent to the
+    model with Run, as model input."""
+    _draw_panel(spec, dataset, k, options)
+    sent = st.session_state.get(k + "drawn")
+    if sent is None or sent["dataset"] != dataset:  # nothing run yet, or drawn for another data set's tool
         return None
-    where.caption("Undo, redo and clear are in the canvas toolbar (top right). The eraser paints background (black).")
+    return drawn_input(sent["rgba"], spec, dataset, options)
+
+
+@st.fragment
+def _draw_panel(spec: inputs.InputSpec, dataset: str, k: str, options: dict) -> None:
+    """Tool settings, the canvas and "what the model will see"; Run sends the drawing to the model
+    (the whole page reruns then, once per finished drawing, not on every stroke)."""
+    tool = drawing.TOOLS.get(dataset)
+    st.markdown(f"**{tool.label} tool** ({dataset}): {tool.how}.")
+    c1, c2, c3 = st.columns([0.8, 1.2, 1])
+    colour = c1.color_picker("Colour", DEFAULT_COLOUR, key=k + "colour") if tool.colour else "#FFFFFF"
+    brush = c2.slider("Brush (px)", 2, 60, tool.brush, key=k + "brush") if tool.mode == "freedraw" else tool.brush
+    erase = c3.toggle("Eraser", key=k + "erase", help="Paint background over strokes.") if tool.eraser else False
+    t1, t2 = st.columns(2)
+    trace = t1.toggle("Trace over a sample", key=k + "trace", help="Show a dimmed sample of the data set "
+                      "behind the canvas to draw over (it is not part of the drawing).")
+    seed = int(t2.number_input("Its seed", 0, 1_000_000, 0, key=k + "trace_seed")) if trace else 0
+    size = DATASETS.get(dataset).size
+    canvas_col, preview_col = st.columns([CANVAS_PX + 10, PREVIEW_PX + 40])
+    with canvas_col:
+        st.write("")  # room for the canvas toolbar, which appears above the canvas on hover
+        try:
+            result = draw_canvas(stroke_width=brush, stroke_color=ERASER if erase else colour,
+                                 fill_color=ERASER if erase else colour,
+                                 background_image=_background(dataset if trace else None, seed, tool.grid, size),
+                                 height=CANVAS_PX, width=CANVAS_PX, drawing_mode="freedraw" if erase else tool.mode,
+                                 return_image_data=True, key=k + "canvas")
+        except Exception as e:  # the component could not load: say so; samples and uploads still work
+            st.warning(f"The drawing canvas is unavailable ({type(e).__name__}); pick a sample or upload a picture.")
+            return
     image = None if result is None else getattr(result, "image_data", None)
-    if image is None:
-        where.info("Draw a shape on the canvas.")
-        return None
-    return inputs.from_canvas(np.asarray(image), spec, fill=fill)
+    has_ink = image is not None and bool(drawing.painted(np.asarray(image)).any())
+    with preview_col:
+        st.caption("What the model will see")
+        if has_ink:
+            try:
+                mi = drawn_input(np.asarray(image), spec, dataset, options)
+                st.image(_enlarged(mi.image, PREVIEW_PX), width=PREVIEW_PX)
+                for note in mi.notes:
+                    st.caption(f"⚠ {note}")
+            except inputs.InputError as e:
+                st.caption(str(e))
+        else:
+            st.caption("(nothing drawn yet)")
+    st.caption("Undo, redo and clear are in the canvas toolbar (top right of the canvas, on hover).")
+    r1, r2 = st.columns([1, 1.4])
+    run = r1.button("Run the model", type="primary", key=k + "run", disabled=not has_ink)
+    auto = r2.toggle("Run on every stroke", key=k + "auto", help="Off: draw the whole shape, then Run.")
+    sent = st.session_state.get(k + "drawn")
+    digest = _digest(np.asarray(image)) if has_ink else None
+    changed = has_ink and (sent is None or sent["digest"] != digest or sent["dataset"] != dataset)
+    if run or (auto and changed):
+        st.session_state[k + "drawn"] = {"rgba": np.array(image), "digest": digest, "dataset": dataset}
+        st.rerun(scope="app")
+    if sent is None or sent["dataset"] != dataset:
+        st.info("Draw a shape, then press **Run the model**.")
+    elif changed:
+        st.caption("The drawing has changed since the model last ran: press **Run the model**.")
+
+
+DEFAULT_COLOUR = "#2A9D8F"  # a teal: channels ≤ 170, so colour + colour // 2 needs no wrapping
+
+
+def _enlarged(image: np.ndarray, px: int) -> np.ndarray:
+    """A small image enlarged by whole pixels (nearest neighbour) to about px wide."""
+    s = max(1, px // image.shape[1])
+    return image.repeat(s, axis=0).repeat(s, axis=1)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _background(dataset: str | None, seed: int) -> Image.Image:
-    """The canvas background: black, or a dimmed data-set sample to trace over (not part of the drawing)."""
-    if dataset is None:
-        return Image.new("RGB", (CANVAS_PX, CANVAS_PX), (0, 0, 0))
-    return inputs.sample_background(dataset, seed, CANVAS_PX)
+def _background(dataset: str | None, seed: int, grid: int | None, size: int) -> Image.Image:
+    """The canvas background (not part of the drawing): black or a dimmed data-set sample to trace
+    over, with the block tool's grid when it has one."""
+    under = None if dataset is None else np.asarray(inputs.sample_background(dataset, seed, CANVAS_PX).convert("RGB"))
+    if grid:
+        return Image.fromarray(drawing.grid_background(CANVAS_PX, size, grid, under))
+    return Image.fromarray(under) if under is not None else Image.new("RGB", (CANVAS_PX, CANVAS_PX), (0, 0, 0))
 
 
 def show_input(mi: inputs.ModelInput, where=st) -> None:
-    """What was done to the source, in one caption."""
+    """What was done to the source, in one caption; a drawing's departures from the training data."""
     where.caption("Input: " + " → ".join(mi.steps))
+    for note in mi.notes:
+        where.warning(f"This drawing is unlike the training data: {note}.")
 
 
 # ------------------------------------------------------------------------------------- runs

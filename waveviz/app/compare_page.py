@@ -10,6 +10,7 @@ import torch
 
 from ..data import DATASETS
 from ..metrics import segmentation_metrics
+from ..paths import find_checkpoints
 from . import common, figures
 
 INTRO = """
@@ -40,23 +41,29 @@ def render() -> None:
 def _render() -> None:
     st.title("Compare readouts and models")
     st.markdown(INTRO)
-    options = common.checkpoint_options()
-    if not options:
-        common.no_checkpoints_message()
+    entries = common.model_catalog()
+    if not entries:
+        if find_checkpoints():
+            st.warning("None of the checkpoints could be read. " + common.GET_MORE)
+        else:
+            common.no_checkpoints_message()
         return
     by_ds: dict[str, dict[str, str]] = {}
-    for cid, (preset, ds) in common.describe_checkpoints(options).items():
-        by_ds.setdefault(ds, {})[cid] = preset
-    if not by_ds:
-        st.warning("None of the checkpoints could be read. " + common.GET_MORE)
-        return
+    for cid, e in entries.items():
+        by_ds.setdefault(e.dataset, {})[cid] = e.preset
     datasets = sorted(by_ds, key=lambda d: -len(by_ds[d]))
     with st.sidebar:
         ds = st.selectbox("Data set", datasets, key="data", bind="query-params",
-                          help="Models are compared on the data set they were trained on.")
+                          help="Models are compared on the data set they were trained on; the sample and "
+                               "the drawing tool are that data set's.")
         ids = list(by_ds[ds])
-        chosen = st.multiselect("Models (2–4)", ids, default=default_lineup(by_ds[ds]), key="models",
-                                max_selections=MAX_MODELS, bind="query-params")
+        if st.session_state.get("_models_ds") != ds:  # another data set: its own line-up
+            st.session_state.pop("models", None)
+            st.session_state["_models_ds"] = ds
+        common.url_state("models", ids, default_lineup(by_ds[ds]), many=True)
+        chosen = st.multiselect("Models (2–4)", ids, key="models", max_selections=MAX_MODELS,
+                                format_func=lambda c: entries[c].label if c in entries else c)
+        st.query_params["models"] = chosen
         st.caption(common.GET_MORE)
     if len(ids) < 2:
         st.info(f"Only one {ds} model so far ({ids[0]}); a comparison needs two. " + common.GET_MORE)
@@ -65,12 +72,12 @@ def _render() -> None:
         return
     picked = []
     for cid in chosen:
+        if cid not in entries:
+            continue
         try:
-            model, info = common.load_model(options[cid])
+            picked.append(common.load_picked(entries[cid]))
         except common.CheckpointError as e:
             st.error(str(e))
-            continue
-        picked.append(common.Picked(cid, options[cid], model, info))
     if not picked:
         return
     in_ch = {p.spec.in_channels for p in picked}
@@ -82,7 +89,8 @@ def _render() -> None:
     first = picked[0]
     left, right = st.columns([1, 1.6], gap="large")
     with left:
-        mi = common.input_picker(first.spec, ds, key="cmp")
+        mi = common.input_picker(first.spec, ds, key="cmp", choose_dataset=False,
+                                 drawing_options=first.drawing_options)
         if mi is not None:
             common.show_input(mi)
     if mi is None:
@@ -132,12 +140,14 @@ def _table(picked: list[common.Picked], results: list[common.RunResult], truth: 
     rows = []
     for p, r in zip(picked, results):
         meta = p.info.get("meta") or {}
-        test = meta.get("test_metrics") or {}
         row = {"model": p.short, "checkpoint": p.id, "params": meta.get("params") or sum(t.numel() for t in p.model.parameters())}
         if truth is not None and truth.shape == r.pred.shape:
             m = segmentation_metrics(torch.from_numpy(r.logits)[None], torch.from_numpy(truth)[None])
             row.update({"FG-Acc": _r3(m["fg_acc"]), "FG-IoU": _r3(m["fg_iou"]), "FG-Loss": _r3(m["fg_loss"])})
-        row.update({"test FG-IoU": _r3(test.get("fg_iou")), "run (ms)": round(1000 * r.seconds)})
+        e = p.entry
+        row.update({"test FG-IoU": _r3((e.metrics or {}).get("fg_iou") if e else None),
+                    "paper FG-IoU": _r3(e.paper) if e and e.metric == "fg_iou" else None,
+                    "under-trained": "⚠" if e and e.under_trained else "", "run (ms)": round(1000 * r.seconds)})
         rows.append(row)
     return rows
 

@@ -10,6 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from waveviz import drum
+from waveviz.app import figures
+from waveviz.app.figures import CHART_CONFIG
 
 CANVAS_PX = 320  # drawing canvas, screen pixels
 DRAW_GRID = 64  # a drawing becomes a DRAW_GRID × DRAW_GRID drum
@@ -63,6 +65,7 @@ def _pick_drum() -> np.ndarray | None:
 
     mode = st.radio("Tool", ["freedraw", "polygon", "circle", "rect"], horizontal=True, key="drum_tool",
                     help="An outline is filled; only the largest connected piece is kept.")
+    st.write("")  # room for the canvas toolbar, which appears above the canvas on hover
     try:
         result = st_canvas(stroke_width=6, stroke_color="#222222", fill_color="rgba(34, 34, 34, 0.6)",
                            height=CANVAS_PX, width=CANVAS_PX, drawing_mode=mode, return_image_data=True,
@@ -107,7 +110,7 @@ def _choose_strike(mask: np.ndarray) -> tuple[int, int]:
         else:
             st.caption("Click a pixel of the drum to strike there (until then: the centre).")
     event = st.plotly_chart(_strike_figure(mask, strike), on_select="rerun", selection_mode="points",
-                            key="drum_strike_plot")
+                            key="drum_strike_plot", config=CHART_CONFIG)
     points = event.selection.points if event and where == "clicked point" else []
     if points:
         clicked = (int(round(points[0]["y"])), int(round(points[0]["x"])))
@@ -118,14 +121,18 @@ def _choose_strike(mask: np.ndarray) -> tuple[int, int]:
 
 
 def _wave_tab(lab: drum.LabResult) -> None:
-    rgb = drum.field_to_rgb(lab.frames, lab.mask)  # (F, H, W, 3)
-    fig = px.imshow(rgb, animation_frame=0, binary_string=True, labels={"animation_frame": "frame"})
-    fig.update_layout(height=460, margin=dict(l=0, r=0, t=10, b=0))
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    st.plotly_chart(fig)
-    st.caption(f"Displacement u (red up, blue down, grey clamped); frame i is step {lab.frame_every}·i, "
-               f"time {lab.frame_every * lab.config.dt:g}·i. Press ▶.")
+    fields = np.where(lab.mask, lab.frames, np.nan)  # (F, H, W), grey outside the drum
+    inside = np.abs(lab.frames[1:])[:, lab.mask]
+    vmax = float(np.percentile(inside, figures.SCALE_PERCENTILE)) if inside.size else 1.0
+    frames = figures.field_frames(fields, lab.frame_steps, vmax or 1.0)
+    st.plotly_chart(figures.animation_figure(frames, clickable=False, height=520), config=CHART_CONFIG,
+                    key="drum_wave")
+    steps = lab.frame_steps
+    early = int(np.median(np.diff(steps[: len(steps) // 2])))
+    st.caption(f"Displacement u (red up, blue down, grey clamped), ± the {figures.SCALE_PERCENTILE:g}th percentile "
+               f"of |u| after the strike (±{vmax:.2g}). Struck with a bump {lab.config.strike_width:g} px wide. "
+               f"Frames every ~{early} steps while the strike spreads and reflects, then further apart as it "
+               f"settles, up to step {int(steps[-1]):,} (one step is Δt = {lab.config.dt:g}). Press ▶.")
 
 
 def _spectrum_tab(lab: drum.LabResult) -> None:
@@ -141,21 +148,21 @@ def _spectrum_tab(lab: drum.LabResult) -> None:
                              name="measured peaks", marker=dict(color="#1b7837", size=8)))
     fig.update_layout(height=380, yaxis_type="log", xaxis_title="frequency (cycles per unit time)",
                       yaxis_title="amplitude", margin=dict(l=0, r=0, t=10, b=0), legend=dict(x=0.6, y=0.98))
-    st.plotly_chart(fig)
-    errors = drum.match_peaks(lab.mode_hz, lab.peaks)
+    st.plotly_chart(fig, config=CHART_CONFIG)
+    errors = drum.peak_errors(lab)
     st.dataframe({
         "mode": np.arange(1, lab.mode_hz.size + 1),
         "λ (−Δ)": lab.modes.eigenvalues.round(6),
         "c√λ/2π": lab.modes.continuum_hz(lab.config.c).round(6),
         "leapfrog f": lab.mode_hz.round(6),
-        "weight φ(strike)²": lab.weights.round(6),
-        "excited": [i in excited for i in range(lab.mode_hz.size)],
-        "nearest peak error": [f"{e:.3%}" for e in errors],
+        "amplitude at the strike": lab.weights.round(6),
+        "nearest peak error": ["not excited" if e is None else f"{e:.3%}" for e in errors],
     }, hide_index=True)
-    worst = errors[excited].max() if excited.size else float("nan")
-    st.caption(f"Red dashed: eigenfrequencies of modes the strike excites; grey: modes with a node at the "
-               f"strike (silent there). Worst excited-mode error {worst:.3%}; FFT bin "
-               f"{1 / (lab.config.steps * lab.config.dt):.2g}.")
+    measured = [e for e in errors if e is not None]
+    worst = max(measured) if measured else float("nan")
+    st.caption(f"Red dashed: eigenfrequencies of modes the strike excites; grey: modes it does not (a node, or "
+               f"a symmetry, at the strike: silent there, so no peak to match). Worst excited-mode error "
+               f"{worst:.3%}; FFT bin {1 / (lab.config.steps * lab.config.dt):.2g}.")
 
 
 def _modes_tab(lab: drum.LabResult) -> None:
@@ -169,7 +176,7 @@ def _modes_tab(lab: drum.LabResult) -> None:
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     fig.update_layout(height=420, coloraxis_showscale=False, margin=dict(l=0, r=0, t=30, b=0))
-    st.plotly_chart(fig)
+    st.plotly_chart(fig, config=CHART_CONFIG)
     st.caption("Normal modes: each pixel oscillates with the mode's frequency and this amplitude; "
                "white lines are nodes.")
 
@@ -181,8 +188,20 @@ def _listen_tab(lab: drum.LabResult) -> None:
 
 
 def _fig2_tab() -> None:
-    result = _verify()
+    st.markdown("Paper Fig. 2: square drums of side L = 13 … 21, each struck at its centre; the lowest peak of "
+                "the struck pixel's spectrum should sit at the fundamental c/(√2·L).")
+    if st.button("Verify Fig. 2", key="drum_verify", help="Runs the nine drums for 40,000 steps (a few seconds).") \
+            or st.session_state.get("drum_verified"):
+        st.session_state["drum_verified"] = True
+        _fig2_result(_verify())
+
+
+def _fig2_result(result: drum.VerifyResult) -> None:
     rows = result.rows
+    verdict = "✅ passed" if result.passed() else "❌ failed"
+    st.markdown(f"**{verdict}**: every measured fundamental within {result.max_abs_rel_error:.3%} of c/(√2·L) "
+                f"and within {result.max_bins_from_discrete:.1g} FFT bins of the exact discrete prediction "
+                "(the test: ≤ 0.5 % and ≤ 1 bin).")
     sides = np.array([r.side for r in rows])
     grid = np.linspace(sides.min() - 0.5, sides.max() + 0.5, 100)
     fig = go.Figure(go.Scatter(x=grid, y=result.config.c / (np.sqrt(2) * grid), name="theory c/(√2·L)",
@@ -191,7 +210,7 @@ def _fig2_tab() -> None:
                              marker=dict(size=10, color="#b2182b")))
     fig.update_layout(height=380, xaxis_title="side length L", yaxis_title="lowest peak (cycles per unit time)",
                       margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig)
+    st.plotly_chart(fig, config=CHART_CONFIG)
     st.dataframe([{"L": r.side, "theory": r.theory, "discrete": r.discrete, "measured": r.measured,
                    "rel. error": f"{r.rel_error:+.3%}"} for r in rows], hide_index=True)
     cfg = result.config
@@ -210,13 +229,13 @@ def _isospectral_tab(size: int) -> None:
         fig.update_layout(height=220, coloraxis_showscale=False, margin=dict(l=0, r=0, t=25, b=0), title=name)
         fig.update_xaxes(showticklabels=False)
         fig.update_yaxes(showticklabels=False)
-        col.plotly_chart(fig)
+        col.plotly_chart(fig, config=CHART_CONFIG)
     fig = go.Figure()
     for name, values in zip(masks, lam):
         fig.add_trace(go.Scatter(x=np.arange(1, values.size + 1), y=values * scale**2, mode="lines+markers", name=name))
     fig.update_layout(height=320, xaxis_title="mode k", yaxis_title="λ_k × scale² (unit triangle legs)",
                       margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig)
+    st.plotly_chart(fig, config=CHART_CONFIG)
     gap_pair = np.max(np.abs(lam[0] - lam[1]) / lam[0])
     gap_control = np.max(np.abs(lam[0] - lam[2]) / lam[0])
     st.markdown(

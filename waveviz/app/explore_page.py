@@ -13,6 +13,7 @@ from .. import analysis
 from ..data import DATASETS, make_dataset, to_tensors
 from ..metrics import segmentation_metrics
 from . import common, figures
+from .figures import CHART_CONFIG
 
 INTRO = """
 Each pixel of a wave model is a small oscillator that only feels its neighbours, yet the waves it
@@ -32,18 +33,18 @@ def render() -> None:
 def _render() -> None:
     st.title("Explore the waves")
     st.markdown(INTRO)
-    options = common.checkpoint_options()
+    entries = common.model_catalog()
     with st.sidebar:
-        picked = common.pick_checkpoint(options, where=st.sidebar)
+        picked = common.pick_checkpoint(entries, where=st.sidebar, recurrent=True)
         if picked is not None:
             common.model_card(picked, where=st.sidebar)
         st.caption(common.GET_MORE)
     if picked is None:
         return
     timings = common.Timings()
-    left, right = st.columns([1, 1.5], gap="large")
+    left, right = st.columns([1.15, 1], gap="medium")
     with left:
-        mi = common.input_picker(picked.spec, picked.dataset)
+        mi = common.input_picker(picked.spec, picked.dataset, drawing_options=picked.drawing_options)
         if mi is not None:
             common.show_input(mi)
     if mi is None:
@@ -59,6 +60,7 @@ def _render() -> None:
         with timings.stage("rendering"):
             fig = figures.segmentation_figure(mi.image, res.pred, truth, names, pixel=(row, col))
         clicked = common.clickable_chart(fig, key="seg_click")
+        st.markdown(reading_line(mi.image, res.pred, names))
         _metrics(res, truth)
     if res.hidden is None:
         st.info(f"{picked.short} is feed-forward: it has no time axis and no waves. Pick an NWM or LSTM "
@@ -66,8 +68,8 @@ def _render() -> None:
     else:
         st.subheader("The waves")
         c1, c2 = st.columns([3, 1])
-        c1.caption(f"The hidden channels (c0 … c{res.hidden.shape[1] - 1}) over {res.hidden.shape[0]} steps, "
-                   f"on one fixed colour scale (blue −, white 0, red +). Click any pixel to measure it.")
+        c1.caption(f"The hidden channels (c0 … c{res.hidden.shape[1] - 1}) over {res.hidden.shape[0]} steps "
+                   f"(blue −, white 0, red +). Click any pixel to measure it.")
         demean = c2.toggle("Subtract each pixel's mean", key="demean", bind="query-params",
                            help="Show y_t − mean over t: hides a constant offset so the travelling part stands out.")
         C = res.hidden.shape[1]
@@ -77,9 +79,11 @@ def _render() -> None:
                                          max_selections=8, bind="query-params") or [0])
         with timings.stage("rendering"):
             frames = _frames(picked.key, mi.key, res, demean, shown)
-            anim = figures.animation_figure(frames, pixel=(row, col), title=f"{picked.short}: y_t, "
-                                            f"scale ±{frames.vmax:.2g}")
+            anim = figures.animation_figure(frames, pixel=(row, col), title=f"{picked.short}: y_t")
         clicked = common.clickable_chart(anim, key="wave_click") or clicked
+        st.caption(f"Each channel on its own colour scale, ± the {figures.SCALE_PERCENTILE:g}th percentile of its "
+                   f"|y| over all steps and pixels (a few extreme pixels saturate instead of washing the rest out): "
+                   f"{frames.scale_note}.")
         st.download_button("Download the animation (GIF)", data=lambda: figures.gif_bytes(frames),
                            file_name=f"waves-{picked.id.replace('/', '_')}.gif", mime="image/gif")
     if clicked is not None:
@@ -110,6 +114,19 @@ def _pixel_state(pred: np.ndarray) -> tuple[int, int]:
         row, col = analysis.focus_pixel(pred)
         st.session_state["row"], st.session_state["col"] = row, col
     return int(row), int(col)
+
+
+def reading_line(image: np.ndarray, pred: np.ndarray, names) -> str:
+    """What the model made of each shape of the input, in one line: "The model reads: **J/L** (96 %
+    of its pixels)"; several shapes are listed top to bottom, left to right."""
+    readings = analysis.shape_readings(image, pred)
+    if not readings:
+        return "The model reads: nothing to read (no shape in the input)."
+    labels = figures.class_labels(names, max(len(names), max(r.label for r in readings) + 1))
+    parts = [f"**{labels[r.label]}** ({r.share:.0%} of {'its' if len(readings) == 1 else 'the shape’s'} pixels)"
+             for r in readings[:6]]
+    more = f" and {len(readings) - 6} more" if len(readings) > 6 else ""
+    return "The model reads: " + " · ".join(parts) + more
 
 
 def _int(v) -> int | None:
@@ -151,7 +168,8 @@ def _view_pixel(picked, mi, res, row, col, timings) -> None:
     names = DATASETS.get(picked.dataset).class_names
     c1, c2 = st.columns(2)
     with timings.stage("rendering"):
-        c1.plotly_chart(figures.probabilities_figure(res.probs[:, row, col], names), key="px_probs")
+        c1.plotly_chart(figures.probabilities_figure(res.probs[:, row, col], names), key="px_probs",
+                        config=CHART_CONFIG)
     if res.hidden is None:
         c2.info(f"{picked.short} is feed-forward: no time series at this pixel.")
         return
@@ -162,11 +180,13 @@ def _view_pixel(picked, mi, res, row, col, timings) -> None:
         feats = analysis.readout_view(picked.model.readout, torch.from_numpy(res.hidden)[None], row, col)
     with timings.stage("rendering"):
         c2.plotly_chart(figures.timeseries_figure(trace, title=f"pixel ({row}, {col}) over time",
-                                                  dt=getattr(cfg, "dt", None)), key="px_trace")
+                                                  dt=getattr(cfg, "dt", None)), key="px_trace",
+                        config=CHART_CONFIG)
         c3, c4 = st.columns(2)
         c3.plotly_chart(figures.spectrum_figure(analysis.rfft_freqs(cfg.T), spec,
-                                                title="its spectrum |rfft(y − mean)|"), key="px_spec")
-        c4.plotly_chart(figures.readout_figure(feats, cfg.readout), key="px_readout")
+                                                title="its spectrum |rfft(y − mean)|"), key="px_spec",
+                        config=CHART_CONFIG)
+        c4.plotly_chart(figures.readout_figure(feats, cfg.readout), key="px_readout", config=CHART_CONFIG)
     st.caption(READOUT_NOTES.get(cfg.readout, ""))
 
 
@@ -207,7 +227,7 @@ def _view_bins(picked, mi, res, row, col, timings) -> None:
     titles = [f"c{c} · k={k} (f={k / T:.3f})" for c in chans for k in bins]
     with timings.stage("rendering"):
         st.plotly_chart(figures.maps_figure(sel, titles, cols=len(bins), colorbar_title="|rfft|", pixel=(row, col)),
-                        key="bin_maps")
+                        key="bin_maps", config=CHART_CONFIG)
 
 
 def _view_drum(picked, mi, res, row, col, timings) -> None:
@@ -227,11 +247,13 @@ def _view_drum(picked, mi, res, row, col, timings) -> None:
     with timings.stage("rendering"):
         st.plotly_chart(figures.maps_figure(np.stack(maps[: 2 * len(chans)]), titles[: 2 * len(chans)],
                                             cols=max(2, len(chans)), colorscale="Cividis", zmin=0,
-                                            colorbar_title="ω, α", pixel=(row, col)), key="drum_maps")
+                                            colorbar_title="ω, α", pixel=(row, col)), key="drum_maps",
+                        config=CHART_CONFIG)
         y0 = np.stack(maps[2 * len(chans):])
         st.plotly_chart(figures.maps_figure(y0, titles[2 * len(chans):], cols=max(2, len(chans)),
                                             colorscale=figures.DIVERGING, zmin=-1, zmax=1, colorbar_title="y₀",
-                                            pixel=(row, col), height_per_row=260), key="y0_maps")
+                                            pixel=(row, col), height_per_row=260), key="y0_maps",
+                        config=CHART_CONFIG)
 
 
 @st.cache_resource(max_entries=6, show_spinner="Measuring wavelengths…")
@@ -268,14 +290,17 @@ def _view_phase(picked, mi, res, row, col, timings) -> None:
     with timings.stage("rendering"):
         st.plotly_chart(figures.maps_figure(phase[t - 1, chans], [f"phase φ · c{c} · step {t}" for c in chans],
                                             colorscale=figures.CYCLIC, zmin=-np.pi, zmax=np.pi, cols=4,
-                                            colorbar_title="rad", pixel=(row, col)), key="phase_maps")
+                                            colorbar_title="rad", pixel=(row, col)), key="phase_maps",
+                        config=CHART_CONFIG)
         st.plotly_chart(figures.maps_figure(lam[chans], [f"log₂ λ (px) · c{c} · step {t}" for c in chans],
                                             zmin=0, zmax=6, cols=4, colorbar_title="log₂ px", pixel=(row, col)),
-                        key="lambda_maps")
+                        key="lambda_maps", config=CHART_CONFIG)
         st.plotly_chart(figures.maps_figure(np.clip(speed[t - 1, chans], 0, 8), [f"speed · c{c} · step {t}" for c in chans],
                                             zmin=0, zmax=8, cols=4, colorscale="Magma", colorbar_title="px / step",
-                                            pixel=(row, col)), key="speed_maps")
-        st.plotly_chart(figures.wavelength_histogram(ws.wavelength, ws.null_wavelength, ws.cut_px), key="lambda_hist")
+                                            pixel=(row, col)), key="speed_maps",
+                        config=CHART_CONFIG)
+        st.plotly_chart(figures.wavelength_histogram(ws.wavelength, ws.null_wavelength, ws.cut_px), key="lambda_hist",
+                        config=CHART_CONFIG)
 
 
 @st.cache_data(max_entries=4, show_spinner="Running the model over a data-set sample…")
@@ -300,7 +325,7 @@ def _view_classes(picked, mi, res, row, col, timings) -> None:
     names = DATASETS.get(ds).class_names
     with timings.stage("rendering"):
         st.plotly_chart(figures.class_spectra_figure(analysis.rfft_freqs(picked.model.config.T), spectra, counts, names),
-                        key="class_spectra")
+                        key="class_spectra", config=CHART_CONFIG)
 
 
 @st.cache_data(max_entries=16, show_spinner="Differentiating the logit through time…")
@@ -315,12 +340,13 @@ def _view_erf(picked, mi, res, row, col, timings) -> None:
     label = int(res.pred[row, col])
     with timings.stage("analysis"):
         rf = _erf(picked.key, mi.key, row, col, label, picked.model, mi.x)
-    names = DATASETS.get(picked.dataset).class_names
-    st.caption(f"pixel ({row}, {col}), logit of class {label}: {names[label] if label < len(names) else label}")
+    names = figures.class_labels(DATASETS.get(picked.dataset).class_names, label + 1)
+    st.caption(f"pixel ({row}, {col}), logit of class {label}: {names[label]}")
     with timings.stage("rendering"):
-        st.plotly_chart(figures.erf_figure(rf.steps, rf.maps, rf.radius, (row, col)), key="erf_maps")
+        st.plotly_chart(figures.erf_figure(rf.steps, rf.maps, rf.radius, (row, col)), key="erf_maps",
+                        config=CHART_CONFIG)
         if len(rf.steps) > 1:
-            st.plotly_chart(figures.erf_radius_figure(rf.steps, rf.radius), key="erf_radius")
+            st.plotly_chart(figures.erf_radius_figure(rf.steps, rf.radius), key="erf_radius", config=CHART_CONFIG)
 
 
 VIEW_RENDERERS = {

@@ -1,10 +1,14 @@
-"""Plotly figure builders for the Explore and Compare pages: pure functions of arrays, no Streamlit.
+"""Plotly figure builders for the app's pages: pure functions of arrays, no Streamlit.
 
-Waves are sent to the browser as colour-mapped RGB frames (PNG data URIs), not as heat-map numbers:
-100 frames of a 64 × 64 × 2 field are then ~0.5 MB instead of megabytes, and the animation (play,
-pause, speeds, frame slider) runs entirely in the browser. Images are shown with pixel (row, col)
-at plot coordinates x = col, y = row (y pointing down); a transparent scatter layer with one marker
-per pixel makes them clickable (`customdata` = [row, col]).
+Waves are sent to the browser as colour-mapped frames (indexed PNG data URIs), not as heat-map
+numbers: 100 frames of a 64 × 64 × 2 field are then ~0.5 MB instead of megabytes, and the animation
+(play, pause, speeds, frame slider) runs entirely in the browser. Images are shown with pixel
+(row, col) at plot coordinates x = col, y = row (y pointing down); a transparent scatter layer with
+one marker per pixel makes them clickable (`customdata` = [row, col]).
+
+Figures are written as plain dicts and wrapped without plotly's validation (`_figure`): building
+them through plotly's objects (`make_subplots`, `update_layout`) took 0.3–2 s per figure on the
+project's 2-core machine, most of a page's time; the dicts take milliseconds.
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
-from plotly.subplots import make_subplots
 from PIL import Image
 
 DIVERGING = "RdBu_r"  # hidden states: blue negative, white 0, red positive
@@ -29,9 +32,27 @@ BASE_FRAME_MS = 60
 MAX_FRAMES = 100
 MAX_FRAME_PIXELS = 10_000_000  # all frames of one animation together: fewer frames for big grids
 MAX_CLICK_MARKERS = 20_000  # larger images get a click marker every few pixels
-# Class colours: 0 background black, then distinct hues (Okabe–Ito, colour-blind safe, and more).
-PALETTE = ("#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#999999", "#FFFFFF", "#8C564B", "#17BECF", "#BCBD22", "#9467BD", "#2CA02C", "#D62728")
+SCALE_PERCENTILE = 99.0  # each channel's colour scale: ± this percentile of |values|
+CHART_CONFIG = {"displayModeBar": False}  # no plotly toolbar over the subplot titles
+# Class colours: 0 background black, then a qualitative set whose neighbours differ in hue and
+# lightness (after Trubetskoy's 20 distinct colours; CIE76 ΔE ≥ 30 between any two of classes 0–10).
+PALETTE = ("#000000", "#E6194B", "#3CB44B", "#4363D8", "#FFE119", "#F032E6", "#42D4F4", "#F58231",
+           "#BFEF45", "#FABED4", "#9A6324", "#469990", "#DCBEFF", "#AAFFC3", "#808000", "#A9A9A9")
+
+
+def _figure(fig: dict) -> go.Figure:
+    """A plain figure dict as a go.Figure, without plotly's (slow) validation."""
+    return go.Figure(fig, _validate=False)
+
+
+def class_label(name: str) -> str:
+    """A class as people say it: MNIST's "6" is "digit 6"; other names stay."""
+    return f"digit {name}" if name.isdigit() else name
+
+
+def class_labels(names: Sequence[str], n: int) -> list[str]:
+    """Labels of classes 0 … n − 1 (`class_label`), "class k" past the given names."""
+    return [class_label(names[k]) if k < len(names) else f"class {k}" for k in range(n)]
 
 
 # ------------------------------------------------------------------------------ colour
@@ -43,7 +64,7 @@ def colour_lut(colorscale: str = DIVERGING, n: int = 256) -> np.ndarray:
     return (np.array(cols) * (255 if max(max(c) for c in cols) <= 1 else 1)).round().clip(0, 255).astype(np.uint8)
 
 
-def symmetric_scale(values: np.ndarray, q: float = 99.5) -> float:
+def symmetric_scale(values: np.ndarray, q: float = SCALE_PERCENTILE) -> float:
     """vmax for a fixed symmetric scale [−vmax, vmax]: the q-th percentile of |values| (> 0)."""
     v = float(np.nanpercentile(np.abs(values), q)) if np.size(values) else 0.0
     return v if v > 1e-12 else 1.0
@@ -83,33 +104,96 @@ def grey_rgb(image: np.ndarray) -> np.ndarray:
 
 def png_uri(img: np.ndarray, lut: np.ndarray | None = None) -> str:
     """(H, W, 3) uint8 RGB, or (H, W) uint8 indices into `lut` (256, 3), → a PNG data URI (what
-    go.Image `source` takes). Indexed PNGs are about a third the size."""
+    an image trace's `source` takes). Indexed PNGs are about a third the size; light compression
+    (level 1) encodes several times faster than the default for a few per cent more bytes."""
     buf = io.BytesIO()
     if lut is None:
         im = Image.fromarray(img)
     else:
         im = Image.frombytes("P", (img.shape[1], img.shape[0]), np.ascontiguousarray(img, np.uint8).tobytes())
         im.putpalette(lut.ravel().tolist())
-    im.save(buf, format="PNG", compress_level=6)
+    im.save(buf, format="PNG", compress_level=1)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+# ------------------------------------------------------------------------------ layout
+
+def _axis(k: int, letter: str) -> str:
+    """Layout key of the k-th (0-based) axis: xaxis, xaxis2, …"""
+    return f"{letter}axis{k + 1 if k else ''}"
+
+
+def _ref(k: int, letter: str) -> str:
+    """A trace's reference to the k-th axis: x, x2, …"""
+    return f"{letter}{k + 1 if k else ''}"
+
+
+def _grid(rows: int, cols: int, titles: Sequence[str] = (), *, hspace: float = 0.02, vspace: float = 0.08) -> dict:
+    """Layout entries for a rows × cols grid of subplots (what make_subplots lays out): axes with
+    their domains, row-major, and each subplot's title above it."""
+    w = (1 - hspace * (cols - 1)) / cols
+    h = (1 - vspace * (rows - 1)) / rows
+    out: dict = {"annotations": []}
+    for k in range(rows * cols):
+        r, c = divmod(k, cols)
+        x0, y1 = c * (w + hspace), 1 - r * (h + vspace)
+        clip = lambda v: min(1.0, max(0.0, round(v, 9)))  # noqa: E731  (float error must not leave [0, 1])
+        out[_axis(k, "x")] = {"domain": [clip(x0), clip(x0 + w)], "anchor": _ref(k, "y")}
+        out[_axis(k, "y")] = {"domain": [clip(y1 - h), clip(y1)], "anchor": _ref(k, "x")}
+        if k < len(titles):
+            out["annotations"].append({"text": titles[k], "x": x0 + w / 2, "y": y1, "xref": "paper", "yref": "paper",
+                                       "xanchor": "center", "yanchor": "bottom", "showarrow": False, "font": FONT})
+    return out
+
+
+def _on(trace: dict, k: int) -> dict:
+    """The trace placed in the k-th subplot."""
+    return {**trace, "xaxis": _ref(k, "x"), "yaxis": _ref(k, "y")}
+
+
+def _image_axes(layout: dict, H: int, W: int, n: int = 1) -> None:
+    """Hide the axes of the first n subplots, show exactly the H × W pixels with row 0 on top, and
+    keep pixels square (fixed ranges, so click-layer markers cannot widen them)."""
+    for k in range(n):
+        layout.setdefault(_axis(k, "x"), {}).update(visible=False, constrain="domain", range=[-0.5, W - 0.5],
+                                                    autorange=False)
+        layout.setdefault(_axis(k, "y"), {}).update(visible=False, constrain="domain", range=[H - 0.5, -0.5],
+                                                    autorange=False, scaleanchor=_ref(k, "x"))
+
+
+def _image(rgb_or_uri, **kw) -> dict:
+    src = rgb_or_uri if isinstance(rgb_or_uri, str) else png_uri(rgb_or_uri)
+    return {"type": "image", "source": src, "hoverinfo": "skip", **kw}
+
+
+def _legend_swatches(present: Sequence[int], class_names: Sequence[str]) -> list[dict]:
+    """Empty square markers that make a legend of the classes present."""
+    labels = class_labels(class_names, max(present, default=0) + 1)
+    return [{"type": "scatter", "x": [None], "y": [None], "mode": "markers", "name": labels[n],
+             "marker": {"size": 16, "symbol": "square", "color": PALETTE[n % len(PALETTE)],
+                        "line": {"width": 1, "color": "#888"}}} for n in present]
+
+
+def _margin(t: int = 40, b: int = 10) -> dict:
+    return {"l": 10, "r": 10, "t": t, "b": b}
 
 
 # ------------------------------------------------------------------------------ waves
 
 @dataclass
 class WaveFrames:
-    """Colour-mapped frames of all hidden channels, tiled in a grid.
+    """Colour-mapped frames of hidden channels, tiled in a grid.
 
     index (F, h, w) uint8 colour indices into lut (256, 3) (`palette`); steps (F,) the recurrence
-    step (1-based) each frame shows; vmax: the fixed symmetric scale; grid (rows, cols), tile (H, W)
-    and gap in pixels locate the k-th tile (hidden channel `channels[k]`) at row k // cols,
-    column k % cols.
+    step (1-based) each frame shows; vmax (k,) each tile's symmetric scale ±vmax; grid (rows, cols),
+    tile (H, W) and gap in pixels locate the k-th tile (hidden channel `channels[k]`) at row
+    k // cols, column k % cols.
     """
 
     index: np.ndarray
     lut: np.ndarray
     steps: np.ndarray
-    vmax: float
+    vmax: tuple[float, ...]
     grid: tuple[int, int]
     tile: tuple[int, int]
     gap: int
@@ -125,6 +209,16 @@ class WaveFrames:
         """(F, h, w, 3) uint8."""
         return self.lut[self.index]
 
+    @functools.cached_property
+    def uris(self) -> tuple[str, ...]:
+        """Each frame as an indexed-PNG data URI (computed once per frame set)."""
+        return tuple(png_uri(f, self.lut) for f in self.index)
+
+    @property
+    def scale_note(self) -> str:
+        """The colour scales in words, e.g. "c0 ±1.2, c1 ±0.31"."""
+        return ", ".join(f"c{c} ±{v:.2g}" for c, v in zip(self.channels, self.vmax))
+
 
 def frame_steps(T: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
     """≤ max_frames evenly spread 0-based time indices, always ending at the last step."""
@@ -133,28 +227,32 @@ def frame_steps(T: int, max_frames: int = MAX_FRAMES) -> np.ndarray:
     return np.unique(np.linspace(0, T - 1, max_frames).round().astype(np.int64))
 
 
-def wave_frames(hidden: np.ndarray, *, max_frames: int = MAX_FRAMES, vmax: float | None = None,
-                channels: Sequence[int] | None = None, gap: int = 2) -> WaveFrames:
-    """hidden (T, C, H, W) → tiled colour-mapped frames on one symmetric scale for all channels.
+def wave_frames(hidden: np.ndarray, *, max_frames: int = MAX_FRAMES, channels: Sequence[int] | None = None,
+                gap: int = 2, q: float = SCALE_PERCENTILE) -> WaveFrames:
+    """hidden (T, C, H, W) → tiled colour-mapped frames, each channel on its own symmetric scale
+    ± the q-th percentile of its |values| over all steps and pixels: one channel's large values no
+    longer wash the others out, and a few extreme pixels no longer make every frame look empty.
 
     At most `max_frames` frames, and fewer when the tiled grid is large (≤ MAX_FRAME_PIXELS in all),
     so a 16-channel 128² model still sends a few megabytes.
     """
     T, C, H, W = hidden.shape
     chans = list(range(C)) if channels is None else list(channels)
-    vmax = symmetric_scale(hidden) if vmax is None else vmax
     cols = min(len(chans), 4)
     rows = -(-len(chans) // cols)
     h, w = rows * H + (rows - 1) * gap, cols * W + (cols - 1) * gap
     idx = frame_steps(T, max(2, min(max_frames, MAX_FRAME_PIXELS // (h * w))))
-    grid = np.full((len(idx), h, w), np.nan, np.float32)  # NaN = the grey gaps
+    index = np.full((len(idx), h, w), 255, np.uint8)  # 255 = the grey gaps
+    vmax = []
     for k, c in enumerate(chans):
         r0, c0 = (k // cols) * (H + gap), (k % cols) * (W + gap)
-        grid[:, r0: r0 + H, c0: c0 + W] = hidden[idx, c]
-    return WaveFrames(colour_index(grid, vmax), palette(), idx + 1, vmax, (rows, cols), (H, W), gap, tuple(chans))
+        v = symmetric_scale(hidden[:, c], q)
+        index[:, r0: r0 + H, c0: c0 + W] = colour_index(hidden[idx, c], v)
+        vmax.append(v)
+    return WaveFrames(index, palette(), idx + 1, tuple(vmax), (rows, cols), (H, W), gap, tuple(chans))
 
 
-def click_layer(H: int, W: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),), name: str = "pixel") -> go.Scatter:
+def click_layer(H: int, W: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),), name: str = "pixel") -> dict:
     """Transparent markers, one per pixel (every s-th pixel for big images) of each tile whose
     top-left corner is in `origins`; customdata = [row, col] within the tile."""
     stride = 1
@@ -165,24 +263,15 @@ def click_layer(H: int, W: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),
     xs = np.concatenate([cc + o[1] for o in origins])
     ys = np.concatenate([rr + o[0] for o in origins])
     cd = np.tile(np.stack([rr, cc], 1), (len(origins), 1))
-    return go.Scatter(x=xs, y=ys, customdata=cd, mode="markers", name=name, showlegend=False,
-                      marker=dict(size=max(4, 6 * stride), color="rgba(0,0,0,0)", symbol="square"),
-                      hovertemplate="row %{customdata[0]}, col %{customdata[1]}<extra></extra>")
+    return {"type": "scatter", "x": xs, "y": ys, "customdata": cd, "mode": "markers", "name": name,
+            "showlegend": False, "marker": {"size": max(4, 6 * stride), "color": "rgba(0,0,0,0)", "symbol": "square"},
+            "hovertemplate": "row %{customdata[0]}, col %{customdata[1]}<extra></extra>"}
 
 
-def pixel_marker(row: int, col: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),)) -> go.Scatter:
-    return go.Scatter(x=[col + o[1] for o in origins], y=[row + o[0] for o in origins], mode="markers",
-                      showlegend=False, hoverinfo="skip",
-                      marker=dict(size=14, symbol="x-thin", line=dict(width=3, color="#00FF66")))
-
-
-def _image_axes(fig: go.Figure, H: int, W: int) -> None:
-    """Hide the axes, show exactly the H × W pixels with row 0 on top, and keep pixels square in
-    every subplot (fixed ranges, so click-layer markers cannot widen them)."""
-    fig.update_xaxes(visible=False, constrain="domain", range=[-0.5, W - 0.5], autorange=False)
-    fig.update_yaxes(visible=False, constrain="domain", range=[H - 0.5, -0.5], autorange=False)
-    for name in [k for k in fig.layout if k.startswith("yaxis")]:
-        fig.layout[name].scaleanchor = "x" + name[len("yaxis"):]
+def pixel_marker(row: int, col: int, *, origins: Sequence[tuple[int, int]] = ((0, 0),)) -> dict:
+    return {"type": "scatter", "x": [col + o[1] for o in origins], "y": [row + o[0] for o in origins],
+            "mode": "markers", "showlegend": False, "hoverinfo": "skip",
+            "marker": {"size": 14, "symbol": "x-thin", "line": {"width": 3, "color": "#00FF66"}}}
 
 
 def _play_controls(names: list[str], frame_ms: int, prefix: str) -> dict:
@@ -201,6 +290,13 @@ def _play_controls(names: list[str], frame_ms: int, prefix: str) -> dict:
     return dict(updatemenus=[menu], sliders=[slider])
 
 
+def field_frames(fields: np.ndarray, steps: np.ndarray, vmax: float) -> WaveFrames:
+    """One field over time as frames for `animation_figure`: fields (F, H, W), NaN where there is
+    no field (grey), on the symmetric scale ±vmax; steps (F,) the step of each frame."""
+    F, H, W = fields.shape
+    return WaveFrames(colour_index(fields, vmax), palette(), np.asarray(steps), (float(vmax),), (1, 1), (H, W), 0, ())
+
+
 def animation_figure(frames: WaveFrames, *, title: str = "", pixel: tuple[int, int] | None = None,
                      clickable: bool = True, frame_ms: int = BASE_FRAME_MS, height: int = 560) -> go.Figure:
     """The hidden waves as an in-browser animation: speed buttons, pause, a step slider.
@@ -209,26 +305,25 @@ def animation_figure(frames: WaveFrames, *, title: str = "", pixel: tuple[int, i
     and the clicked pixel's marker. Channel tiles are labelled c0, c1, … at their top-left corner.
     """
     F = len(frames.index)
-    uris = [png_uri(f, frames.lut) for f in frames.index]
+    uris = frames.uris
     names = [str(int(s)) for s in frames.steps]
-    chans = frames.channels or tuple(range(frames.grid[0] * frames.grid[1]))
-    origins = [frames.channel_origin(k) for k in range(len(chans))]
+    chans = frames.channels  # () for a single unlabelled field
+    origins = [frames.channel_origin(k) for k in range(max(1, len(chans)))]
     H, W = frames.tile
-    data = [go.Image(source=uris[0], hoverinfo="skip")]
+    data = [_image(uris[0])]
     if clickable:
         data.append(click_layer(H, W, origins=origins))
     if pixel is not None:
         data.append(pixel_marker(*pixel, origins=origins))
-    fig = go.Figure(data=data, frames=[go.Frame(data=[go.Image(source=u)], traces=[0], name=n) for u, n in zip(uris, names)])
-    for c, (r0, c0) in zip(chans, origins):
-        fig.add_annotation(x=c0 - 0.5, y=r0 - 0.5, text=f"c{c}", showarrow=False, xanchor="left", yanchor="top",
-                           font=dict(size=14, color="#222"), bgcolor="rgba(255,255,255,0.6)")
-    fig.update_layout(title=dict(text=title, font=FONT), height=height, margin=dict(l=10, r=10, t=50, b=10),
-                      font=FONT, dragmode=False, **_play_controls(names, frame_ms, "step "))
-    _image_axes(fig, *frames.index.shape[1:3])
-    if F == 1:
-        fig.layout.updatemenus, fig.layout.sliders = (), ()
-    return fig
+    notes = [{"x": c0 - 0.5, "y": r0 - 0.5, "text": f"c{c}", "showarrow": False, "xanchor": "left", "yanchor": "top",
+              "font": {"size": 14, "color": "#222"}, "bgcolor": "rgba(255,255,255,0.6)"} for c, (r0, c0) in zip(chans, origins)]
+    layout = {"title": {"text": title, "font": FONT}, "height": height, "margin": _margin(50), "font": FONT,
+              "dragmode": False, "annotations": notes}
+    if F > 1:
+        layout.update(_play_controls(names, frame_ms, "step "))
+    _image_axes(layout, *frames.index.shape[1:3])
+    frame_list = [{"data": [{"type": "image", "source": u}], "traces": [0], "name": n} for u, n in zip(uris, names)]
+    return _figure({"data": data, "layout": layout, "frames": frame_list})
 
 
 def gif_bytes(frames: WaveFrames, *, frame_ms: int = BASE_FRAME_MS, min_side: int = 256) -> bytes:
@@ -257,69 +352,61 @@ def segmentation_figure(image: np.ndarray, pred: np.ndarray, truth: np.ndarray |
     panels = [("what the model sees", grey_rgb(image)), ("prediction", label_rgb(pred))]
     if truth is not None:
         panels.append(("true mask", label_rgb(truth)))
-    fig = make_subplots(1, len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.03)
-    for i, (_, rgb) in enumerate(panels):
-        fig.add_trace(go.Image(source=png_uri(rgb), hoverinfo="skip"), 1, i + 1)
+    data = [_on(_image(rgb), i) for i, (_, rgb) in enumerate(panels)]
     H, W = pred.shape
     if clickable:
-        fig.add_trace(click_layer(H, W), 1, 2)
+        data.append(_on(click_layer(H, W), 1))
     if pixel is not None:
-        for i in range(len(panels)):
-            fig.add_trace(pixel_marker(*pixel), 1, i + 1)
-    present = sorted(set(np.unique(pred)) | (set(np.unique(truth)) if truth is not None else set()))
-    for n in present:
-        name = class_names[n] if n < len(class_names) else f"class {n}"
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{n}: {name}",
-                                 marker=dict(size=16, symbol="square", color=PALETTE[n % len(PALETTE)],
-                                             line=dict(width=1, color="#888"))))
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), font=FONT, dragmode=False,
-                      legend=dict(orientation="h", y=-0.02, yanchor="top", font=FONT))
-    fig.update_annotations(font=FONT)
-    _image_axes(fig, H, W)
-    return fig
+        data += [_on(pixel_marker(*pixel), i) for i in range(len(panels))]
+    present = sorted(set(np.unique(pred).tolist()) | (set(np.unique(truth).tolist()) if truth is not None else set()))
+    data += _legend_swatches(present, class_names)
+    layout = {"height": height, "margin": _margin(), "font": FONT, "dragmode": False,
+              "legend": {"orientation": "h", "y": -0.02, "yanchor": "top", "font": FONT},
+              **_grid(1, len(panels), [p[0] for p in panels], hspace=0.03)}
+    _image_axes(layout, H, W, len(panels))
+    return _figure({"data": data, "layout": layout})
 
 
 # ------------------------------------------------------------------------ measurements
+
+def _lines(title: str, height: int, xtitle: str, ytitle: str, traces: list[dict], **layout) -> go.Figure:
+    return _figure({"data": traces, "layout": {"title": {"text": title, "font": FONT}, "height": height, "font": FONT,
+                                               "margin": _margin(50), "xaxis": {"title": {"text": xtitle}},
+                                               "yaxis": {"title": {"text": ytitle}}, **layout}})
+
 
 def timeseries_figure(trace: np.ndarray, *, title: str = "", dt: float | None = None, height: int = 320) -> go.Figure:
     """One pixel's hidden state over time: trace (T, C), one line per channel; x in steps."""
     T, C = trace.shape
     t = np.arange(1, T + 1)
-    fig = go.Figure([go.Scatter(x=t, y=trace[:, c], mode="lines", name=f"c{c}", line=dict(width=3)) for c in range(C)])
     unit = f" (one step = Δt = {dt:g})" if dt else ""
-    fig.update_layout(title=dict(text=title, font=FONT), height=height, font=FONT, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis_title=f"step t{unit}", yaxis_title="y_t")
-    return fig
+    return _lines(title, height, f"step t{unit}", "y_t",
+                  [{"type": "scatter", "x": t, "y": trace[:, c], "mode": "lines", "name": f"c{c}", "line": {"width": 3}}
+                   for c in range(C)])
 
 
 def spectrum_figure(freqs: np.ndarray, spectrum: np.ndarray, *, title: str = "", height: int = 320) -> go.Figure:
     """|rfft(y − mean)| of one pixel: spectrum (K, C) against freqs (K,) cycles per step."""
-    fig = go.Figure([go.Scatter(x=freqs, y=spectrum[:, c], mode="lines+markers", name=f"c{c}", line=dict(width=3))
-                     for c in range(spectrum.shape[1])])
-    fig.update_layout(title=dict(text=title, font=FONT), height=height, font=FONT, margin=dict(l=10, r=10, t=50, b=10),
-                      xaxis_title="frequency (cycles per step)", yaxis_title="|rfft|")
-    return fig
+    return _lines(title, height, "frequency (cycles per step)", "|rfft|",
+                  [{"type": "scatter", "x": freqs, "y": spectrum[:, c], "mode": "lines+markers", "name": f"c{c}",
+                    "line": {"width": 3}} for c in range(spectrum.shape[1])])
 
 
 def readout_figure(features: np.ndarray, readout: str, *, height: int = 320) -> go.Figure:
     """What the readout hands the head at one pixel: features (K', C) as grouped bars."""
     Kp, C = features.shape
-    x = np.arange(Kp)
     label = {"fft": "rfft bin k", "linear": "learned projection row k"}.get(readout, readout)
-    fig = go.Figure([go.Bar(x=x, y=features[:, c], name=f"c{c}") for c in range(C)])
-    fig.update_layout(title=dict(text=f"what the {readout} readout sees", font=FONT), height=height, font=FONT,
-                      barmode="group", margin=dict(l=10, r=10, t=50, b=10), xaxis_title=label, yaxis_title="feature")
-    return fig
+    return _lines(f"what the {readout} readout sees", height, label, "feature",
+                  [{"type": "bar", "x": np.arange(Kp), "y": features[:, c], "name": f"c{c}"} for c in range(C)],
+                  barmode="group")
 
 
 def probabilities_figure(probs: np.ndarray, class_names: Sequence[str], *, height: int = 320) -> go.Figure:
     """Class probabilities (N,) at one pixel."""
-    names = [f"{n}: {class_names[n] if n < len(class_names) else n}" for n in range(len(probs))]
-    fig = go.Figure(go.Bar(x=names, y=probs, marker_color=[PALETTE[n % len(PALETTE)] for n in range(len(probs))],
-                           marker_line=dict(width=1, color="#888")))
-    fig.update_layout(title=dict(text="class probabilities", font=FONT), height=height, font=FONT,
-                      margin=dict(l=10, r=10, t=50, b=10), yaxis=dict(range=[0, 1]))
-    return fig
+    names = class_labels(class_names, len(probs))
+    bar = {"type": "bar", "x": names, "y": probs, "marker": {"color": [PALETTE[n % len(PALETTE)] for n in range(len(probs))],
+                                                            "line": {"width": 1, "color": "#888"}}}
+    return _lines("class probabilities", height, "", "", [bar], yaxis={"range": [0, 1]})
 
 
 def maps_figure(maps: np.ndarray, titles: Sequence[str], *, colorscale: str = SEQUENTIAL, zmin: float | None = None,
@@ -332,56 +419,57 @@ def maps_figure(maps: np.ndarray, titles: Sequence[str], *, colorscale: str = SE
     finite = maps[np.isfinite(maps)]
     zmin = float(finite.min()) if zmin is None and finite.size else zmin
     zmax = float(finite.max()) if zmax is None and finite.size else zmax
-    fig = make_subplots(rows, cols, subplot_titles=list(titles), horizontal_spacing=0.02, vertical_spacing=0.08)
+    data = []
     for i, m in enumerate(maps):
-        fig.add_trace(go.Heatmap(z=np.where(np.isfinite(m), m, np.nan), colorscale=colorscale, zmin=zmin, zmax=zmax,
-                                 showscale=i == 0, colorbar=dict(title=colorbar_title),
-                                 hovertemplate="row %{y}, col %{x}: %{z:.3g}<extra></extra>"), i // cols + 1, i % cols + 1)
+        data.append(_on({"type": "heatmap", "z": np.where(np.isfinite(m), m, np.nan), "colorscale": colorscale,
+                         "zmin": zmin, "zmax": zmax, "showscale": i == 0, "colorbar": {"title": {"text": colorbar_title}},
+                         "hovertemplate": "row %{y}, col %{x}: %{z:.3g}<extra></extra>"}, i))
         if pixel is not None:
-            fig.add_trace(pixel_marker(*pixel), i // cols + 1, i % cols + 1)
-    fig.update_layout(height=height_per_row * rows + 40, font=FONT, margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_annotations(font=FONT)
-    _image_axes(fig, *maps.shape[1:3])
-    return fig
+            data.append(_on(pixel_marker(*pixel), i))
+    layout = {"height": height_per_row * rows + 40, "font": FONT, "margin": _margin(), **_grid(rows, cols, titles)}
+    _image_axes(layout, *maps.shape[1:3], n)
+    return _figure({"data": data, "layout": layout})
 
 
 def class_spectra_figure(freqs: np.ndarray, spectra: np.ndarray, counts: np.ndarray, class_names: Sequence[str],
                          *, height: int = 380) -> go.Figure:
     """Class-averaged spectra (paper Fig. 4, right): spectra (N, C, K), one panel per channel."""
     N, C, K = spectra.shape
-    fig = make_subplots(1, C, subplot_titles=[f"channel c{c}" for c in range(C)], shared_yaxes=True)
+    labels = class_labels(class_names, N)
+    layout = {"height": height, "font": FONT, "margin": _margin(), **_grid(1, C, [f"channel c{c}" for c in range(C)],
+                                                                            hspace=0.04)}
+    data = []
     for c in range(C):
+        layout[_axis(c, "x")]["title"] = {"text": "frequency (cycles per step)"}
+        if c:
+            layout[_axis(c, "y")]["matches"] = "y"
         for n in range(N):
             if counts[n] == 0:
                 continue
-            name = class_names[n] if n < len(class_names) else f"class {n}"
             colour = PALETTE[n % len(PALETTE)] if n else "#777777"
-            fig.add_trace(go.Scatter(x=freqs, y=spectra[n, c], mode="lines", name=f"{n}: {name}", legendgroup=str(n),
-                                     showlegend=c == 0, line=dict(width=3, color=colour,
-                                                                  dash="dot" if n == 0 else "solid")), 1, c + 1)
-        fig.update_xaxes(title_text="frequency (cycles per step)", row=1, col=c + 1)
-    fig.update_yaxes(title_text="mean |rfft|", row=1, col=1)
-    fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=40, b=10))
-    fig.update_annotations(font=FONT)
-    return fig
+            data.append(_on({"type": "scatter", "x": freqs, "y": spectra[n, c], "mode": "lines", "name": labels[n],
+                             "legendgroup": str(n), "showlegend": c == 0,
+                             "line": {"width": 3, "color": colour, "dash": "dot" if n == 0 else "solid"}}, c))
+    layout["yaxis"]["title"] = {"text": "mean |rfft|"}
+    return _figure({"data": data, "layout": layout})
 
 
 def wavelength_histogram(lam: np.ndarray, null_lam: np.ndarray | None, cut_px: float, *, height: int = 340) -> go.Figure:
     """Distribution of finite Hilbert wavelengths (pixels), with the shuffled-pixel null and the cut."""
     top = 24.0
-    bins = dict(start=0, end=top, size=0.25)
-    fig = go.Figure()
+    data = []
     for arr, name, colour in ((lam, "model", "#0072B2"), (null_lam, "pixels shuffled", "#999999")):
         if arr is None:
             continue
         v = arr[np.isfinite(arr)]
-        fig.add_trace(go.Histogram(x=np.minimum(v, top), xbins=bins, histnorm="probability", name=name,
-                                   marker_color=colour, opacity=0.7))
-    fig.add_vline(x=cut_px, line=dict(color="#D55E00", width=3, dash="dash"),
-                  annotation_text=f"λ = {cut_px:g} px", annotation_font=FONT)
-    fig.update_layout(barmode="overlay", height=height, font=FONT, margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis_title=f"wavelength λ (pixels; ≥ {top:g} piled at {top:g})", yaxis_title="share of points")
-    return fig
+        data.append({"type": "histogram", "x": np.minimum(v, top), "xbins": {"start": 0, "end": top, "size": 0.25},
+                     "histnorm": "probability", "name": name, "marker": {"color": colour}, "opacity": 0.7})
+    cut = {"type": "line", "x0": cut_px, "x1": cut_px, "y0": 0, "y1": 1, "xref": "x", "yref": "paper",
+           "line": {"color": "#D55E00", "width": 3, "dash": "dash"}}
+    note = {"x": cut_px, "y": 1, "xref": "x", "yref": "paper", "text": f"λ = {cut_px:g} px", "showarrow": False,
+            "xanchor": "left", "yanchor": "top", "font": FONT}
+    return _lines("", height, f"wavelength λ (pixels; ≥ {top:g} piled at {top:g})", "share of points", data,
+                  barmode="overlay", shapes=[cut], annotations=[note], margin=_margin(30))
 
 
 def erf_figure(steps: np.ndarray, maps: np.ndarray, radius: np.ndarray, pixel: tuple[int, int], *,
@@ -394,19 +482,18 @@ def erf_figure(steps: np.ndarray, maps: np.ndarray, radius: np.ndarray, pixel: t
 
 
 def erf_radius_figure(steps: np.ndarray, radius: np.ndarray, *, height: int = 300) -> go.Figure:
-    fig = go.Figure(go.Scatter(x=steps, y=radius, mode="lines+markers", line=dict(width=3), marker=dict(size=10)))
-    fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="steps t",
-                      yaxis_title="radius holding 90 % of the gradient (px)")
-    return fig
+    return _lines("", height, "steps t", "radius holding 90 % of the gradient (px)",
+                  [{"type": "scatter", "x": steps, "y": radius, "mode": "lines+markers", "line": {"width": 3},
+                    "marker": {"size": 10}}], margin=_margin(30))
 
 
 # ----------------------------------------------------------------------------- compare
 
 @dataclass
 class ComparePanel:
-    """One model's column: title; frames (F, H, W, 3) uint8 of one hidden channel on its own
-    symmetric scale, as (F, H, W) uint8 indices into `palette()` or (F, H, W, 3) RGB (F = 1 for a
-    model without time); steps (F,) the step each frame shows."""
+    """One model's column: title; frames (F, H, W) uint8 indices into `palette()` of one hidden
+    channel on its own symmetric scale, or (F, H, W, 3) RGB (F = 1 for a model without time);
+    steps (F,) the step each frame shows."""
 
     title: str
     frames: np.ndarray
@@ -433,23 +520,18 @@ def compare_frames(hidden: np.ndarray | None, channel: int, n_frames: int, fallb
 def compare_figure(panels: Sequence[ComparePanel], *, frame_ms: int = BASE_FRAME_MS, height: int = 430) -> go.Figure:
     """Models side by side under one shared clock (one slider, one play button for all)."""
     M = len(panels)
-    fig = make_subplots(1, M, subplot_titles=[p.title for p in panels], horizontal_spacing=0.02)
-    for i, p in enumerate(panels):
-        fig.add_trace(go.Image(source=p.uri(0), hoverinfo="skip"), 1, i + 1)
+    uris = [[p.uri(f) for f in range(len(p.frames))] for p in panels]
+    data = [_on(_image(u[0]), i) for i, u in enumerate(uris)]
     timed = [i for i, p in enumerate(panels) if len(p.frames) > 1]
     F = max((len(panels[i].frames) for i in timed), default=1)
-    frames = []
-    for f in range(F):
-        data = [go.Image(source=panels[i].uri(f)) for i in timed]
-        frames.append(go.Frame(data=data, traces=timed, name=f"{(f + 1) / F:.0%}"))
-    fig.frames = frames
-    fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=50, b=10), dragmode=False,
-                      **_play_controls([fr.name for fr in frames], frame_ms, "share of each run: "))
-    fig.update_annotations(font=FONT)
-    _image_axes(fig, *panels[0].frames.shape[1:3])
-    if F == 1 or not timed:
-        fig.layout.updatemenus, fig.layout.sliders = (), ()
-    return fig
+    frames = [{"data": [{"type": "image", "source": uris[i][f]} for i in timed], "traces": timed,
+               "name": f"{(f + 1) / F:.0%}"} for f in range(F)] if timed else []
+    layout = {"height": height, "font": FONT, "margin": _margin(50), "dragmode": False,
+              **_grid(1, M, [p.title for p in panels])}
+    if F > 1 and timed:
+        layout.update(_play_controls([fr["name"] for fr in frames], frame_ms, "share of each run: "))
+    _image_axes(layout, *panels[0].frames.shape[1:3], M)
+    return _figure({"data": data, "layout": layout, "frames": frames})
 
 
 def prediction_row_figure(image: np.ndarray, preds: Sequence[tuple[str, np.ndarray]], truth: np.ndarray | None,
@@ -458,22 +540,15 @@ def prediction_row_figure(image: np.ndarray, preds: Sequence[tuple[str, np.ndarr
     panels = [("input", grey_rgb(image))] + [(t, label_rgb(p)) for t, p in preds]
     if truth is not None:
         panels.append(("true mask", label_rgb(truth)))
-    fig = make_subplots(1, len(panels), subplot_titles=[p[0] for p in panels], horizontal_spacing=0.02)
-    for i, (_, rgb) in enumerate(panels):
-        fig.add_trace(go.Image(source=png_uri(rgb), hoverinfo="skip"), 1, i + 1)
-    present = set(np.unique(truth)) if truth is not None else set()
+    data = [_on(_image(rgb), i) for i, (_, rgb) in enumerate(panels)]
+    present = set(np.unique(truth).tolist()) if truth is not None else set()
     for _, p in preds:
-        present |= set(np.unique(p))
-    for n in sorted(present):
-        name = class_names[n] if n < len(class_names) else f"class {n}"
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{n}: {name}",
-                                 marker=dict(size=16, symbol="square", color=PALETTE[n % len(PALETTE)],
-                                             line=dict(width=1, color="#888"))))
-    fig.update_layout(height=height, font=FONT, margin=dict(l=10, r=10, t=40, b=10), dragmode=False,
-                      legend=dict(orientation="h", y=-0.02, yanchor="top"))
-    fig.update_annotations(font=FONT)
-    _image_axes(fig, *image.shape[:2])
-    return fig
+        present |= set(np.unique(p).tolist())
+    data += _legend_swatches(sorted(present), class_names)
+    layout = {"height": height, "font": FONT, "margin": _margin(), "dragmode": False,
+              "legend": {"orientation": "h", "y": -0.02, "yanchor": "top"}, **_grid(1, len(panels), [p[0] for p in panels])}
+    _image_axes(layout, *image.shape[:2], len(panels))
+    return _figure({"data": data, "layout": layout})
 
 
 def pixel_from_points(points: Sequence[dict]) -> tuple[int, int] | None:

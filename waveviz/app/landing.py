@@ -1,4 +1,5 @@
-"""The landing page: what waveviz is, a picture of real waves, links to the pages that exist."""
+"""The landing page: what waveviz is, a picture of real waves, links to the pages that exist; and
+the app's page list (`PAGES`), which app.py turns into its navigation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,46 +8,61 @@ import numpy as np
 import torch
 
 from ..data import make_dataset, to_tensors
-from ..paths import REPO_ROOT, find_checkpoints
-from .figures import colourize
+from ..paths import REPO_ROOT, SHIPPED_CHECKPOINTS, find_checkpoints
+from . import catalog
+from .figures import colourize, symmetric_scale
 
-PAGES = (  # (file, label, what it shows)
-    ("pages/1_Explore.py", "Explore", "draw or pick a shape, run a trained NWM or LSTM, watch and measure its waves"),
-    ("pages/2_Compare.py", "Compare", "one input through several models and readouts side by side"),
-    ("pages/3_Drum.py", "Drum", "a wave-equation RNN that hears the shape of a drum you draw"),
-    ("pages/4_Train.py", "Train", "start, watch, cancel and resume training jobs in the background"),
-    ("pages/5_Results.py", "Results", "shipped checkpoints against the paper's tables"),
+HOME = ("app_pages/home.py", "Home", ":material/home:", "", "what waveviz is")
+PAGES = (  # (file, label, icon, URL path, what it shows)
+    ("app_pages/explore.py", "Explore", ":material/waves:", "Explore",
+     "draw or pick a shape, run a trained NWM or LSTM, watch and measure its waves"),
+    ("app_pages/compare.py", "Compare", ":material/compare:", "Compare", "one input through several models and readouts side by side"),
+    ("app_pages/drum.py", "Drum", ":material/music_note:", "Drum", "a wave-equation RNN that hears the shape of a drum you draw"),
+    ("app_pages/train.py", "Train", ":material/model_training:", "Train", "start, watch, cancel and resume training jobs in the background"),
+    ("app_pages/results.py", "Results", ":material/table_chart:", "Results", "shipped checkpoints against the paper's tables"),
 )
 
 
-def available_pages(root: Path = REPO_ROOT) -> list[tuple[str, str, str]]:
+def available_pages(root: Path = REPO_ROOT) -> list[tuple[str, str, str, str, str]]:
     return [p for p in PAGES if (root / p[0]).exists()]
 
 
-@torch.inference_mode()
-def demo_waves(frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """A Tetrominoes sample and `frames` snapshots of channel 0 of an NWM's hidden state.
+def navigation_pages() -> list:
+    """The st.Page list for `st.navigation`: Home first (the default), then every page that exists,
+    each at its own URL path (/Explore, /Compare, …) so deep links keep working."""
+    import streamlit as st
 
-    Uses a shipped `nwm-*-tetrominoes` checkpoint when there is one, else a fresh NWM, whose
-    Laplacian-initialised coupling already sends waves out from the shapes' edges.
-    → image (H, W, 3) uint8, snapshots (frames, H, W, 3) uint8, a caption.
+    return [st.Page(path, title=label, icon=icon, url_path=url or None, default=not url)
+            for path, label, icon, url, _ in (HOME, *available_pages())]
+
+
+@torch.inference_mode()
+def demo_waves(frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[int], str]:
+    """A sample and `frames` snapshots of channel 0 of a wave model's hidden state, each on its own
+    symmetric colour scale (± the 99th percentile of |y|, so no snapshot looks blank).
+
+    Uses the best shipped checkpoint with waves (`catalog.best`) on a sample of its data set, else
+    a fresh NWM on Tetrominoes, whose Laplacian-initialised coupling already sends waves out from
+    the shapes' edges. → image uint8, snapshots (frames, H, W, 3) uint8, their steps (1-based), a caption.
     """
     from .. import create_model, load_checkpoint
 
-    ckpt = next((p for p in find_checkpoints() if p.name.startswith("nwm-") and "tetrominoes" in p.name), None)
-    if ckpt is not None:
-        model, _ = load_checkpoint(ckpt)
-        caption = f"trained model {ckpt.stem}"
+    shipped = [p for p in find_checkpoints() if p.parent == SHIPPED_CHECKPOINTS]
+    best = catalog.best(catalog.catalog(shipped), recurrent=True)
+    if best is not None:
+        model, _ = load_checkpoint(best.path)
+        dataset, caption = best.dataset, f"trained model {best.id} ({best.quality})"
     else:
         torch.manual_seed(seed)
         model = create_model("nwm-linear-tetrominoes").eval()
-        caption = "untrained NWM (Laplacian coupling)"
-    data = make_dataset("tetrominoes", 1, seed=seed, split="test")
+        dataset, caption = "tetrominoes", "untrained NWM (Laplacian coupling)"
+    data = make_dataset(dataset, 1, seed=seed, split="test")
     x, _ = to_tensors(data)
-    Y = model.run(x).hidden[0, :, 0].numpy()  # (T, H, W)
+    Y = model.run(x).hidden[0, :, 0].float().numpy()  # (T, H, W)
     Y = Y - Y.mean(0, keepdims=True)
     idx = np.linspace(Y.shape[0] // 10, Y.shape[0] - 1, frames).astype(int)
-    return data.images[0], colourize(Y[idx], vmax=float(np.abs(Y[idx]).max()) or 1.0), f"{caption}, hidden channel 0 at t = {', '.join(map(str, idx + 1))}"
+    snaps = np.stack([colourize(Y[i], vmax=symmetric_scale(Y[i])) for i in idx])
+    return data.images[0], snaps, [int(i) + 1 for i in idx], f"{caption}, hidden channel 0"
 
 
 def render() -> None:
@@ -61,16 +77,15 @@ def render() -> None:
         "ConvLSTMs on it, watch and measure their waves, and train your own. Based on *Traveling Waves "
         "Integrate Spatial Information Through Time* (Jacobs, Budzinski, Muller, Ba, Keller)."
     )
-    image, snaps, caption = st.cache_data(demo_waves)()
+    image, snaps, steps, caption = st.cache_data(demo_waves, show_spinner="Running a model for the picture…")()
     cols = st.columns(len(snaps) + 1)
     cols[0].image(image, caption="input", width="stretch")
-    for c, s in zip(cols[1:], snaps):
-        c.image(s, width="stretch")
-    st.caption(caption + " (red > 0 > blue)")
+    for c, s, t in zip(cols[1:], snaps, steps):
+        c.image(s, caption=f"step t = {t}", width="stretch")
+    st.caption(caption + "; y_t − its mean over time, each snapshot on its own scale (red > 0 > blue).")
     st.subheader("Pages")
-    pages = available_pages()
-    for path, label, what in pages:
-        st.page_link(path, label=f"**{label}** — {what}")
+    for path, label, icon, _, what in available_pages():
+        st.page_link(path, label=f"**{label}** — {what}", icon=icon)
     n = len(find_checkpoints())
     st.info(f"{n} trained checkpoint{'s' if n != 1 else ''} found. Train more with `waveviz train PRESET --out FILE.pt` "
             "or on the Train page; `waveviz presets` lists every configuration in the paper.")

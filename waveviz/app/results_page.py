@@ -5,17 +5,24 @@ from dataclasses import asdict
 from pathlib import Path
 
 import plotly.graph_objects as go
+import streamlit as st
 
 from .. import paths
+from . import catalog, common
 from ..analysis import model_class_spectra, rfft_freqs
 from ..checkpoint import load_checkpoint, trained_with_amp
 from ..data import DATASETS, make_dataset, to_tensors
-from .figures import class_spectra_figure
+from .figures import CHART_CONFIG, class_spectra_figure
 from ..results import history_arrays, results_table, share_loss_correlation
 
 
-def _table(folder: str, fresh: int) -> list[dict]:
-    return [asdict(r) | {"meets_target": r.meets_target} for r in results_table(folder, fresh=fresh)]
+def _table(folder: str, fresh: int, progress=None) -> list[dict]:
+    return [asdict(r) | {"meets_target": r.meets_target} for r in results_table(folder, fresh=fresh, progress=progress)]
+
+
+def _versions(folder: str) -> tuple[tuple[str, float], ...]:
+    """The checkpoints' names and modification times: a cache key that changes when any file does."""
+    return tuple((p.name, p.stat().st_mtime) for p in sorted(Path(folder).glob("*.pt")))
 
 
 def class_spectrum_figure(path: str, n: int = 16, seed: int = 10_000) -> go.Figure | None:
@@ -43,17 +50,50 @@ def curves_figure(meta: dict) -> go.Figure:
     return fig
 
 
-def render() -> None:
-    import streamlit as st
+@st.cache_data(show_spinner=False, max_entries=8)
+def _stored_table(folder: str, versions: tuple) -> list[dict]:
+    return _table(folder, 0)
 
+
+@st.cache_resource
+def _fresh_tables() -> dict:
+    """(folder, n, versions) → rows re-evaluated on n fresh images, shared by every session."""
+    return {}
+
+
+def _cached_table(folder: str, fresh: int, versions: tuple) -> list[dict]:
+    """The table, computed once per setting and file versions; a re-evaluation shows its progress
+    (one checkpoint after another) instead of a bare spinner."""
+    if not fresh:
+        return _stored_table(folder, versions)
+    done = _fresh_tables()
+    key = (folder, fresh, versions)
+    if key not in done:
+        bar = st.progress(0.0, text="Re-evaluating…")
+
+        def progress(i: int, total: int, name: str) -> None:
+            bar.progress(min(i / max(total, 1), 1.0),
+                         text=f"Re-evaluating {name} on {fresh} fresh images ({i + 1} of {total})…" if name else "Done.")
+
+        done[key] = _table(folder, fresh, progress)
+        bar.empty()
+    return done[key]
+
+
+@st.cache_data(show_spinner="Running the model over 16 test images for its class spectra…", max_entries=16)
+def _spectrum(path: str, mtime: float) -> go.Figure | None:
+    return class_spectrum_figure(path)
+
+
+def render() -> None:
     st.title("Results")
     st.markdown("The checkpoints that ship with waveviz, measured on held-out images they never saw, next to "
                 "the paper's means over seeds. Below: how each one learned, and what frequencies its pixels "
                 "carry for each class.")
     folder = str(paths.SHIPPED_CHECKPOINTS)
-    fresh = st.toggle("Re-evaluate on fresh samples (slower)", value=False)
-    n = st.slider("fresh images per data set", 16, 256, 64, step=16, disabled=not fresh)
-    rows = st.cache_data(_table)(folder, n if fresh else 0)
+    fresh = st.toggle("Re-evaluate on fresh samples (slower)", value=False, key="results_fresh")
+    n = st.slider("fresh images per data set", 16, 256, 64, step=16, disabled=not fresh, key="results_n")
+    rows = _cached_table(folder, n if fresh else 0, _versions(folder))
     if not rows:
         st.info("No trained checkpoints in `checkpoints/` yet. Make one with `waveviz train PRESET --out "
                 "checkpoints/PRESET.pt` or on the Train page; `checkpoints/README.md` lists the commands.")
@@ -68,22 +108,23 @@ def render() -> None:
     st.caption(rows[0]["source"] + ". `waveviz results` prints this table; `waveviz results --fresh 256` re-measures it.")
 
     names = [Path(r["path"]).stem for r in rows]
-    showcase = "nwm-linear-tetrominoes"
-    pick = st.selectbox("checkpoint", names, index=names.index(showcase) if showcase in names else 0)
+    best = catalog.best(common.model_catalog([Path(r["path"]) for r in rows]), recurrent=True)
+    pick = st.selectbox("checkpoint", names, index=names.index(best.id) if best and best.id in names else 0,
+                        key="results_pick")
     path = rows[names.index(pick)]["path"]
-    _, info = st.cache_resource(load_checkpoint)(path)
+    _, info = st.cache_resource(load_checkpoint, show_spinner=False)(path)
     meta = info["meta"]
     left, right = st.columns(2)
     with left:
         st.subheader("Training curves")
-        st.plotly_chart(curves_figure(meta), width="stretch")
+        st.plotly_chart(curves_figure(meta), width="stretch", config=CHART_CONFIG)
         r = share_loss_correlation(meta)
         if r is not None:
             st.metric("r(long-wavelength share, −val loss)", f"{r:.3f}", help="paper Fig. 10: r = 0.961 on Polygons")
     with right:
         st.subheader("Class-averaged spectra")
-        fig = st.cache_data(class_spectrum_figure)(path)
+        fig = _spectrum(path, Path(path).stat().st_mtime)
         if fig is None:
             st.info("This model has no hidden sequence to take spectra of (a feed-forward baseline).")
         else:
-            st.plotly_chart(fig, width="stretch")
+            st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)

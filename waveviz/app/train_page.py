@@ -9,6 +9,8 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from waveviz import jobs
+from waveviz.app import jobs_view
+from waveviz.app.figures import CHART_CONFIG
 from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
 from waveviz.paths import page_readable_dirs
@@ -18,7 +20,8 @@ from waveviz.readouts import READOUTS
 REFRESH_S = 2.0  # live view refresh while a job is queued or running
 NPZ = "an .npz file"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "finished": "✅", "failed": "❌", "canceled": "⏹️", "crashed": "💥"}
+STATE_ICONS = {"queued": "⏳", "running": "▶️", "cancelling…": "⏸️", "finished": "✅", "failed": "❌", "canceled": "⏹️",
+               "crashed": "💥"}
 
 INTRO = """
 Train any preset in the background. Each job is its own process with its own folder under
@@ -27,13 +30,6 @@ checkpoints), so it keeps running when you reload this page or restart the app. 
 jobs resume from their last finished epoch; a finished job's best checkpoint appears in every model
 picker of the app. The shell has the same controls: `waveviz jobs --help`.
 """
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "–"
-    s = int(round(s))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
 def _data_source() -> tuple[str | None, str | None]:
@@ -60,6 +56,7 @@ def _launch_form(store: jobs.JobStore) -> None:
     except jobs.JobError as e:
         st.error(str(e))
         return
+    d = jobs_view.form_defaults()  # TrainConfig's and JobSpec's defaults: one source for CLI, jobs and this form
     names = [n for n in PRESETS.names() if dataset is None or PRESETS.get(n).dataset == dataset]
     first = next((i for i, n in enumerate(names) if n.startswith("nwm-linear-")), 0)  # the paper's model
     preset = st.selectbox("Preset", names, index=first, key="train_preset")
@@ -69,29 +66,42 @@ def _launch_form(store: jobs.JobStore) -> None:
         options = READOUTS.names()
         readout = st.selectbox("Readout", options, index=options.index(p.readout), key="train_readout")
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", 1, 100_000, 20, key="train_epochs",
-                             help="The paper trains up to 300 epochs; 20 already shows waves forming.")
-    batch = c2.number_input("Batch size", 1, 65_536, 64, key="train_batch")
-    lr = c1.number_input("Learning rate", 0.0, 10.0, 1e-3, step=1e-4, format="%g", key="train_lr")
-    seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="train_seed")
-    device = st.selectbox("Device", DEVICES, key="train_device")
+    epochs = c1.number_input("Epochs", 1, 100_000, int(d["epochs"]), key="train_epochs",
+                             help="The most epochs to train; early stopping and the time budget can end it sooner.")
+    batch = c2.number_input("Batch size", 1, 65_536, int(d["batch_size"]), key="train_batch")
+    lr = c1.number_input("Learning rate", 0.0, 10.0, float(d["lr"]), step=1e-4, format="%g", key="train_lr")
+    seed = c2.number_input("Seed", 0, 2**31 - 1, int(d["seed"]), key="train_seed")
+    device = st.selectbox("Device", DEVICES, index=DEVICES.index(d["device"]) if d["device"] in DEVICES else 0,
+                          key="train_device")
+    minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, float(d["max_minutes"] or 0.0),
+                              step=5.0, key="train_minutes",
+                              help="Stop when spent (an epoch that reaches it ends there) and keep the best epoch.")
     with st.expander("More settings"):
         T = st.number_input("Time steps T (0: the preset's)", 0, 10_000, 0, key="train_T",
                             disabled=p.readout is None)
-        patience = st.number_input("Early-stopping patience (epochs)", 1, 100_000, 30, key="train_patience")
-        minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, 0.0, step=5.0, key="train_minutes",
-                                  help="Stop when spent (an epoch that reaches it ends there) and keep the best epoch.")
-        amp = st.checkbox("bf16 mixed precision", key="train_amp")
-        engine = st.selectbox("Engine (NWM, ConvLSTM)", ENGINES, index=ENGINES.index(default_engine()), key="train_engine",
+        patience = st.number_input("Early-stopping patience (epochs)", 1, 100_000, int(d["patience"] or 100_000),
+                                   key="train_patience")
+        amp = st.checkbox("bf16 mixed precision", value=bool(d["amp"]), key="train_amp")
+        engines = list(ENGINES)
+        engine = st.selectbox("Engine (NWM, ConvLSTM)", engines, key="train_engine",
+                              index=engines.index(d["engine"] or default_engine()),
                               help="auto / fast: the reference's function, faster; fast-bf16: the per-pixel head in "
                                    "bfloat16, same accuracy, faster again on GPUs and CPUs with AVX-512 BF16 / AMX "
                                    "(elsewhere emulated: no faster); reference: the plain equations.")
-        nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, 1, key="train_nproc")
+        nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, int(d["nproc"]), key="train_nproc")
         if npz is None:
-            n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, 0, key="train_n_train")
-            n_val = st.number_input("Validation images (0: the paper's)", 0, 1_000_000, 0, key="train_n_val")
+            n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, int(d["n_train"] or 0),
+                                      key="train_n_train")
+            n_val = st.number_input("Validation images (0: the paper's)", 0, 1_000_000, int(d["n_val"] or 0),
+                                    key="train_n_val")
         else:
             n_train = n_val = 0
+    spec = jobs_view.spec_from_form(preset, dict(
+        npz=npz, readout=readout if readout != p.readout else None, epochs=int(epochs), batch_size=int(batch),
+        lr=float(lr), seed=int(seed), device=device, amp=amp, engine=engine, patience=int(patience),
+        max_minutes=float(minutes) or None, n_train=int(n_train) or None, n_val=int(n_val) or None,
+        overrides={"T": int(T)} if T else {}, nproc=int(nproc)))
+    _estimate(spec)
     if not st.button("Launch", type="primary", key="train_launch"):
         return
     if dataset is None and not npz:
@@ -109,6 +119,33 @@ def _launch_form(store: jobs.JobStore) -> None:
         return
     st.session_state["train_job"] = job_id
     st.success(f"Job {job_id} is {store.status(job_id)['state']}.")
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=300)
+def _recorded_speed(preset: str, device: str) -> jobs_view.Speed | None:
+    return jobs_view.recorded_speed(preset, device)
+
+
+@st.cache_data(show_spinner="Timing a few training steps on this machine…", max_entries=32)
+def _measured_speed(key: str, _spec: jobs.JobSpec) -> jobs_view.Speed:
+    return jobs_view.measure_speed(_spec)
+
+
+def _estimate(spec: jobs.JobSpec) -> None:
+    """The estimated run time, before Launch: from a measured or recorded speed, capped by the budget."""
+    key = f"speed:{spec.preset}:{spec.device}:{spec.batch_size}:{spec.engine}:{spec.amp}:{sorted(spec.model_overrides().items())}"
+    speed = st.session_state.get(key) or _recorded_speed(spec.preset, spec.device)
+    seconds, how = jobs_view.estimate_seconds(spec, speed)
+    text = f"**Estimated run time: {'at most ' if seconds else ''}{jobs_view.fmt_seconds(seconds)}** — {how}."
+    (st.warning if seconds and seconds > 3600 else st.info)(text + (" Early stopping can end it sooner." if seconds else ""))
+    if st.button("Measure the speed on this machine", key="train_measure",
+                 help="A few seconds: times two training steps of this preset with these settings."):
+        try:
+            st.session_state[key] = _measured_speed(key, spec)
+        except (ValueError, RuntimeError) as e:
+            st.error(f"Could not time it: {' '.join(str(e).split())[:200]}")
+            return
+        st.rerun()
 
 
 def _curves(records: list[dict]) -> go.Figure | None:
@@ -131,7 +168,7 @@ def _actions(store: jobs.JobStore, status: dict) -> None:
     job_id = status["id"]
     c1, c2, c3 = st.columns(3)
     try:
-        if status["state"] in jobs.ACTIVE and c1.button("Cancel", key=f"train_cancel_{job_id}"):
+        if status["state"] in jobs.ACTIVE and not status.get("cancelling") and c1.button("Cancel", key=f"train_cancel_{job_id}"):
             store.cancel(job_id)
             st.rerun(scope="app")
         if status["resumable"]:
@@ -158,15 +195,22 @@ def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
     if was_active and status["state"] not in jobs.ACTIVE:
         st.rerun(scope="app")  # it just ended: refresh the list and stop refreshing
     state = status["state"]
-    st.markdown(f"**{STATE_ICONS.get(state, '')} {job_id}** — {status.get('preset', '?')} — **{state}**")
+    label = jobs_view.state_label(status)
+    st.markdown(f"**{STATE_ICONS.get(label, STATE_ICONS.get(state, ''))} {job_id}** — {status.get('preset', '?')} — **{label}**")
     epochs = status.get("epochs") or "?"
-    st.progress(status["progress"], text=f"epoch {status['epoch']}/{epochs} · ETA {_fmt_seconds(status['eta_s'])}")
+    st.progress(status["progress"], text=f"epoch {status['epoch']}/{epochs} · ETA {jobs_view.fmt_seconds(status['eta_s'])}")
+    if status.get("cancelling"):
+        st.caption("Stopping at the end of the current batch; the best checkpoint so far is kept and the job can be resumed.")
     if status["message"]:
         (st.error if state in ("failed", "crashed") else st.caption)(status["message"])
+    records = store.metrics(job_id)
+    warning = jobs_view.near_zero_warning(status, records)
+    if warning:
+        st.warning(warning)
     _actions(store, status)
-    fig = _curves(store.metrics(job_id))
+    fig = _curves(records)
     if fig is not None:
-        st.plotly_chart(fig, key=f"train_curves_{job_id}")
+        st.plotly_chart(fig, key=f"train_curves_{job_id}", config=CHART_CONFIG)
     if status["checkpoint"]:
         st.caption(f"Best checkpoint: `{status['checkpoint']}`")
     st.code(store.log_tail(job_id, 30) or "(no output yet)", language=None)
@@ -178,7 +222,8 @@ def _jobs(store: jobs.JobStore) -> None:
     if not rows:
         st.info("No jobs yet: launch one on the left.")
         return
-    st.dataframe([{"id": r["id"], "state": f"{STATE_ICONS.get(r['state'], '')} {r['state']}",
+    st.dataframe([{"id": r["id"], "state": f"{STATE_ICONS.get(jobs_view.state_label(r), STATE_ICONS.get(r['state'], ''))} "
+                   f"{jobs_view.state_label(r)}",
                    "preset": r.get("preset"), "epoch": f"{r['epoch']}/{r.get('epochs') or '?'}",
                    "best val loss": r.get("best_val_loss"), "message": r["message"]} for r in rows],
                  hide_index=True, key="train_table")
@@ -187,7 +232,7 @@ def _jobs(store: jobs.JobStore) -> None:
         st.session_state["train_job"] = ids[0]
     by_id = {r["id"]: r for r in rows}
     job_id = st.selectbox("Job", ids, key="train_job",
-                          format_func=lambda i: f"{i} · {by_id[i].get('preset', '?')} · {by_id[i]['state']}")
+                          format_func=lambda i: f"{i} · {by_id[i].get('preset', '?')} · {jobs_view.state_label(by_id[i])}")
     active = by_id[job_id]["state"] in jobs.ACTIVE
     if active:
         st.fragment(_live, run_every=REFRESH_S)(store, job_id, True)

@@ -1,0 +1,163 @@
+"""What the Train page shows about jobs, as plain functions: the launch form's defaults (from the
+training config, never the page's own numbers), how long a run will take before it is launched,
+how a job's state reads, and when a finished job deserves a warning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .. import jobs
+from ..data import DATASETS
+from ..paths import SHIPPED_CHECKPOINTS, jobs_dir
+from ..presets import PRESETS, create_model
+from ..training import TrainConfig, hardware_name, pick_device
+
+NEAR_ZERO_IOU = 0.05  # a finished job whose FG-IoU is below this learnt (almost) nothing
+VAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only)
+
+
+def form_defaults() -> dict:
+    """The launch form's starting values: every JobSpec field's default, with the training fields
+    taken from `TrainConfig()` (the one source of training defaults: a change there changes the
+    form). Fields the form has no widget for travel with the spec as they are."""
+    out = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+           for f in dataclasses.fields(jobs.JobSpec)
+           if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
+    train = TrainConfig()
+    out.update({f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig) if f.name in out})
+    return out
+
+
+def spec_from_form(preset: str, values: dict) -> jobs.JobSpec:
+    """A JobSpec from the form's values on top of `form_defaults()` (unknown keys are dropped)."""
+    return jobs.JobSpec.from_dict({**form_defaults(), **values, "preset": preset})
+
+
+# ------------------------------------------------------------------------ run time
+
+@dataclass(frozen=True)
+class Speed:
+    """Training throughput: images per second of a whole epoch (its validation included when
+    `per_epoch`), and where the number comes from, in words."""
+
+    images_per_s: float
+    source: str
+    per_epoch: bool = False
+
+
+def split_sizes(spec: jobs.JobSpec) -> tuple[int, int] | None:
+    """(training, validation) images per epoch of a generated-data job; None for an .npz job."""
+    if spec.npz:
+        return None
+    paper = DATASETS.get(PRESETS.get(spec.preset).dataset).paper_splits
+    return spec.n_train or paper[0], spec.n_val or paper[1]
+
+
+def recorded_speed(preset: str, device: str = "cpu") -> Speed | None:
+    """The speed of a finished run of `preset` on hardware like this machine's: shipped checkpoints
+    and this machine's jobs record each epoch's seconds and their training-set size."""
+    from ..checkpoint import CheckpointError, read_checkpoint
+
+    here = hardware_name(pick_device(device))
+    found = []
+    for path in [*sorted(SHIPPED_CHECKPOINTS.glob("*.pt")), *sorted(jobs_dir().glob("*/best.pt"))]:
+        try:
+            ck = read_checkpoint(path)
+        except CheckpointError:
+            continue
+        meta = ck.get("meta") or {}
+        secs = [r.get("seconds") for r in meta.get("history") or [] if r.get("seconds") and not r.get("partial")]
+        n = (meta.get("splits") or {}).get("train")
+        if ck.get("preset") == preset and meta.get("hardware") == here and secs and n:
+            found.append((n * len(secs) / sum(secs), path.stem if path.name != "best.pt" else f"job {path.parent.name}"))
+    if not found:
+        return None
+    ips, where = max(found)
+    return Speed(ips, f"recorded by {where} on this kind of machine ({here})", per_epoch=True)
+
+
+def measure_speed(spec: jobs.JobSpec, batch: int = 8, steps: int = 2) -> Speed:
+    """Time `steps` training steps of the spec's model on random images (after one warm-up step)
+    with its device, engine and precision → images per second (seconds of work)."""
+    from ..training import Trainer
+
+    model = create_model(spec.preset, **spec.model_overrides())
+    C, S, N = model.config.in_channels, model.config.image_size, model.config.num_classes
+    b = max(1, min(batch, spec.batch_size))
+    x = torch.rand(b * (steps + 1), C, S, S)
+    y = torch.randint(0, N, (b * (steps + 1), S, S))
+    cfg = TrainConfig(epochs=1, batch_size=b, device=spec.device, amp=spec.amp, engine=spec.engine)
+    trainer = Trainer(model, (x[:b], y[:b]), (x[:1], y[:1]), cfg)
+    trainer.train_epoch()  # warm-up: kernels, allocator
+    trainer.train_data = (x[b:], y[b:])
+    t0 = time.perf_counter()
+    trainer.train_epoch()
+    ips = b * steps / (time.perf_counter() - t0)
+    return Speed(ips, f"measured now: {steps} training steps of {b} images on {hardware_name(trainer.device)}")
+
+
+def estimate_seconds(spec: jobs.JobSpec, speed: Speed | None) -> tuple[float | None, str]:
+    """(seconds the run will take at most, how that was worked out). The time budget caps it; early
+    stopping can end a run sooner. None when there is neither a budget nor a speed to go on."""
+    budget = spec.max_minutes * 60 if spec.max_minutes else None
+    sizes = split_sizes(spec)
+    if speed is None or sizes is None:
+        if budget:
+            return budget, "the time budget"
+        return None, "no speed known for this preset on this machine yet: measure it"
+    n_train, n_val = sizes
+    per_epoch = n_train / speed.images_per_s * (1 if speed.per_epoch else 1 + VAL_COST * n_val / n_train)
+    total = spec.epochs * per_epoch
+    how = (f"{spec.epochs} epochs × {n_train:,} images at {speed.images_per_s:.3g} images/s "
+           f"({fmt_seconds(per_epoch)} an epoch; {speed.source})")
+    if budget and budget < total:
+        return budget, f"the time budget (the epochs alone would take {fmt_seconds(total)}: {how})"
+    return total, how
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    s = int(round(s))
+    if s >= 86_400:
+        return f"{s // 86_400}d {s % 86_400 // 3600:02d}h"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+# ---------------------------------------------------------------------------- states
+
+def state_label(status: dict) -> str:
+    """How a job's state reads: "cancelling…" from the moment Cancel is pressed until the worker
+    stops (it does at its next batch), else the state itself."""
+    if status.get("cancelling"):
+        return "cancelling…"
+    return status.get("state", "?")
+
+
+def finished_fg_iou(status: dict, records: list[dict]) -> float | None:
+    """A finished job's FG-IoU: its best checkpoint's stored test metric, else the best validation
+    value of its epochs; None for jobs not finished or without numbers."""
+    if status.get("state") != "finished":
+        return None
+    if status.get("checkpoint"):
+        from .catalog import describe
+
+        e = describe(status["checkpoint"])
+        if e is not None and e.metrics and e.metrics.get("fg_iou") is not None:
+            return float(e.metrics["fg_iou"])
+    vals = [r["val_fg_iou"] for r in records if isinstance(r.get("val_fg_iou"), (int, float))]
+    return max(vals) if vals else None
+
+
+def near_zero_warning(status: dict, records: list[dict]) -> str | None:
+    """One line when a finished job learnt (almost) nothing: FG-IoU ≈ 0 means it labels the shapes'
+    pixels wrong, usually as background everywhere."""
+    v = finished_fg_iou(status, records)
+    if v is None or v >= NEAR_ZERO_IOU:
+        return None
+    return (f"FG-IoU {v:.3f} ≈ 0: this model labels almost every shape pixel wrong (most likely it calls "
+            "everything background). Train longer — more epochs or images — or resume this job with more epochs.")
