@@ -1,5 +1,7 @@
-"""A real browser against a real `streamlit run app.py`: deep links to the pages load, and a stroke
-drawn on the Explore canvas comes back as a segmentation.
+"""A real browser against a real `streamlit run app.py`: deep links to the pages load; shapes drawn
+with the data sets' tools come back read as the class they are (a tetromino drawn with the block
+tool as J/L, a written 7 as digit 7, on the shipped models); the sample's data set follows the
+model; a job being cancelled says so at once.
 
 Needs Debian's `chromium` and `chromium-driver` (or any Chrome + matching chromedriver on PATH) and
 the `selenium` package; skipped, saying which is missing, where they cannot be found.
@@ -24,7 +26,7 @@ CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-qu
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--disable-dev-shm-usage", "--window-size=1500,1800")
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.browser
 
 # All canvases, including those inside the component's shadow root.
 FIND_CANVASES = """
@@ -100,6 +102,7 @@ def browser():
     profile = tempfile.mkdtemp(prefix="waveviz-chromium-")
     opts = Options()
     opts.binary_location = browser_bin
+    opts.page_load_strategy = "none"  # `get` returns at once; the tests wait for what they need on the page
     for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
         opts.add_argument(flag)
     d = webdriver.Chrome(service=Service(driver_bin), options=opts)
@@ -110,19 +113,41 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _wait_for(d, predicate, what: str, timeout: float = 60):
+def _wait_for(d, predicate, what: str, timeout: float = 240):  # generous: a cold app on a busy 2-core machine
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.3)
-    text = d.execute_script("return document.body.innerText")
+    text = _text(d)
     raise AssertionError(f"timed out waiting for {what}; the page says: {text[:1500]}")
 
 
 def _text(d) -> str:
-    return d.execute_script("return document.body.innerText")
+    return d.execute_script("return document.body ? document.body.innerText : ''")
+
+
+def _canvas(d):
+    return _wait_for(d, lambda: [c for c in d.execute_script(FIND_CANVASES)
+                                 if "upper-canvas" in (c.get_attribute("class") or "")], "the drawing canvas")[0]
+
+
+def _cell(canvas, row: int, col: int) -> tuple[int, int]:
+    """Offset from the canvas centre to the centre of block-grid cell (row, col): 35 px a cell."""
+    return int(35 * col + 17.5 - canvas.size["width"] / 2), int(35 * row + 17.5 - canvas.size["height"] / 2)
+
+
+def _run(d) -> None:
+    """Press Run once the last stroke has reached the page (its preview is drawn, Run is enabled)."""
+    from selenium.webdriver.common.by import By
+
+    def enabled():
+        b = [b for b in d.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Run the model"]
+        return b[0] if b and b[0].is_enabled() and "nothing drawn" not in _text(d) else None
+
+    time.sleep(1.0)  # the canvas sends a stroke 200 ms after mouse-up; its fragment then reruns
+    _wait_for(d, enabled, "an enabled Run button").click()
 
 
 def test_drawing_a_stroke_gives_a_segmentation(server, browser):
@@ -130,17 +155,110 @@ def test_drawing_a_stroke_gives_a_segmentation(server, browser):
 
     d = browser
     d.get(f"{server}/Explore?src=Draw&model=job-tiny-nwm")  # a deep link straight to the page
-    _wait_for(d, lambda: "Draw a shape" in _text(d), "the empty canvas prompt")
-    upper = _wait_for(d, lambda: [c for c in d.execute_script(FIND_CANVASES) if "upper-canvas" in (c.get_attribute("class") or "")],
-                      "the drawing canvas")[0]
+    _wait_for(d, lambda: "press Run the model" in _text(d), "the empty canvas prompt", timeout=600)  # cold start
+    upper = _canvas(d)
     ActionChains(d).move_to_element_with_offset(upper, -70, -60).click_and_hold() \
         .move_by_offset(50, 10).move_by_offset(40, 50).move_by_offset(-30, 60).move_by_offset(-50, -40) \
         .release().perform()
-    _wait_for(d, lambda: "took the 320×320 drawing" in _text(d) and "prediction" in _text(d),
+    _run(d)
+    _wait_for(d, lambda: "took the 320×320 drawing (blocks tool, tetrominoes)" in _text(d) and "prediction" in _text(d),
               "a segmentation of the drawing")
     text = _text(d)
     assert "Traceback" not in text and "Error" not in text.split("Explore the waves", 1)[-1][:200]
-    assert "The waves" in text and "Timings:" in text
+    assert "The waves" in text and "Timings:" in text and "The model reads:" in text
+
+
+def test_a_tetromino_drawn_with_the_block_tool_reads_as_JL(server, browser):
+    """Three clicks down a column and a drag to the right: an L, on the shipped Tetrominoes NWM."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    d = browser
+    d.get(f"{server}/Explore?src=Draw&model=nwm-linear-tetrominoes")
+    _wait_for(d, lambda: "Blocks tool" in _text(d), "the block tool")
+    canvas = _canvas(d)
+    for r, c in ((2, 3), (3, 3)):
+        ActionChains(d).move_to_element_with_offset(canvas, *_cell(canvas, r, c)).click().perform()
+        time.sleep(0.4)
+    (x0, y0), (x1, y1) = _cell(canvas, 4, 3), _cell(canvas, 4, 4)
+    ActionChains(d).move_to_element_with_offset(canvas, x0, y0).click_and_hold().move_by_offset(x1 - x0, 0) \
+        .release().perform()
+    _run(d)
+    _wait_for(d, lambda: "The model reads:" in _text(d), "the model's reading", timeout=180)
+    text = _text(d)
+    assert "(4 filled)" in text and "The model reads: J/L" in text, text[text.find("The model reads"):][:200]
+
+
+def test_a_written_seven_reads_as_digit_7(server, browser):
+    """A 7 in two strokes, written large, on the shipped MNIST NWM: sized and centred as MNIST's were."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    d = browser
+    d.get(f"{server}/Explore?src=Draw&model=nwm-linear-mnist")
+    _wait_for(d, lambda: "Digit tool" in _text(d), "the digit tool")
+    canvas = _canvas(d)
+    ActionChains(d).move_to_element_with_offset(canvas, -70, -90).click_and_hold().move_by_offset(70, 0) \
+        .move_by_offset(70, 0).release().perform()  # the bar
+    time.sleep(0.5)
+    chain = ActionChains(d).move_to_element_with_offset(canvas, 70, -90).click_and_hold()
+    for _ in range(6):  # the stem, down to the lower left
+        chain = chain.move_by_offset(-10, 30)
+    chain.release().perform()
+    _run(d)
+    _wait_for(d, lambda: "The model reads:" in _text(d), "the model's reading", timeout=180)
+    text = _text(d)
+    assert "placed in 28×28 with the centre of mass at the centre" in text
+    assert "The model reads: digit 7" in text, text[text.find("The model reads"):][:200]
+
+
+def test_switching_models_the_sample_follows(server, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    d = browser
+    d.get(f"{server}/Explore?model=nwm-linear-mnist")
+    _wait_for(d, lambda: "drew mnist sample" in _text(d), "an MNIST sample")
+    box = _wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input'),
+                    "the model picker")[0]
+    box.click()
+    box.send_keys("nwm-fft-polygons")
+    box.send_keys(Keys.ENTER)
+    _wait_for(d, lambda: "drew polygons sample" in _text(d) and "model=nwm-fft-polygons" in d.current_url,
+              "the sample to follow the model to Polygons", timeout=180)
+    shown = _wait_for(d, lambda: d.execute_script(
+        "return [...document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stSelectbox\"]')]"
+        ".map(e => e.innerText).join('|')"), "the data-set box")
+    assert "polygons" in shown and "mnist" not in shown  # the box says so too
+    _wait_for(d, lambda: "The model reads:" in _text(d) and "FG-IoU" in _text(d).split("The model reads:")[-1],
+              "the polygon's reading and its metrics (its own set: a true mask)")
+
+
+def test_cancelling_a_job_says_so_at_once(server, browser, tiny_home, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    from waveviz.jobs import JobSpec, JobStore
+
+    from .test_jobs import TINY, tiny_npz
+
+    store = JobStore(tiny_home / "jobs")
+    job = store.submit(JobSpec(preset="nwm-linear-polygons", npz=tiny_npz(tmp_path / "tiny.npz"), epochs=10_000,
+                               batch_size=8, device="cpu", overrides=TINY))
+    try:
+        _wait_for(browser, lambda: store.status(job)["state"] == "running" and store.status(job)["epoch"] >= 1,
+                  "the job to run", timeout=180)
+        d = browser
+        d.get(f"{server}/Train")
+        _wait_for(d, lambda: f"{job}" in _text(d) and "running" in _text(d), "the running job")
+        cancel = _wait_for(d, lambda: [b for b in d.find_elements(By.CSS_SELECTOR, "button") if b.text.strip() == "Cancel"],
+                           "the Cancel button")[0]
+        t0 = time.time()
+        cancel.click()
+        _wait_for(d, lambda: "cancelling…" in _text(d), "cancelling…", timeout=10)
+        assert time.time() - t0 < 5
+        _wait_for(d, lambda: store.status(job)["state"] == "canceled", "the job to stop", timeout=120)
+    finally:
+        if store.status(job)["state"] in ("queued", "running"):
+            store.cancel(job)
+            store.wait(job, timeout=120)
 
 
 def test_clicking_a_pixel_measures_it(server, browser):
@@ -164,8 +282,17 @@ def test_clicking_a_pixel_measures_it(server, browser):
 
 def test_deep_link_to_compare(server, browser):
     d = browser
-    d.get(f"{server}/Compare?models=job-tiny-nwm&models=job-tiny-lstm")
+    d.get(f"{server}/Compare?models=job-tiny-nwm&models=job-tiny-lstm")  # read from the URL, not a label
     _wait_for(d, lambda: "Their hidden states, on one clock" in _text(d) and "Timings:" in _text(d), "the comparison")
     text = _text(d)
     assert "job-tiny-nwm" in text and "job-tiny-lstm" in text and "Traceback" not in text  # the chosen models
     assert "Metrics on this input" in text
+
+
+def test_sidebar_names_the_home_page_and_no_deploy_button(server, browser):
+    d = browser
+    d.get(f"{server}/Results")  # a deep link first after the start: no fallback to the page list
+    _wait_for(d, lambda: "paper Acc / IoU / Loss" in _text(d), "the results table")
+    nav = d.execute_script("return document.querySelector('[data-testid=\"stSidebarNav\"]').innerText")
+    assert "Home" in nav.split() and "app" not in nav.split()  # (the icons' names are in the text too)
+    assert "Deploy" not in _text(d)

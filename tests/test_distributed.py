@@ -28,13 +28,13 @@ def test_torchrun_two_cpu_processes_match_one(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WAVEVIZ_DEBUG", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "waveviz",
-           "train", "nwm-linear-polygons", "--data", npz, "--epochs", "2", "--batch-size", "10", "--device", "cpu",
+           "train", "nwm-linear-polygons", "--data", npz, "--recipe", "paper", "--epochs", "2", "--batch-size", "10", "--device", "cpu",
            *SET, "--out", str(out)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
 
     one = train_preset("nwm-linear-polygons", str(tmp_path / "one.pt"), data=DataConfig(dataset="polygons", npz=npz),
-                       train=TrainConfig(epochs=2, batch_size=10, device="cpu"), overrides=TINY)
+                       train=TrainConfig.from_recipe("paper", epochs=2, batch_size=10, device="cpu"), overrides=TINY)
     ddp = read_checkpoint(out)
     assert ddp["meta"]["world_size"] == 2 and ddp["meta"]["hardware"].startswith("2 × cpu")
     for a, b in zip(one["history"], ddp["meta"]["history"], strict=True):

