@@ -56,7 +56,7 @@ def test_form_defaults_are_the_training_configs(home, monkeypatch):
 
 
 def test_estimate_before_launch(home):
-    spec = JobSpec(preset="nwm-linear-tetrominoes", epochs=10, n_train=1000, n_val=100)
+    spec = JobSpec(preset="nwm-linear-tetrominoes", epochs=10, n_train=1000, n_val=100, max_minutes=None)  # no budget: epochs decide
     speed = jobs_view.Speed(10.0, "test", per_epoch=True)
     s, how = jobs_view.estimate_seconds(spec, speed)
     assert s == pytest.approx(10 * 1000 / 10.0) and "10 epochs × 1,000 images at 10 images/s" in how

@@ -96,11 +96,15 @@ def _launch_form(store: jobs.JobStore) -> None:
                                     key="train_n_val")
         else:
             n_train = n_val = 0
-    spec = jobs_view.spec_from_form(preset, dict(
-        npz=npz, readout=readout if readout != p.readout else None, epochs=int(epochs), batch_size=int(batch),
-        lr=float(lr), seed=int(seed), device=device, amp=amp, engine=engine, patience=int(patience),
-        max_minutes=float(minutes) or None, n_train=int(n_train) or None, n_val=int(n_val) or None,
-        overrides={"T": int(T)} if T else {}, nproc=int(nproc)))
+    try:
+        spec = jobs_view.spec_from_form(preset, dict(
+            npz=npz, readout=readout if readout != p.readout else None, epochs=int(epochs), batch_size=int(batch),
+            lr=float(lr), seed=int(seed), device=device, amp=amp, engine=engine, patience=int(patience),
+            max_minutes=float(minutes) or None, n_train=int(n_train) or None, n_val=int(n_val) or None,
+            overrides={"T": int(T)} if T else {}, nproc=int(nproc)))
+    except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
+        st.error(str(e))
+        return
     _estimate(spec)
     if not st.button("Launch", type="primary", key="train_launch"):
         return
