@@ -226,7 +226,8 @@ def test_switching_models_the_sample_follows(server, browser):
               "the sample to follow the model to Polygons", timeout=180)
     shown = _wait_for(d, lambda: d.execute_script(
         "return [...document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stSelectbox\"]')]"
-        ".map(e => e.innerText).join('|')"), "the data-set box")
+        ".map(e => e.innerText + ' ' + [...e.querySelectorAll('input')].map(i => i.value || i.placeholder || '').join(' '))"
+        ".join('|')"), "the data-set box")
     assert "polygons" in shown and "mnist" not in shown  # the box says so too
     _wait_for(d, lambda: "The model reads:" in _text(d) and "FG-IoU" in _text(d).split("The model reads:")[-1],
               "the polygon's reading and its metrics (its own set: a true mask)")
@@ -285,14 +286,17 @@ def test_deep_link_to_compare(server, browser):
     d.get(f"{server}/Compare?models=job-tiny-nwm&models=job-tiny-lstm")  # read from the URL, not a label
     _wait_for(d, lambda: "Their hidden states, on one clock" in _text(d) and "Timings:" in _text(d), "the comparison")
     text = _text(d)
-    assert "job-tiny-nwm" in text and "job-tiny-lstm" in text and "Traceback" not in text  # the chosen models
+    assert "job tiny-nwm" in text and "job tiny-lstm" in text and "Traceback" not in text  # the chosen models, by label
     assert "Metrics on this input" in text
 
 
 def test_sidebar_names_the_home_page_and_no_deploy_button(server, browser):
+    from selenium.webdriver.common.by import By
+
     d = browser
     d.get(f"{server}/Results")  # a deep link first after the start: no fallback to the page list
-    _wait_for(d, lambda: "paper Acc / IoU / Loss" in _text(d), "the results table")
+    _wait_for(d, lambda: "Class-averaged spectra" in _text(d) and d.find_elements(
+        By.CSS_SELECTOR, '[data-testid="stDataFrame"]'), "the results table")  # (its cells are drawn on a canvas)
     nav = d.execute_script("return document.querySelector('[data-testid=\"stSidebarNav\"]').innerText")
     assert "Home" in nav.split() and "app" not in nav.split()  # (the icons' names are in the text too)
     assert "Deploy" not in _text(d)

@@ -309,15 +309,15 @@ def test_page_refuses_queues_and_cancels(home):
     at.selectbox(key="train_data").select("an .npz file").run()
     at.text_input(key="train_npz").input(npz)
     at.selectbox(key="train_preset").select("nwm-linear-polygons")
-    at.number_input(key="train_lr").set_value(0.0)
-    at = at.button(key="train_launch").click().run()
+    at = at.number_input(key="train_lr").set_value(0.0).run()
     assert not at.exception and at.error[0].value == "lr must be a number > 0 and ≤ 1e+06, got 0.0"
+    assert not any(b.key == "train_launch" for b in at.button)  # nothing to launch while a setting is refused
     assert len(store.ids()) == 1
 
     at.number_input(key="train_lr").set_value(1e-3)
     at.number_input(key="train_epochs").set_value(3)
     assert at.selectbox(key="train_engine").value == "auto"
-    at.selectbox(key="train_engine").select("fast-bf16")
+    at = at.selectbox(key="train_engine").select("fast-bf16").run()
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     job = store.ids()[-1]
