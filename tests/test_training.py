@@ -231,3 +231,29 @@ def test_one_set_of_training_defaults_for_cli_jobs_and_api():
     c = train_config_from(p.parse_args(["--max-minutes", "off", "--points", "0.25", "--lr", "2e-3", "--grad-clip", "none"]))
     assert (c.recipe, c.max_minutes, c.points, c.lr, c.grad_clip, c.batch_size) == ("fast", None, 0.25, 2e-3, None, 16)
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(JobSpec.train_fields())
+
+
+@pytest.mark.slow
+def test_init_starts_from_a_checkpoints_weights_and_says_so(tmp_path):
+    """--init fine-tunes: the first step starts from the given weights (not a fresh init), the
+    metadata names where they came from, a resume keeps that; another model is refused in one line."""
+    from waveviz.checkpoint import CheckpointError
+
+    kw = dict(data=DataConfig("polygons", n_train=8, n_val=4, n_test=0), overrides={"head": (16,)})
+    first = str(tmp_path / "first.pt")
+    train_preset("cnn2-polygons", first, train=TrainConfig(epochs=1, batch_size=8, seed=3), **kw)
+    start, _ = load_checkpoint(first)
+    out = str(tmp_path / "tuned.pt")
+    model_before = copy.deepcopy(start)
+    info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=1, batch_size=8, seed=5, lr=1e-12,
+                                                                warmup=0.0), init=first, **kw)
+    tuned, ck = load_checkpoint(out)
+    for a, b in zip(model_before.state_dict().values(), tuned.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)  # a learning rate of ~0 keeps the initial weights
+    assert info["init"]["path"] == "first.pt" and info["init"]["preset"] == "cnn2-polygons"
+    assert ck["meta"]["init"]["data_version"] == 2
+    info = train_preset("cnn2-polygons", out, train=TrainConfig(epochs=2, batch_size=8), resume=True, **kw)
+    assert info["init"]["path"] == "first.pt"
+    with pytest.raises(CheckpointError, match="differs from this one .*head"):
+        train_preset("cnn2-polygons", str(tmp_path / "x.pt"), train=TrainConfig(epochs=1, batch_size=8),
+                     init=first, data=kw["data"], overrides={"head": (8,)})

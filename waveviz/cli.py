@@ -288,6 +288,7 @@ def _train(sub):
     p.add_argument("--mnist-dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set T=50")
     p.add_argument("--resume", action="store_true", help="continue from OUT.last when it exists")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
     p.add_argument("--out", required=True, help="CKPT.pt")
     p.set_defaults(func=run_train)
 
@@ -304,7 +305,7 @@ def run_train(args) -> int:
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = train_config_from(args)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
-                        resume=args.resume, callbacks=[ProgressBar(), wave_share_probe])
+                        resume=args.resume, callbacks=[ProgressBar(), wave_share_probe], init=args.init)
     from .distributed import launch_env
 
     if not launch_env().is_main:  # under torchrun only rank 0 reports

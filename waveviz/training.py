@@ -470,8 +470,11 @@ def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:
 
 
 def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train: TrainConfig | None = None,
-                 overrides: dict | None = None, resume: bool = False, callbacks: list[Callback] | None = None) -> dict:
+                 overrides: dict | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
+                 init: str | None = None) -> dict:
     """Train preset `preset` and write its best weights to `out` (and resume state to `out.last`).
+    `init`: start from this checkpoint's weights (fine-tuning; its model config must be this one's),
+    recorded in the metadata as `init`.
 
     Returns the checkpoint metadata (also stored in the file): preset, config, data, seed, epochs,
     metrics on the held-out test split, hardware, wall time, history.
@@ -489,16 +492,36 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     torch.manual_seed(train.seed)
     model = create_model(preset, **overrides)
     cfg = model.config
+    init_info = init_weights(model, init) if init else None
     for name, split in splits.items():
         split.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size,
                         what=f"{data.npz or data.dataset} ({name})")
     tensors = {k: to_tensors(v) for k, v in splits.items()}
     with distributed.process_group(pick_device(train.device).type):
-        return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks)
+        return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks, init_info)
+
+
+def init_weights(model: torch.nn.Module, path: str) -> dict:
+    """Load a checkpoint's weights into `model` (strict keys; the checkpoint's model config must
+    equal the model's) → what the metadata records about where the weights came from."""
+    ckpt = read_checkpoint(path)
+    mine = asdict(model.config)
+    if ckpt["model"] != model.family or ckpt["config"] != mine:
+        diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
+        raise CheckpointError(f"{path}: a {ckpt['model']} model that differs from this one "
+                              f"({', '.join(diff) or 'family'}); --init needs the same model")
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+    meta = ckpt.get("meta", {})
+    return {"path": os.path.basename(path), "preset": ckpt["preset"], "data_version": meta.get("data_version", 1),
+            "epochs": meta.get("epochs"), "images_seen": (meta.get("history") or [{}])[-1].get("images_seen"),
+            "wall_time_s": meta.get("wall_time_s"), "hardware": meta.get("hardware")}
 
 
 def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, data: DataConfig, train: TrainConfig,
-                  resume: bool, callbacks: list[Callback] | None) -> dict:
+                  resume: bool, callbacks: list[Callback] | None, init_info: dict | None = None) -> dict:
     """The training half of `train_preset`, run by every process; rank 0 writes the files."""
     trainer = Trainer(model, tensors["train"], tensors["val"], train, callbacks)
     last_path = out + ".last"
@@ -509,6 +532,7 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
         if last["preset"] != preset:
             raise CheckpointError(f"{last_path}: was made for preset {last['preset']}, not {preset}")
         trainer.load_state_dict(last["trainer"])
+        init_info = init_info or last.get("meta", {}).get("init")
         before = str(last.get("meta", {}).get("hardware") or "")
         if before and hardware not in before.split(" + "):  # a run continued elsewhere names both
             hardware = f"{before} + {hardware}"
@@ -521,7 +545,7 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
     def meta(status: str) -> dict:
         return {
             "preset": preset, "status": status, "dataset": data.dataset, "data": asdict(data),
-            "data_version": DATA_VERSION, "digits": digits,
+            "data_version": DATA_VERSION, "digits": digits, "init": init_info,
             "splits": {k: len(v) for k, v in splits.items()}, "train": asdict(train), "params": count_params(model),
             "epochs": trainer.epoch, "best_epoch": trainer.best_epoch, "best_val_loss": trainer.best_val_loss,
             "history": trainer.history, "hardware": hardware, "world_size": W, "wall_time_s": trainer.elapsed,
