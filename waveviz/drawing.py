@@ -17,7 +17,7 @@ A canvas drawing is (h, w, 4) uint8 RGBA on a transparent background: alpha is t
 eraser paints opaque black. Each tool → `Drawn` (the image at the data set's size, the steps taken
 in words, notes on what the model never saw). `redraw_*` turn data-set samples back into canvas
 drawings as a user would draw them (cells, vertices, strokes), to measure what the drawing path
-costs a model (`scripts/drawing_fidelity.py`).
+costs a model (`redraw_dataset`, `scripts/drawing_fidelity.py`).
 """
 from __future__ import annotations
 
@@ -261,7 +261,7 @@ def render_digits(rgba: np.ndarray, size: int = 128, *, digit: int = MULTI_DIGIT
         region |= shape
     notes = []
     if overlap:
-        notes.append("digits overlap or touch: in training they were always apart (draw them further apart)")
+        notes.append("digits overlap or touch: the tool tells digits apart by the gap between them (draw them further apart)")
     if k > 4:
         notes.append(f"{k} digits: the training images held 1 to 4")
     steps = [f"found {k} digit{'s' * (k > 1)} (groups of strokes)", *MNIST_STEPS,
@@ -480,3 +480,59 @@ def redraw_digits(mask: np.ndarray, *, px: int = 320, brush: int | None = None) 
             _pen_strokes(draw, thin(part), lambda r, c: ((c + 0.5) * s, (r + 0.5) * s), brush)
             labels.append(int(cls))
     return np.asarray(im), labels
+
+
+def majority_labels(drawn: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """True labels for a redrawn image: each drawn shape (S, S) bool component takes the commonest
+    label of the sample's mask (S, S) under it (its own redraw of that shape) → (S, S) int64."""
+    lab, k = ndimage.label(drawn)
+    truth = np.zeros(mask.shape, np.int64)
+    for p in range(1, k + 1):
+        part = lab == p
+        under = mask[ndimage.binary_dilation(part, iterations=2)]
+        under = under[under > 0]
+        truth[part] = np.bincount(under).argmax() if len(under) else 0
+    return truth
+
+
+def _redraw_tetrominoes(image, mask, px, rng):
+    canvas, truth, dropped = redraw_tetrominoes(image, mask, px=px, brush=TOOLS.get("tetrominoes").brush)
+    return canvas, lambda out: truth, dropped
+
+
+def _redraw_polygons(image, mask, px, rng):
+    return redraw_polygons(mask, px=px)[0], lambda out: majority_labels(out > 127, mask), 0
+
+
+def _redraw_mnist(image, mask, px, rng):  # written at 45–85 % of the canvas height, somewhere on it
+    canvas = redraw_digit(image, px=px, height=rng.uniform(0.45, 0.85), offset=tuple(rng.uniform(-0.08, 0.08, 2)),
+                          brush=TOOLS.get("mnist").brush)
+    return canvas, lambda out: np.where(out > 127, int(mask.max()), 0), 0  # the data set's rule: > 0.5
+
+
+def _redraw_multi_mnist(image, mask, px, rng):
+    canvas = redraw_digits(mask, px=px, brush=TOOLS.get("multi_mnist").brush)[0]
+    return canvas, lambda out: majority_labels(out > 127, mask), 0
+
+
+REDRAWS: dict[str, Callable] = {"tetrominoes": _redraw_tetrominoes, "polygons": _redraw_polygons,
+                                "mnist": _redraw_mnist, "multi_mnist": _redraw_multi_mnist}
+
+
+def redraw_dataset(dataset: str, images: np.ndarray, masks: np.ndarray, *, px: int = 320, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Data-set samples as a user would draw them in the app, through the data set's drawing tool:
+    images (n, S, S[, 3]) uint8 and masks (n, S, S) → (redrawn images, their true masks, pieces that
+    found no place on the block grid). Tetrominoes pieces are clicked and dragged onto the block
+    grid, Polygons' corners clicked, digits written along their skeletons with the tool's brush."""
+    tool, redraw = TOOLS.get(dataset), REDRAWS[dataset]
+    size = masks.shape[-1]
+    rng = np.random.default_rng(seed)
+    out_img, out_mask, dropped = [], [], 0
+    for img, mask in zip(images, masks):
+        canvas, truth, d = redraw(img, mask, px, rng)
+        out = tool.render(canvas, size).image
+        out_img.append(out)
+        out_mask.append(truth(out if out.ndim == 2 else out.max(-1)))
+        dropped += d
+    return np.stack(out_img), np.stack(out_mask).astype(np.int64), dropped

@@ -123,17 +123,23 @@ def _render() -> None:
         if C:
             ch = int(st.selectbox("Hidden channel", list(range(C)), key="ch", bind="query-params")) if C > 1 else 0
             n_frames = min(figures.MAX_FRAMES, max(r.hidden.shape[0] for r in results if r.hidden is not None))
-            panels = []
-            for p, r in zip(picked, results):
-                fr, steps = figures.compare_frames(r.hidden, ch, n_frames, figures.label_rgb(r.pred))
-                title = f"{p.short} (T = {p.model.config.T})" if r.hidden is not None else f"{p.short}: no waves"
-                panels.append(figures.ComparePanel(title, fr, steps))
+            panels = [_panel(p.key, mi.key, ch, n_frames, p, r) for p, r in zip(picked, results)]
             st.subheader("Their hidden states, on one clock")
             st.caption("Each panel shows one hidden channel on its own symmetric scale; the slider runs every model "
                        "through the same share of its run (an LSTM with T = 20 and an NWM with T = 100 stay in step). "
                        "A feed-forward model shows its prediction instead.")
             st.plotly_chart(figures.compare_figure(panels), key="cmp_waves", config={"displayModeBar": False})
     st.caption("Timings: " + timings.line())
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _panel(model_key: str, input_key: str, channel: int, n_frames: int, _p: common.Picked,
+           _r: common.RunResult) -> figures.ComparePanel:
+    """One model's column of the shared-clock animation, its frames encoded once per (model, input,
+    channel): a page change that keeps them sends the same pictures without re-encoding them."""
+    fr, steps = figures.compare_frames(_r.hidden, channel, n_frames, figures.label_rgb(_r.pred))
+    title = f"{_p.short} (T = {_p.model.config.T})" if _r.hidden is not None else f"{_p.short}: no waves"
+    return figures.ComparePanel(title, fr, steps)
 
 
 def _table(picked: list[common.Picked], results: list[common.RunResult], truth: np.ndarray | None) -> list[dict]:

@@ -503,6 +503,11 @@ class ComparePanel:
         fr = self.frames[f]
         return png_uri(fr) if fr.ndim == 3 else png_uri(fr, palette())
 
+    @functools.cached_property
+    def uris(self) -> tuple[str, ...]:
+        """Every frame's PNG data URI (encoded once per panel)."""
+        return tuple(self.uri(f) for f in range(len(self.frames)))
+
 
 def compare_frames(hidden: np.ndarray | None, channel: int, n_frames: int, fallback: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One model's frames on a shared clock of n_frames: frame f shows step ⌈(f + 1)/n_frames · T⌉
@@ -520,7 +525,7 @@ def compare_frames(hidden: np.ndarray | None, channel: int, n_frames: int, fallb
 def compare_figure(panels: Sequence[ComparePanel], *, frame_ms: int = BASE_FRAME_MS, height: int = 430) -> go.Figure:
     """Models side by side under one shared clock (one slider, one play button for all)."""
     M = len(panels)
-    uris = [[p.uri(f) for f in range(len(p.frames))] for p in panels]
+    uris = [p.uris for p in panels]
     data = [_on(_image(u[0]), i) for i, u in enumerate(uris)]
     timed = [i for i, p in enumerate(panels) if len(p.frames) > 1]
     F = max((len(panels[i].frames) for i in timed), default=1)

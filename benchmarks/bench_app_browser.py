@@ -1,0 +1,313 @@
+"""What a user waits for in the app, measured in a real headless Chromium against `streamlit run app.py`.
+
+    python benchmarks/bench_app_browser.py                       # this checkout, 3 repeats
+    python benchmarks/bench_app_browser.py --root /tmp/old-copy  # another checkout of the app (before/after)
+    python benchmarks/bench_app_browser.py --reeval              # also Results' "re-evaluate" (minutes)
+
+Each measurement starts at a user action (mouse-up, Enter, a click) timed in the page
+(`performance.now()`), and ends when the page shows the answer (the segmentation figure's
+pictures changed, a heading appeared) and when the script has settled (Streamlit's status widget
+says nothing is running). Warm: every measurement is repeated after a first, discarded one.
+
+  draw       Explore: a stroke on the canvas (and, where the page has one, a click on its Run
+             button straight after mouse-up) → the new segmentation
+  sample     Explore: a new sample seed (Enter) → the new segmentation
+  to_compare sidebar click Explore → Compare: the comparison's heading; settled
+  compare    Compare: a new sample seed → settled
+  to_results sidebar click → Results: the table; settled (the first, cold load is reported too)
+  reeval     Results: the "re-evaluate" toggle → settled (optional: minutes)
+
+Needs chromium + chromedriver (apt-get install chromium chromium-driver) and selenium. Uses the
+checkout's shipped checkpoints and an empty $WAVEVIZ_HOME.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+         "--disable-background-networking", "--window-size=1500,1800")
+MODEL = "nwm-linear-tetrominoes"
+
+# A signature of the pictures in the plotly figures whose text includes TITLE.
+SEG_SIGNATURE = """
+const figs = [...document.querySelectorAll('.js-plotly-plot')].filter(f => f.textContent.includes(TITLE));
+if (!figs.length) return '';
+return [...figs.flatMap(f => [...f.querySelectorAll('image')])].map(i => (i.getAttribute('href') || '').slice(-200)).join('|');
+"""
+WATCH = """
+const sig = () => { %s };
+window.__t = {base: sig(), changed: null, action: null, run: null};
+clearInterval(window.__iv);
+window.__iv = setInterval(() => { if (window.__t.changed === null && sig() !== window.__t.base)
+    window.__t.changed = performance.now(); }, 5);
+const app = document.querySelector('[data-test-script-state]');
+window.__t.ran = false; window.__t.settled = null;
+if (window.__obs) window.__obs.disconnect();
+window.__obs = new MutationObserver(() => {
+    const running = app.getAttribute('data-test-script-state') === 'running';
+    if (running) { window.__t.ran = true; window.__t.settled = null; }
+    else if (window.__t.ran && window.__t.settled === null) window.__t.settled = performance.now();
+});
+window.__obs.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+for (const ev of ['mouseup', 'keydown', 'click'])
+    document.addEventListener(ev, () => { if (window.__t.action === null) window.__t.action = performance.now(); },
+                              {capture: true, once: true});
+""" % SEG_SIGNATURE.replace("\n", " ")
+FIND_CANVAS = """
+const out = [];
+const walk = (root) => root.querySelectorAll('*').forEach(e => {
+    if (e.tagName === 'CANVAS' && (e.className || '').includes('upper-canvas')) out.push(e);
+    if (e.shadowRoot) walk(e.shadowRoot);
+});
+walk(document);
+return out;
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, WAVEVIZ_HOME=str(home), PYTHONPATH=str(root))
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, base
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("streamlit did not start")
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = next(p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p)
+    opts.page_load_strategy = "none"  # `get` returns at once; the measurements wait for what they need
+    for f in (*FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='bench-chromium-')}"):
+        opts.add_argument(f)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
+
+
+def wait(d, pred, what: str, timeout: float = 300.0, poll: float = 0.02):
+    end = time.time() + timeout
+    while time.time() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise TimeoutError(f"timed out waiting for {what}: {text(d)[:800]}")
+
+
+def text(d) -> str:
+    return d.execute_script("return document.body ? document.body.innerText : ''")
+
+
+def settled(d, quiet: float = 0.5, timeout: float = 600.0) -> float:
+    """Wait until the script, having run since the action, has stopped for `quiet` s (a rerun it
+    asks for counts as the same run) → performance.now() when it stopped."""
+    end = time.time() + timeout
+    while time.time() < end:
+        t, now = d.execute_script("return [window.__t.settled, performance.now()]")
+        if t is not None and now - t > quiet * 1000:
+            return t
+        time.sleep(0.02)
+    raise TimeoutError("the script did not settle")
+
+
+def idle(d, quiet: float = 1.0) -> None:
+    """Wait until the script has not been running for `quiet` s."""
+    since = time.time()
+    while time.time() - since < quiet:
+        if d.execute_script("return document.querySelector('[data-test-script-state]')"
+                            ".getAttribute('data-test-script-state') === 'running'"):
+            since = time.time()
+        time.sleep(0.05)
+
+
+def watch(d, title: str = "prediction") -> None:
+    """Start timing: the next mouse-up, key or click is the action; a change of the pictures in the
+    figures that show `title`, and the script's runs, are recorded against it."""
+    d.execute_script(WATCH.replace("TITLE", json.dumps(title)))
+
+
+def seg_changed(d) -> float | None:
+    return d.execute_script("return window.__t.changed")
+
+
+def elapsed(d, end_ms: float) -> float:
+    return (end_ms - d.execute_script("return window.__t.action")) / 1000
+
+
+RUN_BUTTON = "return [...document.querySelectorAll('button')].find(b => b.innerText.trim().startsWith('Run'))"
+CLICK_RUN = """
+const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim().startsWith('Run') && !b.disabled);
+if (b) { window.__t.run = performance.now(); b.click(); }
+return !!b;
+"""
+
+
+def stroke(d, i: int) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = wait(d, lambda: d.execute_script(FIND_CANVAS), "the canvas")[0]
+    dx, dy = -100 + 37 * (i % 5), -100 + 29 * (i % 6)
+    chain = ActionChains(d).move_to_element_with_offset(canvas, dx, dy).click_and_hold()
+    for mx, my in ((30, 0), (30, 0), (0, 30), (0, 30)):
+        chain = chain.move_by_offset(mx, my)
+    chain.release().perform()
+    if d.execute_script(RUN_BUTTON):  # the page waits for a Run: press it once the stroke is in, as a user would
+        settled(d, quiet=0.1)
+        wait(d, lambda: d.execute_script(CLICK_RUN), "an enabled Run button")
+
+
+def set_number(d, label: str, value: int, title: str = "prediction") -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait(d, lambda: d.find_elements(By.CSS_SELECTOR, f'input[aria-label="{label}"]'), label)[0]
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value))
+    watch(d, title)
+    box.send_keys(Keys.ENTER)
+
+
+def nav(d, label: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    link = wait(d, lambda: [a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
+                            if a.text.strip() == label], f"the sidebar link {label}")[0]
+    watch(d)
+    link.click()
+
+
+def measure(base: str, repeats: int, reeval: bool) -> dict[str, list[dict]]:
+    d = browser()
+    out: dict[str, list[dict]] = {k: [] for k in ("draw", "sample", "to_compare", "compare", "to_results", "reeval")}
+    try:
+        d.get(f"{base}/Explore?model={MODEL}&src=Draw")
+        wait(d, lambda: d.execute_script(FIND_CANVAS), "the canvas", timeout=900)  # cold: imports, kernels
+        idle(d)
+        for i in range(repeats + 1):
+            watch(d)
+            stroke(d, i)
+            t_seg = wait(d, lambda: seg_changed(d), "a new segmentation", timeout=120)
+            t_set = settled(d)
+            if i:
+                row = {"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)}
+                run = d.execute_script("return window.__t.run")
+                if run is not None:
+                    row["run_to_shown_s"] = (t_seg - run) / 1000
+                out["draw"].append(row)
+        d.get(f"{base}/Explore?model={MODEL}&src=Sample")
+        wait(d, lambda: "prediction" in text(d), "the segmentation")
+        idle(d)
+        for i in range(repeats + 1):
+            set_number(d, "Sample (seed)", 10 + i)
+            t_seg = wait(d, lambda: seg_changed(d), "a new sample's segmentation", timeout=120)
+            t_set = settled(d)
+            if i:
+                out["sample"].append({"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)})
+        for i in range(repeats + 1):
+            nav(d, "Compare")
+            t_shown = wait(d, lambda: "Their hidden states" in text(d) and d.execute_script("return performance.now()"),
+                           "the comparison")
+            t_set = settled(d)
+            if i:
+                out["to_compare"].append({"shown_s": elapsed(d, t_shown), "settled_s": elapsed(d, t_set)})
+            if i < repeats:
+                nav(d, "Explore")
+                wait(d, lambda: "prediction" in text(d), "Explore")
+                idle(d)
+        for i in range(repeats + 1):
+            set_number(d, "Sample (seed)", 20 + i, title="")
+            t_seg = wait(d, lambda: seg_changed(d), "a new comparison", timeout=120)
+            t_set = settled(d)
+            if i:
+                out["compare"].append({"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)})
+        for i in range(repeats + 1):
+            nav(d, "Results")
+            t_shown = wait(d, lambda: "paper" in text(d) and "FG-IoU" in text(d) and
+                           d.execute_script("return performance.now()"), "the results table")
+            t_set = settled(d)
+            out["to_results"].append({"shown_s": elapsed(d, t_shown), "settled_s": elapsed(d, t_set), "cold": i == 0})
+            if i < repeats:
+                nav(d, "Explore")
+                wait(d, lambda: "prediction" in text(d), "Explore")
+                idle(d)
+        if reeval:
+            from selenium.webdriver.common.by import By
+
+            toggle = next(e for e in d.find_elements(By.CSS_SELECTOR, "label") if "Re-evaluate" in e.text)
+            watch(d)
+            toggle.click()
+            t_set = settled(d)
+            out["reeval"].append({"settled_s": elapsed(d, t_set)})
+    finally:
+        d.quit()
+    return out
+
+
+def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for k, rows in results.items():
+        warm = [r for r in rows if not r.get("cold")]
+        cold = [r for r in rows if r.get("cold")]
+        s = {f"{m} median": statistics.median(r[m] for r in warm) for m in ("shown_s", "run_to_shown_s", "settled_s")
+             if warm and m in warm[0]}
+        s.update({f"{m} cold": cold[0][m] for m in ("shown_s", "settled_s") if cold})
+        if s:
+            out[k] = {m: round(v, 3) for m, v in s.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py to serve")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reeval", action="store_true", help="also time Results' re-evaluation (minutes)")
+    ap.add_argument("--out", type=Path, help="write the raw timings and the summary as JSON here")
+    a = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="bench-home-"))
+    proc, base = start_server(a.root.resolve(), home)
+    try:
+        results = measure(base, a.repeats, a.reeval)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    report = {"root": str(a.root), "load_average": os.getloadavg(), "summary": summary(results), "raw": results}
+    print(json.dumps(report["summary"], indent=1))
+    if a.out:
+        a.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
