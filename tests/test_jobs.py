@@ -135,6 +135,9 @@ def test_a_time_budget_finishes_a_job_early(home, npz):
     st = store.wait(job, timeout=60)
     assert st["state"] == "finished", st["message"]
     assert 1 <= st["epoch"] < 100_000 and st["checkpoint"]
+    curve = store.curve(job)  # the live learning curve: a point at the first step, then every 5 s
+    assert curve and curve[0]["images_seen"] > 0 and all(p["train_loss"] > 0 for p in curve)
+    assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
 
 
 @pytest.mark.slow
@@ -269,6 +272,9 @@ def test_progress_and_series():
     assert jobs.progress({"state": "running", "epoch": 1, "epochs": 4, "step": 5, "steps": 10,
                           "eta_s": 30.0, "eta_at": time.time()})[0] == pytest.approx(1.5 / 4)
     assert jobs.progress({"state": "finished", "epoch": 2, "epochs": 4}) == (1.0, 0.0)
+    # 300 epochs under a 10-minute budget: 6 minutes spent is 60 % done, whatever the epoch count says
+    assert jobs.progress({"state": "running", "epoch": 1, "epochs": 300, "step": 0, "steps": 10, "budget_s": 600,
+                          "spent_s": 360, "eta_s": 240.0, "eta_at": time.time()})[0] == pytest.approx(0.6)
     s = jobs.metric_series([{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0, "share": 0.5}])
     assert s == {"epoch": [1, 2], "loss": [2.0, 1.0], "share": [None, 0.5]}
 
@@ -298,6 +304,24 @@ def test_page_rebuilds_the_job_list_from_disk(home):
     at = picker.select(done).run()
     assert not at.exception and len(at.get("plotly_chart")) == 1
     assert "finished" in at.markdown[-1].value
+
+
+def test_page_draws_the_learning_curve_before_the_first_epoch_ends(home):
+    from waveviz.app import jobs_view
+
+    store = JobStore()
+    job = fake_job(store, "running", pid=os.getpid(), host=HOST, epoch=0, epochs=300)
+    write_json(store.root / job / "curve.json", [
+        {"seconds": 5.0, "images_seen": 80, "epoch": 1, "train_loss": 1.2, "lr": 1e-3},
+        {"seconds": 10.0, "images_seen": 160, "epoch": 1, "train_loss": 0.8, "lr": 2e-3}])
+    at = _page().run()
+    assert not at.exception and at.selectbox(key="train_job").value == job
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1 and "train loss (live)" in charts[0].proto.spec
+    s = jobs_view.learning_curves([{"epoch": 1, "seconds": 90.0, "val_loss": 0.5, "val_fg_iou": 0.4},
+                                   {"epoch": 2, "seconds": 30.0, "val_loss": 0.4, "val_fg_iou": 0.6}], store.curve(job))
+    assert s["epoch_min"] == [1.5, 2.0] and s["live_min"] == [5 / 60, 10 / 60] and s["live_loss"] == [1.2, 0.8]
+    assert s["long_wavelength_share"] == [None, None]
 
 
 def test_page_refuses_queues_and_cancels(home):

@@ -56,6 +56,7 @@ STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
 RESUMABLE = ("canceled", "crashed", "failed")
 HEARTBEAT_S = 2.0  # the worker rewrites status.json at least this often
+CURVE_EVERY_S = 5.0  # a point of the live learning curve this often
 STALE_S = 30.0  # a running job silent for longer than this has crashed
 DEFAULT_MAX_RUNNING = 1
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
@@ -249,6 +250,8 @@ def progress(status: dict) -> tuple[float, float | None]:
     steps = status.get("steps") or 0
     done = (status.get("epoch") or 0) + ((status.get("step") or 0) / steps if steps else 0.0)
     frac = min(1.0, done / E) if E else 0.0
+    if status.get("budget_s") and status.get("spent_s") is not None:  # a time budget ends it first
+        frac = max(frac, min(1.0, status["spent_s"] / status["budget_s"]))
     eta = status.get("eta_s")
     if status.get("state") != "running" or eta is None:
         return frac, None
@@ -339,6 +342,10 @@ class JobStore:
 
     def metrics(self, job_id: str) -> list[dict]:
         return read_json(self.path(job_id) / "metrics.json", []) or []
+
+    def curve(self, job_id: str) -> list[dict]:
+        """The live learning curve: {seconds, images_seen, epoch, train_loss, lr} every few seconds."""
+        return read_json(self.path(job_id) / "curve.json", []) or []
 
     def log_tail(self, job_id: str, lines: int = 40) -> str:
         try:
@@ -637,22 +644,42 @@ class JobMonitor:
     """The training callback of a job: status and ETA per batch, the cancel flag, the long-wavelength
     share per epoch, metrics.json after each epoch's checkpoints."""
 
-    def __init__(self, job_dir: Path, writer: StatusWriter, probe_images: int = 4):
+    def __init__(self, job_dir: Path, writer: StatusWriter, probe_images: int = 4, curve_every_s: float = CURVE_EVERY_S):
         self.dir, self.writer, self.probe_images = job_dir, writer, probe_images
         self.epoch = 0
         self.epoch_t0 = time.perf_counter()
         self.last_write = 0.0
         self.probe_on = True
+        self.curve: list[dict] = read_json(job_dir / "curve.json", []) or []  # a resumed job's curve goes on
+        self.curve_every_s, self.curve_t, self.loss_avg = curve_every_s, 0.0, None
 
     def eta(self, trainer, step: int, steps: int) -> float | None:
+        """Seconds left: the epochs left at the recent epochs' pace, or the time budget's rest if sooner."""
         per_epoch = [r["seconds"] for r in trainer.history[-5:]]
         if per_epoch:
             t = sum(per_epoch) / len(per_epoch)
         elif step:
             t = (time.perf_counter() - self.epoch_t0) / step * steps
         else:
-            return None
-        return t * max(0.0, trainer.config.epochs - trainer.epoch - (step / steps if steps else 0))
+            t = None
+        left = None if t is None else t * max(0.0, trainer.config.epochs - trainer.epoch - (step / steps if steps else 0))
+        if trainer.config.max_minutes and trainer.fit_start is not None:
+            budget_left = max(0.0, trainer.config.max_minutes * 60 - (trainer.train_seconds() - trainer.elapsed_before))
+            left = budget_left if left is None else min(left, budget_left)
+        return left
+
+    def _curve_point(self, trainer, loss: float) -> None:
+        """The live learning curve: the training loss (a running mean over ~20 steps) against training
+        seconds and images seen, a point every `curve_every_s` seconds, in curve.json."""
+        self.loss_avg = loss if self.loss_avg is None else 0.95 * self.loss_avg + 0.05 * loss
+        now = time.perf_counter()
+        if now - self.curve_t < self.curve_every_s:
+            return
+        self.curve_t = now
+        self.curve.append({"seconds": round(trainer.train_seconds(), 1), "images_seen": trainer.images_seen,
+                           "epoch": trainer.epoch + 1, "train_loss": round(self.loss_avg, 5),
+                           "lr": trainer.optimizer.param_groups[0]["lr"]})
+        write_json(self.dir / "curve.json", self.curve)
 
     def __call__(self, event: str, trainer, info: dict) -> None:
         getattr(self, f"on_{event}", lambda tr, info: None)(trainer, info)
@@ -662,12 +689,15 @@ class JobMonitor:
             self.epoch_t0 = time.perf_counter()
         if (self.dir / "cancel").exists():
             trainer.request_stop("canceled by the user")
+        self._curve_point(trainer, info["loss"])
         now = time.perf_counter()
         if now - self.last_write >= 1.0 or info["step"] == info["steps"]:
             self.last_write = now
             step, steps = info["step"], info["steps"]
+            budget = trainer.config.max_minutes * 60 if trainer.config.max_minutes else None
             self.writer.update(epoch=trainer.epoch, epochs=trainer.config.epochs, step=step, steps=steps,
-                               eta_s=self.eta(trainer, step, steps), eta_at=time.time(),
+                               eta_s=self.eta(trainer, step, steps), eta_at=time.time(), budget_s=budget,
+                               spent_s=trainer.train_seconds() - trainer.elapsed_before,
                                message=f"epoch {trainer.epoch + 1}: batch {step}/{steps}, loss {info['loss']:.4f}")
 
     def on_epoch(self, trainer, info) -> None:

@@ -152,19 +152,21 @@ def _estimate(spec: jobs.JobSpec) -> None:
         st.rerun()
 
 
-def _curves(records: list[dict]) -> go.Figure | None:
-    if not records:
+def _curves(records: list[dict], curve: list[dict]) -> go.Figure | None:
+    """Loss and held-out FG-IoU against training minutes, live while the job runs."""
+    if not records and not curve:
         return None
-    s = jobs.metric_series(records)
-    panels = [("loss", ["train_loss", "val_loss"]), ("FG-IoU (val)", ["val_fg_iou"]),
-              ("long-wavelength share", ["long_wavelength_share"])]
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for t, _ in panels])
-    for col, (_, keys) in enumerate(panels, start=1):
-        for k in keys:
-            if k in s:
-                fig.add_trace(go.Scatter(x=s["epoch"], y=s[k], name=k, mode="lines+markers"), row=1, col=col)
-        fig.update_xaxes(title_text="epoch", row=1, col=col)
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.25))
+    s = jobs_view.learning_curves(records, curve)
+    fig = make_subplots(rows=1, cols=3, subplot_titles=["loss", "FG-IoU (val)", "long-wavelength share"])
+    fig.add_trace(go.Scatter(x=s["live_min"], y=s["live_loss"], name="train loss (live)", mode="lines"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_loss"], name="val loss", mode="markers"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_fg_iou"], name="val FG-IoU", mode="lines+markers"), row=1, col=2)
+    if any(v is not None for v in s["long_wavelength_share"]):
+        fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["long_wavelength_share"], name="long-wavelength share",
+                                 mode="lines+markers"), row=1, col=3)
+    fig.update_xaxes(title_text="training minutes")
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
     return fig
 
 
@@ -212,7 +214,7 @@ def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
     if warning:
         st.warning(warning)
     _actions(store, status)
-    fig = _curves(records)
+    fig = _curves(records, store.curve(job_id))
     if fig is not None:
         st.plotly_chart(fig, key=f"train_curves_{job_id}", config=CHART_CONFIG)
     if status["checkpoint"]:
