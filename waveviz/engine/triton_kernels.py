@@ -26,6 +26,17 @@ def _tri_tanh(x):  # the C kernel's formula: odd polynomial near 0, 1 − 2/(e^{
 
 
 @triton.jit
+def _tri_tap(i, d, n, TRANSPOSED: tl.constexpr):
+    """The row (or column) that tap d ∈ {0, 1, 2} of the circular 3×3 stencil reads for output row
+    i of n: i + d − 1, or for the transposed convolution i − d + 1, wrapped around."""
+    if TRANSPOSED:
+        j = (i - d + n + 1) % n
+    else:
+        j = (i + d + n - 1) % n
+    return j
+
+
+@triton.jit
 def _tri_conv(src, Wr, rows, cm, pix, pm, C, H, W, TRANSPOSED: tl.constexpr, CP: tl.constexpr, BP: tl.constexpr):
     """(CP, BP) tile of W ⊛ src (rows = output channels) or, TRANSPOSED, of Wᵀ ⊛ src (rows =
     input channels of W), circular, at pixels `pix` of one image; src is (C, H, W).
@@ -39,17 +50,13 @@ def _tri_conv(src, Wr, rows, cm, pix, pm, C, H, W, TRANSPOSED: tl.constexpr, CP:
         ks = tl.arange(0, CP)  # the summed channel
         km = ks < C
         for dy in tl.static_range(3):
-            if TRANSPOSED:
-                hh = (h - dy + H + 1) % H
-            else:
-                hh = (h + dy + H - 1) % H
+            hh = _tri_tap(h, dy, H, TRANSPOSED)
             for dx in tl.static_range(3):
+                xx = _tri_tap(x, dx, W, TRANSPOSED)
                 if TRANSPOSED:
-                    xx = (x - dx + W + 1) % W
                     wt = tl.load(Wr + ((ks[None, :] * C + rows[:, None]) * 3 + dy) * 3 + dx,
                                  mask=cm[:, None] & km[None, :], other=0.0)
                 else:
-                    xx = (x + dx + W - 1) % W
                     wt = tl.load(Wr + ((rows[:, None] * C + ks[None, :]) * 3 + dy) * 3 + dx,
                                  mask=cm[:, None] & km[None, :], other=0.0)
                 tile = tl.load(src + ks[:, None] * H * W + (hh * W + xx)[None, :], mask=km[:, None] & pm[None, :], other=0.0)
@@ -57,16 +64,12 @@ def _tri_conv(src, Wr, rows, cm, pix, pm, C, H, W, TRANSPOSED: tl.constexpr, CP:
     else:
         for k in range(C):
             for dy in tl.static_range(3):
-                if TRANSPOSED:
-                    hh = (h - dy + H + 1) % H
-                else:
-                    hh = (h + dy + H - 1) % H
+                hh = _tri_tap(h, dy, H, TRANSPOSED)
                 for dx in tl.static_range(3):
+                    xx = _tri_tap(x, dx, W, TRANSPOSED)
                     if TRANSPOSED:
-                        xx = (x - dx + W + 1) % W
                         wv = tl.load(Wr + ((k * C + rows) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
                     else:
-                        xx = (x + dx + W - 1) % W
                         wv = tl.load(Wr + ((rows * C + k) * 3 + dy) * 3 + dx, mask=cm, other=0.0)
                     v = tl.load(src + k * H * W + hh * W + xx, mask=pm, other=0.0)
                     acc += wv[:, None] * v[None, :]
@@ -74,8 +77,20 @@ def _tri_conv(src, Wr, rows, cm, pix, pm, C, H, W, TRANSPOSED: tl.constexpr, CP:
 
 
 @triton.jit
+def _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj):
+    """Where the state (y, z) before step j of image b is: the inputs for j = 0, else step j − 1's."""
+    if j == 0:
+        yp = Yin + b * CHW
+        zp = Zin + b * CHW
+    else:
+        yp = Y + b * ysb + (j - 1) * ysj
+        zp = Z + b * zsb + (j - 1) * zsj
+    return yp, zp
+
+
+@triton.jit
 def nwm_fwd(Yin, Zin, OM, AL, Wr, Y, Z, dt, n, j0, tiles, ysb, ysj, zsb, zsj, C, H, W,
-        CP: tl.constexpr, BP: tl.constexpr):
+            CP: tl.constexpr, BP: tl.constexpr):
     """Steps j0 … j0+n-1 of the segment for image program_id(0), pixel blocks program_id(1)·tiles …"""
     b = tl.program_id(0).to(tl.int64)
     HW = H * W
@@ -84,12 +99,7 @@ def nwm_fwd(Yin, Zin, OM, AL, Wr, Y, Z, dt, n, j0, tiles, ysb, ysj, zsb, zsj, C,
     cm = rows < C
     for jj in range(n):
         j = j0 + jj
-        if j == 0:
-            yp = Yin + b * CHW
-            zp = Zin + b * CHW
-        else:
-            yp = Y + b * ysb + (j - 1) * ysj
-            zp = Z + b * zsb + (j - 1) * zsj
+        yp, zp = _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj)
         for t in range(tiles):
             pix = (tl.program_id(1) * tiles + t) * BP + tl.arange(0, BP)
             pm = pix < HW
@@ -108,7 +118,7 @@ def nwm_fwd(Yin, Zin, OM, AL, Wr, Y, Z, dt, n, j0, tiles, ysb, ysj, zsb, zsj, C,
 
 @triton.jit
 def nwm_bwd(Yin, Zin, OM, AL, Wr, Y, Z, G, S, YB, ZB, DOM, DAL, dt, n, jtop, tiles,
-        ysb, ysj, zsb, zsj, gsb, gsj, ssb, ssj, C, H, W, PHASE: tl.constexpr, CP: tl.constexpr, BP: tl.constexpr):
+            ysb, ysj, zsb, zsj, gsb, gsj, ssb, ssj, C, H, W, PHASE: tl.constexpr, CP: tl.constexpr, BP: tl.constexpr):
     """Adjoint steps jtop, jtop-1, … (n of them). PHASE 0 does both halves of each step with
     barriers (persistent); 1 only the pointwise half (s_t, ∂ω, ∂α, z̄, ȳ); 2 only ȳ += Wᵀ ⊛ s_t."""
     b = tl.program_id(0).to(tl.int64)
@@ -118,12 +128,7 @@ def nwm_bwd(Yin, Zin, OM, AL, Wr, Y, Z, G, S, YB, ZB, DOM, DAL, dt, n, jtop, til
     cm = rows < C
     for jj in range(n):
         j = jtop - jj
-        if j == 0:
-            yp = Yin + b * CHW
-            zp = Zin + b * CHW
-        else:
-            yp = Y + b * ysb + (j - 1) * ysj
-            zp = Z + b * zsb + (j - 1) * zsj
+        yp, zp = _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj)
         sp = S + b * ssb + j * ssj
         if PHASE != 2:
             for t in range(tiles):
