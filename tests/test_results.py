@@ -107,3 +107,11 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
     assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)
     assert "not scored" not in markdown(results_table(tmp_path))
+
+
+def test_readme_table_of_shipped_models_is_the_checkpoints_own():
+    """The README's table of shipped models is what their metadata says (regenerate it with
+    `waveviz.results.summary_markdown(results_table())` after retraining)."""
+    from waveviz.results import results_table, summary_markdown
+
+    assert summary_markdown(results_table()) in (ROOT / "README.md").read_text()

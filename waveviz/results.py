@@ -176,6 +176,22 @@ def markdown(rows: list[ResultRow]) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(rows: list[ResultRow]) -> str:
+    """The README's table of shipped models: each one's paper-faithful held-out score beside the
+    paper's (FG-Acc where the paper gives only that, as for Polygons), and whether it reaches it."""
+    lines = ["| model | held-out score (paper-faithful test images) | paper | at the paper's level |",
+             "|---|---|---|---|"]
+    for r in rows:
+        metric = r.target[0] if r.target else "fg_iou"
+        i = {"fg_acc": 0, "fg_iou": 1}[metric]
+        name = {"fg_acc": "FG-Acc", "fg_iou": "FG-IoU"}[metric]
+        ours = f"{name} {r.faithful[metric]:.3f} ({r.faithful_n:,})" if r.faithful else "not scored"
+        paper = f"{r.paper[i]:.2f}" if r.paper and r.paper[i] is not None else "–"
+        level = {True: "yes", False: "not yet", None: "baseline"}[r.meets_target] if r.target else "baseline"
+        lines.append(f"| `{r.preset}` | {ours} | {paper} | {level} |")
+    return "\n".join(lines)
+
+
 def history_arrays(meta: dict) -> dict[str, np.ndarray]:
     """Per-epoch curves of a checkpoint's training history: epoch, train_loss, val_loss, val_fg_iou,
     and the long-wavelength share where it was recorded (key `long_wavelength_share`)."""

@@ -26,7 +26,7 @@ class EngineSelectable:
     engine with the per-pixel head's matrix products in bfloat16 (float32 accumulation; encoders,
     recurrence and readout stay float32) — about 85 % of an NWM's FLOPs, products ≈ 2.5× faster on CPUs with
     AVX-512 BF16 / AMX (`cpu_bf16_native`; elsewhere oneDNN emulates bf16, slower than float32) and
-    on tensor-core GPUs, and it keeps accuracy (README, "Speed").
+    on tensor-core GPUs, and it keeps accuracy (docs/engine.md).
     The choice is a plain attribute, not a config field, so checkpoints are unaffected; new models
     start with `default_engine()`.
     """
