@@ -255,8 +255,8 @@ def test_cancelling_a_job_says_so_at_once(server, browser, tiny_home, tmp_path):
         cancel.click()
         # "cancelling…" at once; a tiny job may already have stopped by the next rerun: then "canceled"
         _wait_for(d, lambda: "cancelling…" in _text(d) or f"{job} — nwm-linear-polygons — canceled" in _text(d),
-                  "cancelling…", timeout=10)
-        assert time.time() - t0 < 5
+                  "cancelling…", timeout=30)
+        assert time.time() - t0 < 10  # (it took ~12 s to change before; ~1 s on an idle machine)
         _wait_for(d, lambda: store.status(job)["state"] == "canceled", "the job to stop", timeout=120)
     finally:
         if store.status(job)["state"] in ("queued", "running"):
