@@ -39,20 +39,44 @@ def _texts(at) -> str:
 
 
 def test_form_defaults_are_the_training_configs(home, monkeypatch):
-    @dataclasses.dataclass
-    class Recipe(jobs_view.TrainConfig):  # a changed training default must change the form
-        epochs: int = 7
-        max_minutes: float | None = 12.0
-        lr: float = 3e-3
+    from waveviz.training import RECIPES
 
-    monkeypatch.setattr(jobs_view, "TrainConfig", Recipe)
+    # a changed recipe must change the form
+    monkeypatch.setitem(RECIPES, "fast", {**RECIPES["fast"], "epochs": 7, "max_minutes": 12.0, "lr": 3e-3})
     at = _page().run()
     assert not at.exception
+    assert at.selectbox(key="train_recipe").value == "fast"
     assert at.number_input(key="train_epochs").value == 7
     assert at.number_input(key="train_minutes").value == 12.0
     assert at.number_input(key="train_lr").value == pytest.approx(3e-3)
+    assert at.number_input(key="train_points").value == pytest.approx(0.125)
     d = jobs_view.form_defaults()
-    assert d["batch_size"] == JobSpec.batch_size and d["epochs"] == 7  # JobSpec's, then the config's
+    assert d["batch_size"] == JobSpec.batch_size and d["epochs"] == 7  # JobSpec's, then the recipe's
+
+
+def test_choosing_the_paper_recipe_fills_in_its_settings_and_launches_them(home):
+    from waveviz.jobs import JobStore
+    from waveviz.training import TrainConfig
+
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # holds the only slot: the launched job stays queued, nothing trains
+    at = _page().run()
+    at = at.selectbox(key="train_recipe").select("paper").run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="train_lr").value == pytest.approx(1e-3)
+    assert at.number_input(key="train_batch").value == 64
+    assert at.number_input(key="train_minutes").value == 0.0 and at.number_input(key="train_points").value == 1.0
+    assert at.selectbox(key="train_schedule").value == "constant"
+    at = at.number_input(key="train_epochs").set_value(2).run()  # the user may still change a setting
+    at = at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    job = store.ids()[-1]
+    assert store.status(job)["state"] == "queued"
+    spec = store.spec(job)
+    paper = TrainConfig.from_recipe("paper", epochs=2)
+    for name in ("recipe", "epochs", "batch_size", "lr", "max_minutes", "points", "fg_weight", "grad_clip",
+                 "schedule", "warmup", "val_images", "patience"):
+        assert getattr(spec, name) == getattr(paper, name), name
 
 
 def test_estimate_before_launch(home):

@@ -20,21 +20,45 @@ NEAR_ZERO_IOU = 0.05  # a finished job whose FG-IoU is below this learnt (almost
 VAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only)
 
 
-def form_defaults() -> dict:
+def form_defaults(recipe: str = "fast") -> dict:
     """The launch form's starting values: every JobSpec field's default, with the training fields
-    taken from `TrainConfig()` (the one source of training defaults: a change there changes the
-    form). Fields the form has no widget for travel with the spec as they are."""
+    taken from `TrainConfig.from_recipe(recipe)` (the one source of training defaults: a change there
+    changes the form). Fields the form has no widget for travel with the spec as they are."""
     out = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
            for f in dataclasses.fields(jobs.JobSpec)
            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-    train = TrainConfig()
+    train = TrainConfig.from_recipe(recipe)
     out.update({f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig) if f.name in out})
     return out
 
 
 def spec_from_form(preset: str, values: dict) -> jobs.JobSpec:
-    """A JobSpec from the form's values on top of `form_defaults()` (unknown keys are dropped)."""
-    return jobs.JobSpec.from_dict({**form_defaults(), **values, "preset": preset})
+    """A JobSpec from the form's values on top of `form_defaults(values["recipe"])` (unknown keys are
+    dropped)."""
+    return jobs.JobSpec.from_dict({**form_defaults(values.get("recipe", "fast")), **values, "preset": preset})
+
+
+# The form's widgets for recipe-set training fields: field → (widget key, value in the widget → in the
+# spec, value in the spec → in the widget). 0 in a widget means "off" (None) where the field allows it.
+RECIPE_WIDGETS: dict[str, tuple[str, object, object]] = {
+    "epochs": ("train_epochs", int, int),
+    "batch_size": ("train_batch", int, int),
+    "lr": ("train_lr", float, float),
+    "max_minutes": ("train_minutes", lambda v: float(v) or None, lambda v: float(v or 0.0)),
+    "patience": ("train_patience", lambda v: int(v) or None, lambda v: int(v or 0)),
+    "grad_clip": ("train_grad_clip", lambda v: float(v) or None, lambda v: float(v or 0.0)),
+    "schedule": ("train_schedule", str, str),
+    "warmup": ("train_warmup", float, float),
+    "points": ("train_points", lambda v: float(v) if 0 < v < 1 else None, lambda v: float(v or 1.0)),
+    "fg_weight": ("train_fg_weight", float, float),
+    "val_images": ("train_val_images", lambda v: int(v) or None, lambda v: int(v or 0)),
+}
+
+
+def recipe_widget_values(recipe: str) -> dict[str, object]:
+    """widget key → starting value for a recipe (what the form shows after choosing it)."""
+    d = form_defaults(recipe)
+    return {key: to_widget(d[name]) for name, (key, _, to_widget) in RECIPE_WIDGETS.items()}
 
 
 # ------------------------------------------------------------------------ run time

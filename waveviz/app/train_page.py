@@ -16,6 +16,7 @@ from waveviz.data import DATASETS
 from waveviz.paths import page_readable_dirs
 from waveviz.presets import PRESETS
 from waveviz.readouts import READOUTS
+from waveviz.training import RECIPES, SCHEDULES
 
 REFRESH_S = 2.0  # live view refresh while a job is queued or running
 NPZ = "an .npz file"
@@ -49,6 +50,11 @@ def _data_source() -> tuple[str | None, str | None]:
     return None, jobs.page_data_path(path.strip()) if path.strip() else None
 
 
+def _apply_recipe() -> None:
+    """A recipe chosen: its settings replace the form's (the user may change them again after)."""
+    st.session_state.update(jobs_view.recipe_widget_values(st.session_state["train_recipe"]))
+
+
 def _launch_form(store: jobs.JobStore) -> None:
     st.subheader("New job")
     try:
@@ -56,7 +62,15 @@ def _launch_form(store: jobs.JobStore) -> None:
     except jobs.JobError as e:
         st.error(str(e))
         return
-    d = jobs_view.form_defaults()  # TrainConfig's and JobSpec's defaults: one source for CLI, jobs and this form
+    recipes = list(RECIPES)
+    recipe = st.selectbox("Recipe", recipes, index=recipes.index("fast"), key="train_recipe",
+                          on_change=_apply_recipe,
+                          help="fast: a demo-ready model in about 10 CPU-minutes (point-sampled loss, cosine "
+                               "schedule, a time budget); paper: SPEC §8 exactly (Adam 1e-3, batch 64, the full "
+                               "loss, up to 300 epochs). Choosing one fills in its settings below.")
+    d = jobs_view.form_defaults(recipe)  # TrainConfig's and JobSpec's defaults: one source for CLI, jobs and this form
+    for key, value in jobs_view.recipe_widget_values(recipe).items():
+        st.session_state.setdefault(key, value)
     names = [n for n in PRESETS.names() if dataset is None or PRESETS.get(n).dataset == dataset]
     first = next((i for i, n in enumerate(names) if n.startswith("nwm-linear-")), 0)  # the paper's model
     preset = st.selectbox("Preset", names, index=first, key="train_preset")
@@ -66,22 +80,30 @@ def _launch_form(store: jobs.JobStore) -> None:
         options = READOUTS.names()
         readout = st.selectbox("Readout", options, index=options.index(p.readout), key="train_readout")
     c1, c2 = st.columns(2)
-    epochs = c1.number_input("Epochs", 1, 100_000, int(d["epochs"]), key="train_epochs",
+    epochs = c1.number_input("Epochs", 1, 100_000, key="train_epochs",
                              help="The most epochs to train; early stopping and the time budget can end it sooner.")
-    batch = c2.number_input("Batch size", 1, 65_536, int(d["batch_size"]), key="train_batch")
-    lr = c1.number_input("Learning rate", 0.0, 10.0, float(d["lr"]), step=1e-4, format="%g", key="train_lr")
+    batch = c2.number_input("Batch size", 1, 65_536, key="train_batch")
+    lr = c1.number_input("Learning rate", 0.0, 10.0, step=1e-4, format="%g", key="train_lr")
     seed = c2.number_input("Seed", 0, 2**31 - 1, int(d["seed"]), key="train_seed")
     device = st.selectbox("Device", DEVICES, index=DEVICES.index(d["device"]) if d["device"] in DEVICES else 0,
                           key="train_device")
-    minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, float(d["max_minutes"] or 0.0),
-                              step=5.0, key="train_minutes",
+    minutes = st.number_input("Time budget in minutes (0: none)", 0.0, 100_000.0, step=5.0, key="train_minutes",
                               help="Stop when spent (an epoch that reaches it ends there) and keep the best epoch.")
     with st.expander("More settings"):
         T = st.number_input("Time steps T (0: the preset's)", 0, 10_000, 0, key="train_T",
                             disabled=p.readout is None)
-        patience = st.number_input("Early-stopping patience (epochs)", 1, 100_000, int(d["patience"] or 100_000),
-                                   key="train_patience")
-        amp = st.checkbox("bf16 mixed precision", value=bool(d["amp"]), key="train_amp")
+        c1, c2 = st.columns(2)
+        schedule = c1.selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule",
+                                help="After the warm-up: constant, or a cosine to 0 at the end of the budget.")
+        warmup = c2.number_input("Warm-up (share of the run)", 0.0, 0.99, step=0.01, key="train_warmup")
+        points = c1.number_input("Share of pixels in the loss (1: all)", 0.001, 1.0, step=0.025, format="%g",
+                                 key="train_points", help="The head and the loss on a random share of each "
+                                 "image's pixels (an unbiased estimate of the full loss); the recurrence sees all.")
+        fg_weight = c2.number_input("Foreground points drawn × as often", 1.0, 1000.0, step=1.0, key="train_fg_weight")
+        grad_clip = c1.number_input("Gradient clipping (0: off)", 0.0, 1e6, step=0.5, key="train_grad_clip")
+        val_images = c2.number_input("Validation images per epoch (0: all)", 0, 1_000_000, key="train_val_images")
+        patience = c1.number_input("Early-stopping patience in epochs (0: off)", 0, 100_000, key="train_patience")
+        amp = c2.checkbox("bf16 mixed precision", value=bool(d["amp"]), key="train_amp")
         engines = list(ENGINES)
         engine = st.selectbox("Engine (NWM, ConvLSTM)", engines, key="train_engine",
                               index=engines.index(d["engine"] or default_engine()),
@@ -96,12 +118,14 @@ def _launch_form(store: jobs.JobStore) -> None:
                                     key="train_n_val")
         else:
             n_train = n_val = 0
+    shown = dict(epochs=epochs, batch_size=batch, lr=lr, max_minutes=minutes, patience=patience, grad_clip=grad_clip,
+                 schedule=schedule, warmup=warmup, points=points, fg_weight=fg_weight, val_images=val_images)
+    trained = {name: jobs_view.RECIPE_WIDGETS[name][1](v) for name, v in shown.items()}
     try:
         spec = jobs_view.spec_from_form(preset, dict(
-            npz=npz, readout=readout if readout != p.readout else None, epochs=int(epochs), batch_size=int(batch),
-            lr=float(lr), seed=int(seed), device=device, amp=amp, engine=engine, patience=int(patience),
-            max_minutes=float(minutes) or None, n_train=int(n_train) or None, n_val=int(n_val) or None,
-            overrides={"T": int(T)} if T else {}, nproc=int(nproc)))
+            npz=npz, readout=readout if readout != p.readout else None, recipe=recipe, seed=int(seed), device=device,
+            amp=amp, engine=engine, n_train=int(n_train) or None, n_val=int(n_val) or None,
+            overrides={"T": int(T)} if T else {}, nproc=int(nproc), **trained))
     except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
         st.error(str(e))
         return
@@ -112,11 +136,6 @@ def _launch_form(store: jobs.JobStore) -> None:
         st.error("Upload an .npz or give its path.")
         return
     try:
-        spec = jobs.JobSpec(preset=preset, npz=npz, readout=readout if readout != p.readout else None,
-                            epochs=int(epochs), batch_size=int(batch), lr=float(lr), seed=int(seed), device=device,
-                            amp=amp, engine=engine, patience=int(patience), max_minutes=float(minutes) or None,
-                            n_train=int(n_train) or None, n_val=int(n_val) or None,
-                            overrides={"T": int(T)} if T else {}, nproc=int(nproc))
         job_id = store.submit(spec)
     except jobs.JobError as e:
         st.error(str(e))
