@@ -1,5 +1,4 @@
 """The drum lab: wave RNN vs theory (paper Fig. 2), spectra, isospectral drums, CLI and page."""
-import argparse
 import io
 import json
 import tracemalloc
@@ -10,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from waveviz import cli_drum, drum
+from waveviz import drum
+from waveviz.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,7 @@ def blob_drawing(size: int = 320, outline: bool = False, centre=(160, 160)) -> n
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="waveviz")
-    cli_drum.add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 # --- paper Fig. 2 ------------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""`waveviz results`: the shipped checkpoints' metrics next to the paper's tables."""
+from __future__ import annotations
+
+import os
+import sys
+
+from .args import UserError, emit, nonneg_int, positive_int
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser("results", help="the shipped checkpoints' metrics next to the paper's tables")
+    p.add_argument("--dir", default=None, help="checkpoint folder (default: the shipped checkpoints/)")
+    p.add_argument("--fresh", type=nonneg_int, default=0, help="re-evaluate on N fresh samples no checkpoint saw")
+    p.add_argument("--rescore", type=positive_int, metavar="N",
+                   help="score each checkpoint not trained on the paper-faithful data on N of its test images and store the result in it")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_results)
+
+
+def run_results(args) -> int:
+    from dataclasses import asdict
+
+    from ..paths import SHIPPED_CHECKPOINTS
+    from ..results import markdown, results_table
+
+    folder = args.dir or SHIPPED_CHECKPOINTS
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder}: no such folder")
+    if args.rescore:
+        from pathlib import Path
+
+        from ..checkpoint import CheckpointError, read_checkpoint
+        from ..results import faithful_metrics, rescore
+
+        for path in sorted(Path(folder).glob("*.pt")):
+            try:
+                meta = read_checkpoint(path).get("meta", {})
+            except CheckpointError:
+                continue
+            if meta.get("data_version", 1) < 2:
+                m = rescore(path, args.rescore)
+                print(f"{path.name}: paper-faithful test FG-IoU {m['fg_iou']:.3f} on {args.rescore} images", file=sys.stderr)
+    rows = results_table(folder, fresh=args.fresh)
+    emit([asdict(r) | {"meets_target": r.meets_target} for r in rows], args.json, markdown(rows) if rows else f"no checkpoints with metrics in {folder}")
+    return 0
