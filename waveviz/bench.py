@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
+from . import engine
+
 ENGINES = ("reference", "fast", "fast-bf16")  # timed, in this order; the first is the baseline
 
 
@@ -87,9 +89,7 @@ def check_same_function(setting: Setting, device: torch.device, batch: int = 2) 
     base = setting.build(device)
     x, y = setting.batch_data(base, batch, device)
     res = {}
-    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with engine.tf32_off():
         runs = (("reference", torch.float64), ("reference", torch.float32), ("fast", torch.float32),
                 ("fast-bf16", torch.float32))
         for eng, dtype in runs:
@@ -99,8 +99,6 @@ def check_same_function(setting: Setting, device: torch.device, batch: int = 2) 
             F.cross_entropy(logits, y).backward()
             res[eng, dtype] = logits.detach(), {k: p.grad.detach().clone() for k, p in model.named_parameters()}
             del model
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
 
     def worst(a, b):
         errs = {k: _rel(a[1][k], b[1][k]) for k in b[1]}
@@ -220,8 +218,6 @@ def _memory_probe(spec: str) -> None:
 
 
 def environment(device: torch.device) -> dict:
-    from . import engine
-
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
            "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     if device.type == "cuda":
@@ -230,14 +226,8 @@ def environment(device: torch.device) -> dict:
         env["tf32_cudnn"] = torch.backends.cudnn.allow_tf32
         env["wave_backend"] = engine.resolve_backend("auto", torch.zeros(1, device=device))
     else:
-        model = platform.processor() or platform.machine()
-        try:
-            with open("/proc/cpuinfo") as f:
-                model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
-        except OSError:
-            pass
         simd = torch.backends.cpu.get_cpu_capability()  # the vector ISA torch's kernels use: AVX2, AVX512, …
-        env["hardware"] = f"{model} ({simd}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        env["hardware"] = f"{engine.cpu_model()} ({simd}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         env["cpu_kernel"] = engine.cpu_kernel_status()
         env["allocator"] = engine.retain_freed_memory()
         env["bf16_native"] = engine.cpu_bf16_native()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
-                         trained_with_amp)
+                         trained_dataset, trained_with_amp)
 from .data import DATA_VERSION, make_dataset, to_tensors
 from .paths import SHIPPED_CHECKPOINTS
 
@@ -106,7 +106,7 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
 
     model, info = load_checkpoint(path)
     meta = dict(info.get("meta", {}))
-    dataset = meta.get("dataset") or info["preset"].rsplit("-", 1)[-1]
+    dataset = trained_dataset(info)
     data = make_dataset(dataset, n, seed=seed, split="test")
     from .training import evaluate
 
@@ -136,7 +136,7 @@ def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0,
             continue
         meta = info.get("meta", {})
         preset = info["preset"]
-        dataset = meta.get("dataset") or preset.rsplit("-", 1)[-1]
+        dataset = trained_dataset(info)
         if fresh:
             try:
                 model, info = load_checkpoint(path)

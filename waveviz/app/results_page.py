@@ -10,8 +10,9 @@ import streamlit as st
 from .. import paths
 from . import catalog, common
 from ..analysis import model_class_spectra, rfft_freqs
-from ..checkpoint import load_checkpoint, trained_with_amp
+from ..checkpoint import load_checkpoint, trained_dataset, trained_with_amp
 from ..data import DATASETS, make_dataset, to_tensors
+from ..models import is_recurrent
 from .figures import CHART_CONFIG, class_spectra_figure
 from ..results import history_arrays, results_table, share_loss_correlation
 
@@ -29,9 +30,9 @@ def class_spectrum_figure(path: str, n: int = 16, seed: int = 10_000) -> go.Figu
     """Mean |rfft| of each true class's pixels (paper Fig. 4, right), channel 0 without the constant
     bin, over n test images, the model run as it trained; None for a model without a hidden sequence."""
     model, info = load_checkpoint(path)
-    if not hasattr(model, "forward_features"):
+    if not is_recurrent(model):
         return None
-    dataset = info["meta"].get("dataset") or info["preset"].rsplit("-", 1)[-1]
+    dataset = trained_dataset(info)
     spec = DATASETS.get(dataset)
     x, y = to_tensors(make_dataset(dataset, n, seed=seed, split="test"))
     spectra, counts = model_class_spectra(model, x, y, spec.num_classes, amp=trained_with_amp(info))  # (N, C, K), (N,)

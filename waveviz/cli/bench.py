@@ -13,6 +13,7 @@ import sys
 import torch
 
 from ..bench import Setting, run_benchmark, to_markdown
+from ..models import is_recurrent
 from .args import UserError, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
 
 
@@ -75,7 +76,7 @@ def run_bench(args) -> int:
             writable_target(path)
     presets = args.preset or ["nwm-linear-tetrominoes"]
     for name in presets:
-        if PRESETS.get(name).model not in ("nwm", "lstm"):
+        if not is_recurrent(PRESETS.get(name).model):
             raise UserError(f"{name}: only the recurrent models (nwm-…, lstm-…) have a fast engine to time")
     overrides = parse_overrides(args.set)
     for name in presets:

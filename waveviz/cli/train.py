@@ -130,9 +130,7 @@ def run_train(args) -> int:
 def wave_share_probe(event, trainer, info) -> None:
     """Record the long-wavelength share of up to 4 validation images per epoch (paper Fig. 10;
     `analysis.model_wave_share` takes fewer for large hidden states)."""
-    from ..analysis import model_wave_share
-
     if event == "epoch":
-        share = model_wave_share(trainer.model, trainer.val_data[0][:4], trainer.device)
-        if share is not None:
-            info["record"]["long_wavelength_share"] = share
+        from ..analysis import record_wave_share
+
+        record_wave_share(trainer, info)
