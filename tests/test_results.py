@@ -1,14 +1,15 @@
 """The results table, its CLI, and the Results page under AppTest."""
 import json
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import waveviz.paths
 from waveviz.cli import main
-from waveviz.paths import REPO_ROOT as ROOT
 from waveviz.results import PAPER, markdown, results_table, share_loss_correlation
 from waveviz.training import DataConfig, TrainConfig, train_preset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_share_loss_correlation():
 
 @pytest.mark.slow
 def test_results_page(ckpt_dir, monkeypatch):
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", ckpt_dir)
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(ckpt_dir))
     at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=120).run()
     assert not at.exception
     assert at.title[0].value == "Results"
@@ -71,7 +72,7 @@ def test_class_spectrum_figure(ckpt_dir):
 
 
 def test_results_page_without_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path)
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=60).run()
     assert not at.exception
     assert "No trained checkpoints" in at.info[0].value

@@ -20,7 +20,7 @@ import torch
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
                          trained_dataset, trained_with_amp)
 from .data import DATA_VERSION, make_dataset, to_tensors
-from .paths import SHIPPED_CHECKPOINTS
+from .paths import shipped_checkpoints
 
 # (dataset, model, readout or width) → paper FG-Acc / FG-IoU / FG-Loss, mean over seeds (SPEC §9).
 PAPER = {
@@ -120,13 +120,13 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     return m
 
 
-def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0,
+def results_table(folder: str | Path | None = None, fresh: int = 0,
                   progress: Callable[[int, int, str], None] | None = None) -> list[ResultRow]:
-    """One row per checkpoint in `folder` with stored test metrics (read from the metadata alone,
+    """One row per checkpoint in `folder` (default: `paths.shipped_checkpoints()`) with stored test metrics (read from the metadata alone,
     no model built), or, with `fresh` = n, measured now on n fresh samples; `progress(i, total,
     name)` is called before each checkpoint."""
     rows = []
-    paths = sorted(Path(folder).glob("*.pt"))
+    paths = sorted(Path(shipped_checkpoints() if folder is None else folder).glob("*.pt"))
     for i, path in enumerate(paths):
         if progress is not None:
             progress(i, len(paths), path.stem)

@@ -16,8 +16,8 @@ from typing import Callable
 from .. import jobs
 from ..checkpoint import CheckpointError, read_checkpoint, trained_dataset
 from ..data import DATASETS
-from ..paths import REPO_ROOT, SHIPPED_CHECKPOINTS, find_checkpoints
 from ..models import is_recurrent
+from ..paths import find_checkpoints, shipped_checkpoints
 from ..results import PAPER, stored_metrics
 
 UNDER_TRAINED = 0.9  # below this share of the paper's number a model is marked under-trained
@@ -105,7 +105,7 @@ def checkpoint_id(path: Path) -> str:
     if path.name == "best.pt" and path.parent.parent.name == "jobs":
         return f"job-{path.parent.name}"
     try:
-        rel = path.resolve().relative_to((REPO_ROOT / "checkpoints").resolve())
+        rel = path.resolve().relative_to(shipped_checkpoints().resolve())
         return rel.with_suffix("").as_posix()
     except ValueError:
         return path.stem
@@ -170,7 +170,7 @@ def best(entries: dict[str, ModelEntry] | list[ModelEntry], *, recurrent: bool =
 
 def shipped_best_by_dataset(folder: Path | None = None) -> dict[str, Path]:
     """data set → the path of its best shipped checkpoint."""
-    folder = Path(folder or SHIPPED_CHECKPOINTS)
+    folder = Path(folder or shipped_checkpoints())
     entries = catalog(sorted(folder.glob("*.pt")))
     out: dict[str, Path] = {}
     for e in entries.values():  # best first

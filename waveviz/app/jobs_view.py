@@ -12,7 +12,7 @@ import torch
 
 from .. import jobs
 from ..data import DATASETS
-from ..paths import SHIPPED_CHECKPOINTS, jobs_dir
+from ..paths import jobs_dir, shipped_checkpoints
 from ..presets import PRESETS, create_model
 from ..training import TrainConfig, hardware_name, pick_device
 
@@ -64,7 +64,7 @@ def recorded_speed(preset: str, device: str = "cpu") -> Speed | None:
 
     here = hardware_name(pick_device(device))
     found = []
-    for path in [*sorted(SHIPPED_CHECKPOINTS.glob("*.pt")), *sorted(jobs_dir().glob("*/best.pt"))]:
+    for path in [*sorted(shipped_checkpoints().glob("*.pt")), *sorted(jobs_dir().glob("*/best.pt"))]:
         try:
             ck = read_checkpoint(path)
         except CheckpointError:

@@ -91,7 +91,7 @@ def render() -> None:
     st.markdown("The checkpoints that ship with waveviz, measured on held-out images they never saw, next to "
                 "the paper's means over seeds. Below: how each one learned, and what frequencies its pixels "
                 "carry for each class.")
-    folder = str(paths.SHIPPED_CHECKPOINTS)
+    folder = str(paths.shipped_checkpoints())
     fresh = st.toggle("Re-evaluate on fresh samples (slower)", value=False, key="results_fresh")
     n = st.slider("fresh images per data set", 16, 256, 64, step=16, disabled=not fresh, key="results_n")
     rows = _cached_table(folder, n if fresh else 0, _versions(folder))

@@ -20,12 +20,13 @@ def add_subparser(sub) -> None:
 def run_results(args) -> int:
     from dataclasses import asdict
 
-    from ..paths import SHIPPED_CHECKPOINTS
+    from ..paths import shipped_checkpoints
     from ..results import markdown, results_table
 
-    folder = args.dir or SHIPPED_CHECKPOINTS
+    folder = args.dir or shipped_checkpoints()
     if not os.path.isdir(folder):
-        raise UserError(f"{folder}: no such folder")
+        hint = "" if args.dir else " (WAVEVIZ_CHECKPOINTS or --dir names another)"
+        raise UserError(f"{folder}: no such folder{hint}")
     if args.rescore:
         from pathlib import Path
 
