@@ -245,10 +245,10 @@ def app(monkeypatch):
     """The Drum page under AppTest, with a fake canvas whose drawing the test sets."""
     from streamlit.testing.v1 import AppTest
 
-    from waveviz.app import drum_page
+    from waveviz.app import common
 
     canvas = types.SimpleNamespace(image_data=None, json_data={})
-    monkeypatch.setattr(drum_page, "st_canvas", lambda **kwargs: canvas)
+    monkeypatch.setattr(common, "draw_canvas", lambda **kwargs: canvas)
     at = AppTest.from_file(str(ROOT / "app_pages" / "drum.py"), default_timeout=60)
     at.canvas = canvas
     return at
@@ -318,3 +318,14 @@ def test_page_strikes_the_clicked_point(app):
     strike_marker = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][-1]
     assert (strike_marker["y"], strike_marker["x"]) == ([10], [30])
     assert "Click a pixel" not in " ".join(c.value for c in app.caption)
+
+
+def test_a_click_on_the_strike_figure_names_its_pixel():
+    from waveviz.app import figures
+
+    mask = drum.make_drum("square", 16)
+    layer = figures.drum_strike_figure(mask, (8, 8)).data[1]  # one transparent marker per free pixel
+    assert len(layer.x) == mask.sum()
+    for i in (0, 7, len(layer.x) - 1):
+        row, col = figures.pixel_from_points([{"customdata": list(layer.customdata[i])}])
+        assert (row, col) == (layer.y[i], layer.x[i]) and mask[row, col]

@@ -108,3 +108,15 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
     assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)
     assert "not scored" not in markdown(results_table(tmp_path))
+
+
+def test_learning_curves_of_a_checkpoint_history():
+    """The Results page draws a checkpoint's history with the Train page's figure: per-epoch training
+    loss in place of the live curve, against training minutes."""
+    from waveviz.app.figures import learning_curves_figure
+
+    hist = [{"epoch": e, "seconds": 60.0, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_fg_iou": 0.2 * e} for e in (1, 2, 3)]
+    fig = learning_curves_figure(hist)
+    assert [t.name for t in fig.data] == ["train loss", "val loss", "val FG-IoU"]
+    assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
+    assert learning_curves_figure([]) is None

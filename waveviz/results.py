@@ -176,6 +176,24 @@ def markdown(rows: list[ResultRow]) -> str:
     return "\n".join(lines)
 
 
+def checkpoint_class_spectra(model, info: dict, n: int = 16, seed: int = FRESH_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    """Mean |rfft| over time of each true class's pixels (paper Fig. 4, right) on n fresh test images
+    of the checkpoint's data set, the model run as it trained (info from `load_checkpoint`).
+    → rfft frequencies (K,), spectra (N, C, K), pixel counts (N,), class names; None for a model
+    without a hidden sequence (CNN, U-Net)."""
+    from .analysis import model_class_spectra, rfft_freqs
+    from .data import DATASETS
+    from .models import is_recurrent
+
+    if not is_recurrent(model):
+        return None
+    dataset = trained_dataset(info)
+    spec = DATASETS.get(dataset)
+    x, y = to_tensors(make_dataset(dataset, n, seed=seed, split="test"))
+    spectra, counts = model_class_spectra(model, x, y, spec.num_classes, amp=trained_with_amp(info))
+    return rfft_freqs(model.config.T), spectra, counts, list(spec.class_names)
+
+
 def history_arrays(meta: dict) -> dict[str, np.ndarray]:
     """Per-epoch curves of a checkpoint's training history: epoch, train_loss, val_loss, val_fg_iou,
     and the long-wavelength share where it was recorded (key `long_wavelength_share`)."""
