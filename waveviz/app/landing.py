@@ -39,12 +39,13 @@ def demo_waves(frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
     a fresh NWM on Tetrominoes, whose Laplacian-initialised coupling already sends waves out from
     the shapes' edges. → image uint8, snapshots (frames, H, W, 3) uint8, their steps (1-based), a caption.
     """
-    from .. import create_model, load_checkpoint
+    from .. import create_model
+    from .common import load_model
 
     shipped = [p for p in find_checkpoints() if p.parent == shipped_checkpoints()]
     best = catalog.best(catalog.catalog(shipped), recurrent=True)
     if best is not None:
-        model, _ = load_checkpoint(best.path)
+        model, _ = load_model(best.path)
         dataset, caption = best.dataset, f"trained model {best.id} ({best.quality})"
     else:
         torch.manual_seed(seed)
