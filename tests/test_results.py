@@ -92,7 +92,7 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     import torch
 
     from waveviz.checkpoint import read_checkpoint
-    from waveviz.results import faithful_metrics, rescore
+    from waveviz.results import faithful_metrics, rescore_older
 
     row = results_table(ckpt_dir)[0]
     assert row.faithful == read_checkpoint(row.path)["meta"]["test_metrics"] and row.faithful_n == 4
@@ -103,7 +103,8 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     raw["trainer"] = {"kept": 1}
     torch.save(raw, old)
     assert faithful_metrics(raw["meta"]) == (None, 0)
-    m = rescore(old, n=5)
+    ((path, m),) = rescore_older(tmp_path, 5)  # the older one only: `rescore` on it
+    assert path == old
     back = read_checkpoint(old)
     assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
     assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)

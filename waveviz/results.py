@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -118,6 +118,18 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     own = set(checkpoint_dict(model, info["preset"]))  # what save_checkpoint writes itself
     save_checkpoint(path, model, info["preset"], meta, **{k: v for k, v in raw.items() if k not in own})
     return m
+
+
+def rescore_older(folder: str | Path, n: int = 300) -> Iterator[tuple[Path, dict]]:
+    """`rescore` each checkpoint in `folder` trained before the paper-faithful data (data version < 2),
+    one after another → (path, its faithful metrics) as each is stored; unreadable files are skipped."""
+    for path in sorted(Path(folder).glob("*.pt")):
+        try:
+            meta = read_checkpoint(path).get("meta", {})
+        except CheckpointError:
+            continue
+        if meta.get("data_version", 1) < 2:
+            yield path, rescore(path, n)
 
 
 def results_table(folder: str | Path | None = None, fresh: int = 0,

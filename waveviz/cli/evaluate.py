@@ -7,6 +7,20 @@ import numpy as np
 
 from .args import UserError, emit, positive_int, writable_target
 
+PRECISIONS = ("as-trained", "float32", "bf16")
+
+
+def _precision_arg(p) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="as-trained",
+                   help="run in float32 or under bf16 autocast; default: as the checkpoint trained (--amp → bf16)")
+
+
+def _amp(args, info: dict) -> bool:
+    """Whether --precision asks for bf16 autocast (as-trained: if the run used --amp)."""
+    from ..checkpoint import trained_with_amp
+
+    return trained_with_amp(info) if args.precision == "as-trained" else args.precision == "bf16"
+
 
 def _load_for(ckpt: str, data_path: str, require_masks: bool):
     from ..checkpoint import load_checkpoint
@@ -37,21 +51,6 @@ def add_subparser(sub) -> None:
     p.add_argument("--device", default="auto")
     _precision_arg(p)
     p.set_defaults(func=run_predict)
-
-
-PRECISIONS = ("as-trained", "float32", "bf16")
-
-
-def _precision_arg(p) -> None:
-    p.add_argument("--precision", choices=PRECISIONS, default="as-trained",
-                   help="run in float32 or under bf16 autocast; default: as the checkpoint trained (--amp → bf16)")
-
-
-def _amp(args, info: dict) -> bool:
-    """Whether --precision asks for bf16 autocast (as-trained: if the run used --amp)."""
-    from ..checkpoint import trained_with_amp
-
-    return trained_with_amp(info) if args.precision == "as-trained" else args.precision == "bf16"
 
 
 def run_eval(args) -> int:

@@ -28,19 +28,10 @@ def run_results(args) -> int:
         hint = "" if args.dir else " (WAVEVIZ_CHECKPOINTS or --dir names another)"
         raise UserError(f"{folder}: no such folder{hint}")
     if args.rescore:
-        from pathlib import Path
+        from ..results import rescore_older
 
-        from ..checkpoint import CheckpointError, read_checkpoint
-        from ..results import faithful_metrics, rescore
-
-        for path in sorted(Path(folder).glob("*.pt")):
-            try:
-                meta = read_checkpoint(path).get("meta", {})
-            except CheckpointError:
-                continue
-            if meta.get("data_version", 1) < 2:
-                m = rescore(path, args.rescore)
-                print(f"{path.name}: paper-faithful test FG-IoU {m['fg_iou']:.3f} on {args.rescore} images", file=sys.stderr)
+        for path, m in rescore_older(folder, args.rescore):
+            print(f"{path.name}: paper-faithful test FG-IoU {m['fg_iou']:.3f} on {args.rescore} images", file=sys.stderr)
     rows = results_table(folder, fresh=args.fresh)
     emit([asdict(r) | {"meets_target": r.meets_target} for r in rows], args.json, markdown(rows) if rows else f"no checkpoints with metrics in {folder}")
     return 0

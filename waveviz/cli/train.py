@@ -9,7 +9,6 @@ from typing import Callable
 from ..engine import ENGINES
 from .args import UserError, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
 
-
 OFF = "off"
 
 
