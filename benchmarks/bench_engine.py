@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from waveviz.cli_bench import Setting, run_benchmark, to_markdown  # noqa: E402
+from waveviz.bench import Setting, run_benchmark, to_markdown  # noqa: E402
 from waveviz.training import pick_device  # noqa: E402
 
 SUITES = {

@@ -106,7 +106,7 @@ def bench_page(ckpt: Path, repeat: int) -> float:
     (home / "jobs" / "bench").mkdir(parents=True)
     os.symlink(ckpt.resolve(), home / "jobs" / "bench" / "best.pt")
     os.environ["WAVEVIZ_HOME"] = str(home)
-    waveviz.paths.SHIPPED_CHECKPOINTS = home / "none"
+    os.environ["WAVEVIZ_CHECKPOINTS"] = str(home / "none")
     drawing = {"i": 0}
 
     class Canvas:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from waveviz import drawing  # noqa: E402
 from waveviz.app.catalog import shipped_best_by_dataset  # noqa: E402
-from waveviz.checkpoint import load_checkpoint, trained_with_amp  # noqa: E402
+from waveviz.checkpoint import load_checkpoint, trained_dataset, trained_with_amp  # noqa: E402
 from waveviz.data import make_dataset  # noqa: E402
 from waveviz.engine import bf16_autocast  # noqa: E402
 from waveviz.metrics import segmentation_metrics  # noqa: E402
@@ -45,7 +45,7 @@ def fg_iou(model, images: np.ndarray, masks: np.ndarray, amp: bool) -> float:
 
 def measure(ckpt: Path, n: int) -> dict:
     model, info = load_checkpoint(ckpt)
-    dataset = info["meta"].get("dataset") or info["preset"].rsplit("-", 1)[-1]
+    dataset = trained_dataset(info)
     data = make_dataset(dataset, n, seed=FRESH_SEED, split="test")
     images, masks, dropped = drawing.redraw_dataset(dataset, data.images, data.masks, px=PX)
     amp = trained_with_amp(info)

@@ -48,18 +48,14 @@ def tiny_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def app_home(tiny_home, monkeypatch, tmp_path) -> Path:
     """Point checkpoint discovery at the tiny jobs only (no shipped checkpoints), for this test."""
-    import waveviz.paths
-
     monkeypatch.setenv("WAVEVIZ_HOME", str(tiny_home))
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path / "no-shipped-checkpoints"))
     return tiny_home
 
 
 @pytest.fixture
 def empty_home(monkeypatch, tmp_path) -> Path:
     """No checkpoints anywhere."""
-    import waveviz.paths
-
     monkeypatch.setenv("WAVEVIZ_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path / "no-shipped-checkpoints"))
     return tmp_path / "home"

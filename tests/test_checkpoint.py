@@ -183,3 +183,11 @@ def test_two_concurrent_writers_never_leave_a_broken_file(tmp_path):
     assert [w.returncode for w in writers] == [0, 0]
     assert _version(path) in (103, 203) and seen <= {0, 100, 101, 102, 103, 200, 201, 202, 203}
     assert os.listdir(folder) == ["m.pt"]  # each writer's temp file became the checkpoint
+
+
+def test_trained_dataset_reads_the_metadata_then_the_preset():
+    from waveviz.checkpoint import trained_dataset
+
+    assert trained_dataset({"preset": "nwm-linear-mnist", "meta": {"dataset": "tetrominoes"}}) == "tetrominoes"
+    assert trained_dataset({"preset": "nwm-linear-multi_mnist", "meta": {}}) == "multi_mnist"
+    assert trained_dataset({"preset": "my-run-polygons"}) == "polygons"  # not a preset: its name's last part

@@ -49,9 +49,9 @@ def test_make_train_eval_predict(tmp_path, capsys):
 def test_eval_and_predict_run_a_checkpoint_as_it_trained(tmp_path, capsys):
     """The shipped ConvLSTM trained with --amp: eval / predict run it under bf16 autocast by default
     (as its stored metrics were measured), and say so; --precision float32 runs it plainly."""
-    from waveviz.paths import SHIPPED_CHECKPOINTS
+    from waveviz.paths import shipped_checkpoints
 
-    ckpt, data = str(SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt"), str(tmp_path / "d.npz")
+    ckpt, data = str(shipped_checkpoints() / "lstm-linear-tetrominoes.pt"), str(tmp_path / "d.npz")
     assert run(["data", "make", "tetrominoes", "--n", "6", "--seed", "3", "--out", data], capsys)[0] == 0
     res = {}
     for precision in ("as-trained", "bf16", "float32"):

@@ -1,5 +1,4 @@
 """The drum lab: wave RNN vs theory (paper Fig. 2), spectra, isospectral drums, CLI and page."""
-import argparse
 import io
 import json
 import tracemalloc
@@ -10,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from waveviz import cli_drum, drum
+from waveviz import drum
+from waveviz.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +28,7 @@ def blob_drawing(size: int = 320, outline: bool = False, centre=(160, 160)) -> n
 
 
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="waveviz")
-    cli_drum.add_subparser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
+    return main(list(argv))
 
 
 # --- paper Fig. 2 ------------------------------------------------------------------------------
@@ -248,10 +245,10 @@ def app(monkeypatch):
     """The Drum page under AppTest, with a fake canvas whose drawing the test sets."""
     from streamlit.testing.v1 import AppTest
 
-    from waveviz.app import drum_page
+    from waveviz.app import common
 
     canvas = types.SimpleNamespace(image_data=None, json_data={})
-    monkeypatch.setattr(drum_page, "st_canvas", lambda **kwargs: canvas)
+    monkeypatch.setattr(common, "draw_canvas", lambda **kwargs: canvas)
     at = AppTest.from_file(str(ROOT / "app_pages" / "drum.py"), default_timeout=60)
     at.canvas = canvas
     return at
@@ -321,3 +318,14 @@ def test_page_strikes_the_clicked_point(app):
     strike_marker = json.loads(app.get("plotly_chart")[0].proto.spec)["data"][-1]
     assert (strike_marker["y"], strike_marker["x"]) == ([10], [30])
     assert "Click a pixel" not in " ".join(c.value for c in app.caption)
+
+
+def test_a_click_on_the_strike_figure_names_its_pixel():
+    from waveviz.app import figures
+
+    mask = drum.make_drum("square", 16)
+    layer = figures.drum_strike_figure(mask, (8, 8)).data[1]  # one transparent marker per free pixel
+    assert len(layer.x) == mask.sum()
+    for i in (0, 7, len(layer.x) - 1):
+        row, col = figures.pixel_from_points([{"customdata": list(layer.customdata[i])}])
+        assert (row, col) == (layer.y[i], layer.x[i]) and mask[row, col]

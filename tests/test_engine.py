@@ -639,9 +639,9 @@ def test_fast_bf16_keeps_a_shipped_models_accuracy():
     float32 engine does (≥ 99.9 % of pixels alike, FG-IoU within 0.005)."""
     from waveviz.data import make_dataset, to_tensors
     from waveviz.metrics import segmentation_metrics
-    from waveviz.paths import SHIPPED_CHECKPOINTS
+    from waveviz.paths import shipped_checkpoints
 
-    model, _ = load_checkpoint(SHIPPED_CHECKPOINTS / "nwm-linear-tetrominoes.pt")
+    model, _ = load_checkpoint(shipped_checkpoints() / "nwm-linear-tetrominoes.pt")
     x, y = to_tensors(make_dataset("tetrominoes", 24, seed=10_000, split="test"))
     out = {}
     torch.set_num_threads(2)

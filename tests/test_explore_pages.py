@@ -215,7 +215,6 @@ def mixed_home(tiny_home, monkeypatch, tmp_path):
     import torch
 
     import waveviz
-    import waveviz.paths
     from waveviz.presets import PRESETS
 
     home = tmp_path / "home"
@@ -226,7 +225,7 @@ def mixed_home(tiny_home, monkeypatch, tmp_path):
         waveviz.save_checkpoint(home / "jobs" / preset / "best.pt", waveviz.create_model(preset, C=2, T=4, head=(8,)),
                                 preset, {"dataset": PRESETS.get(preset).dataset})
     monkeypatch.setenv("WAVEVIZ_HOME", str(home))
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path / "no-shipped-checkpoints"))
     return home
 
 
@@ -333,7 +332,6 @@ def test_explore_many_channels_animates_a_chosen_few(monkeypatch, tmp_path):
     import torch
 
     import waveviz
-    import waveviz.paths
 
     torch.manual_seed(0)
     model = waveviz.create_model("nwm-linear-multi_mnist", C=6, T=5, head=(8,))  # untrained is enough here
@@ -341,7 +339,7 @@ def test_explore_many_channels_animates_a_chosen_few(monkeypatch, tmp_path):
     waveviz.save_checkpoint(tmp_path / "jobs" / "wide" / "best.pt", model, "nwm-linear-multi_mnist",
                             {"dataset": "multi_mnist"})
     monkeypatch.setenv("WAVEVIZ_HOME", str(tmp_path))
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "none")
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path / "none"))
     at = _app(EXPLORE, view="Drum: ω and α")
     _ok(at)
     assert at.multiselect(key="anim").value == [0, 1, 2, 3]
@@ -521,10 +519,10 @@ def test_runs_use_the_precision_a_checkpoint_trained_in():
     from waveviz import engine
     from waveviz.checkpoint import load_checkpoint, trained_with_amp
     from waveviz.data import make_dataset, to_tensors
-    from waveviz.paths import SHIPPED_CHECKPOINTS
+    from waveviz.paths import shipped_checkpoints
 
-    model, info = load_checkpoint(SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt")
-    assert trained_with_amp(info) and not trained_with_amp(load_checkpoint(SHIPPED_CHECKPOINTS / "unet3-multi_mnist.pt")[1])
+    model, info = load_checkpoint(shipped_checkpoints() / "lstm-linear-tetrominoes.pt")
+    assert trained_with_amp(info) and not trained_with_amp(load_checkpoint(shipped_checkpoints() / "unet3-multi_mnist.pt")[1])
     x, _ = to_tensors(make_dataset("tetrominoes", 1, seed=10_000, split="test"))
     as_trained, plain = common.run_model(model, x, amp=True), common.run_model(model, x)
     with torch.inference_mode(), engine.bf16_autocast("cpu"):
@@ -534,6 +532,6 @@ def test_runs_use_the_precision_a_checkpoint_trained_in():
     assert as_trained.logits.dtype == np.float32 and as_trained.hidden.dtype == np.float32
     assert np.allclose(as_trained.logits, want, atol=1e-5) and not np.allclose(plain.logits, want, atol=1e-3)
     assert (as_trained.pred == native.argmax(0)).mean() > 0.99 and (plain.pred != native.argmax(0)).mean() > 0.01
-    picked = common.Picked("lstm", SHIPPED_CHECKPOINTS / "lstm-linear-tetrominoes.pt", model, info)
+    picked = common.Picked("lstm", shipped_checkpoints() / "lstm-linear-tetrominoes.pt", model, info)
     assert picked.amp and picked.how_run.startswith(f"engine {model.engine}; bf16 autocast")
     assert ("emulated in float32" in picked.how_run) == engine.bf16_emulated("cpu")

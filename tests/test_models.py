@@ -143,3 +143,10 @@ def test_fft_readout_is_rfft_magnitude():
     Y = torch.cos(2 * torch.pi * 2 * t / 8).reshape(1, 8, 1, 1, 1)
     f = r.time_features(Y)[0, :, 0, 0, 0]
     assert f.argmax() == 2 and f[2] == pytest.approx(4.0, abs=1e-5)
+
+
+def test_is_recurrent_names_the_models_with_waves():
+    from waveviz.models import MODELS, is_recurrent
+
+    assert [f for f in MODELS.names() if is_recurrent(f)] == ["nwm", "lstm"] and not is_recurrent("no-such-family")
+    assert is_recurrent(create_model("nwm-linear-tetrominoes", T=4)) and not is_recurrent(create_model("cnn2-tetrominoes"))

@@ -1,14 +1,15 @@
 """The results table, its CLI, and the Results page under AppTest."""
 import json
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import waveviz.paths
 from waveviz.cli import main
-from waveviz.paths import REPO_ROOT as ROOT
 from waveviz.results import PAPER, markdown, results_table, share_loss_correlation
 from waveviz.training import DataConfig, TrainConfig, train_preset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_share_loss_correlation():
 
 @pytest.mark.slow
 def test_results_page(ckpt_dir, monkeypatch):
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", ckpt_dir)
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(ckpt_dir))
     at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=120).run()
     assert not at.exception
     assert at.title[0].value == "Results"
@@ -71,7 +72,7 @@ def test_class_spectrum_figure(ckpt_dir):
 
 
 def test_results_page_without_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path)
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path))
     at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=60).run()
     assert not at.exception
     assert "No trained checkpoints" in at.info[0].value
@@ -91,7 +92,7 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     import torch
 
     from waveviz.checkpoint import read_checkpoint
-    from waveviz.results import faithful_metrics, rescore
+    from waveviz.results import faithful_metrics, rescore_older
 
     row = results_table(ckpt_dir)[0]
     assert row.faithful == read_checkpoint(row.path)["meta"]["test_metrics"] and row.faithful_n == 4
@@ -102,7 +103,8 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     raw["trainer"] = {"kept": 1}
     torch.save(raw, old)
     assert faithful_metrics(raw["meta"]) == (None, 0)
-    m = rescore(old, n=5)
+    ((path, m),) = rescore_older(tmp_path, 5)  # the older one only: `rescore` on it
+    assert path == old
     back = read_checkpoint(old)
     assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
     assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)
@@ -115,3 +117,15 @@ def test_readme_table_of_shipped_models_is_the_checkpoints_own():
     from waveviz.results import results_table, summary_markdown
 
     assert summary_markdown(results_table()) in (ROOT / "README.md").read_text()
+
+
+def test_learning_curves_of_a_checkpoint_history():
+    """The Results page draws a checkpoint's history with the Train page's figure: per-epoch training
+    loss in place of the live curve, against training minutes."""
+    from waveviz.app.figures import learning_curves_figure
+
+    hist = [{"epoch": e, "seconds": 60.0, "train_loss": 1 / e, "val_loss": 1.2 / e, "val_fg_iou": 0.2 * e} for e in (1, 2, 3)]
+    fig = learning_curves_figure(hist)
+    assert [t.name for t in fig.data] == ["train loss", "val loss", "val FG-IoU"]
+    assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
+    assert learning_curves_figure([]) is None

@@ -61,3 +61,14 @@ def test_every_variable_is_documented_and_the_engine_reads_none_itself():
     assert not undocumented, f"not in settings' table: {undocumented}"
     for path in (PACKAGE / "engine").glob("*.py"):
         assert "os.environ.get(" not in path.read_text(), f"{path.name} reads the environment itself"
+
+
+def test_the_checkpoints_folder_is_a_setting(monkeypatch, tmp_path):
+    from waveviz import paths, settings
+
+    monkeypatch.delenv("WAVEVIZ_CHECKPOINTS", raising=False)
+    checkout = Path(paths.__file__).resolve().parent.parent
+    assert paths.shipped_checkpoints() == settings.get().checkpoints == checkout / "checkpoints"
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("WAVEVIZ_HOME", str(tmp_path / "home"))
+    assert paths.shipped_checkpoints() == tmp_path and paths.find_checkpoints() == []

@@ -21,12 +21,9 @@ TRAIN = "../app_pages/train.py"
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    import waveviz.paths
-
     monkeypatch.setenv("WAVEVIZ_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("WAVEVIZ_MAX_JOBS", "1")
-    monkeypatch.setattr(waveviz.paths, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
-    monkeypatch.setattr(jobs_view, "SHIPPED_CHECKPOINTS", tmp_path / "no-shipped-checkpoints")
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(tmp_path / "no-shipped-checkpoints"))
     return tmp_path / "home"
 
 
@@ -192,7 +189,7 @@ def test_recorded_speed_comes_from_runs_on_this_kind_of_machine(home, tmp_path, 
 
     folder = tmp_path / "shipped"
     folder.mkdir()
-    monkeypatch.setattr(jobs_view, "SHIPPED_CHECKPOINTS", folder)
+    monkeypatch.setenv("WAVEVIZ_CHECKPOINTS", str(folder))
     model = waveviz.create_model("nwm-linear-tetrominoes", T=4, head=(8,))
     meta = {"dataset": "tetrominoes", "hardware": hardware_name(torch.device("cpu")), "splits": {"train": 400},
             "history": [{"epoch": 1, "seconds": 100.0}, {"epoch": 2, "seconds": 60.0}]}

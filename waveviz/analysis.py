@@ -27,6 +27,8 @@ import numpy as np
 import scipy.signal
 import torch
 
+from .models import is_recurrent
+
 NYQUIST_WAVELENGTH_PX = 2.0  # the shortest wavelength a pixel grid carries along an axis
 AMPLITUDE_FLOOR = 1e-3  # analytic amplitude below this fraction of its maximum: no defined phase
 
@@ -221,6 +223,16 @@ def model_wave_share(model: torch.nn.Module, x: torch.Tensor, device: torch.devi
                 break
     return sum(shares) / len(shares) if shares else None
 
+
+def record_wave_share(trainer, info: dict, images: int = 4) -> None:
+    """A training callback's epoch step: the long-wavelength share of up to `images` validation images
+    (`model_wave_share`, paper Fig. 10) into the epoch's record, so into the history and checkpoints.
+    Records nothing for models without a hidden sequence."""
+    share = model_wave_share(trainer.model, trainer.val_data[0][:images], trainer.device)
+    if share is not None:
+        info["record"]["long_wavelength_share"] = share
+
+
 def _count_long(lam: np.ndarray, threshold: float) -> tuple[int, int]:
     ok = ~np.isnan(lam)
     return int((lam[ok] > float(threshold) * NYQUIST_WAVELENGTH_PX).sum()), int(ok.sum())
@@ -348,7 +360,7 @@ def effective_receptive_field(model, x: torch.Tensor, row: int, col: int, steps:
     if label is None:
         with torch.inference_mode():
             label = int(model(x)[0, :, row, col].argmax())
-    recurrent = hasattr(model, "forward_features")
+    recurrent = is_recurrent(model)
     T = model.config.T if recurrent else 0
     if recurrent:
         steps = sorted({int(s) for s in (steps or default_erf_steps(T)) if 1 <= int(s) <= T})

@@ -101,6 +101,18 @@ def trained_with_amp(info: dict) -> bool:
     return bool(info.get("meta", {}).get("train", {}).get("amp"))
 
 
+def trained_dataset(info: dict) -> str:
+    """The data set the run behind a checkpoint (its info from `read_checkpoint` or `load_checkpoint`)
+    trained on: its metadata's, else its preset's, else the preset name's last part (`…-{dataset}`)."""
+    from .presets import PRESETS
+
+    ds = (info.get("meta") or {}).get("dataset")
+    if ds:
+        return ds
+    preset = str(info.get("preset"))
+    return PRESETS.get(preset).dataset if preset in PRESETS else preset.rsplit("-", 1)[-1]
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Segmenter, dict]:
     """→ (model in eval mode, checkpoint dict without the state dict)."""
     path = os.fspath(path)

@@ -707,13 +707,10 @@ class JobMonitor:
         try:
             from . import analysis
 
-            share = analysis.model_wave_share(trainer.model, trainer.val_data[0][: self.probe_images], trainer.device)
+            analysis.record_wave_share(trainer, info, self.probe_images)  # lands in the history, so in checkpoints too
         except Exception as e:  # an optional metric must never stop training
             self.probe_on = False
             log(f"long-wavelength share switched off: {type(e).__name__}: {_one_line(e)[:200]}")
-            return
-        if share is not None:
-            info["record"]["long_wavelength_share"] = share  # lands in the history, so in checkpoints too
 
     def on_saved(self, trainer, info) -> None:
         write_json(self.dir / "metrics.json", trainer.history)

@@ -1,4 +1,5 @@
-"""Where waveviz keeps things: shipped checkpoints, the user's home for jobs, fetched data, discovery of models."""
+"""Where waveviz keeps things: shipped checkpoints, the user's home for jobs, fetched data, discovery of
+models. Every folder comes from `waveviz.settings`, so an installed package works away from a checkout."""
 from __future__ import annotations
 
 import os
@@ -6,8 +7,12 @@ from pathlib import Path
 
 from . import settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_CHECKPOINTS = REPO_ROOT / "checkpoints"
+
+
+def shipped_checkpoints() -> Path:
+    """$WAVEVIZ_CHECKPOINTS, default the checkout's `checkpoints/` (beside the package): the trained
+    models waveviz offers before any of the user's own."""
+    return settings.get().checkpoints
 
 
 def waveviz_home() -> Path:
@@ -46,6 +51,7 @@ def page_readable_dirs() -> list[Path]:
 def find_checkpoints() -> list[Path]:
     """Every model a picker should offer: shipped `checkpoints/*.pt`, then each job's `best.pt`
     (`$WAVEVIZ_HOME/jobs/<id>/best.pt`), newest job first."""
-    shipped = sorted(SHIPPED_CHECKPOINTS.glob("*.pt")) if SHIPPED_CHECKPOINTS.is_dir() else []
+    folder = shipped_checkpoints()
+    shipped = sorted(folder.glob("*.pt")) if folder.is_dir() else []
     jobs = sorted(jobs_dir().glob("*/best.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if jobs_dir().is_dir() else []
     return shipped + jobs

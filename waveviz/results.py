@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
-                         trained_with_amp)
+                         trained_dataset, trained_with_amp)
 from .data import DATA_VERSION, make_dataset, to_tensors
-from .paths import SHIPPED_CHECKPOINTS
+from .paths import shipped_checkpoints
 
 # (dataset, model, readout or width) → paper FG-Acc / FG-IoU / FG-Loss, mean over seeds (SPEC §9).
 PAPER = {
@@ -106,7 +106,7 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
 
     model, info = load_checkpoint(path)
     meta = dict(info.get("meta", {}))
-    dataset = meta.get("dataset") or info["preset"].rsplit("-", 1)[-1]
+    dataset = trained_dataset(info)
     data = make_dataset(dataset, n, seed=seed, split="test")
     from .training import evaluate
 
@@ -120,13 +120,25 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     return m
 
 
-def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0,
+def rescore_older(folder: str | Path, n: int = 300) -> Iterator[tuple[Path, dict]]:
+    """`rescore` each checkpoint in `folder` trained before the paper-faithful data (data version < 2),
+    one after another → (path, its faithful metrics) as each is stored; unreadable files are skipped."""
+    for path in sorted(Path(folder).glob("*.pt")):
+        try:
+            meta = read_checkpoint(path).get("meta", {})
+        except CheckpointError:
+            continue
+        if meta.get("data_version", 1) < 2:
+            yield path, rescore(path, n)
+
+
+def results_table(folder: str | Path | None = None, fresh: int = 0,
                   progress: Callable[[int, int, str], None] | None = None) -> list[ResultRow]:
-    """One row per checkpoint in `folder` with stored test metrics (read from the metadata alone,
+    """One row per checkpoint in `folder` (default: `paths.shipped_checkpoints()`) with stored test metrics (read from the metadata alone,
     no model built), or, with `fresh` = n, measured now on n fresh samples; `progress(i, total,
     name)` is called before each checkpoint."""
     rows = []
-    paths = sorted(Path(folder).glob("*.pt"))
+    paths = sorted(Path(shipped_checkpoints() if folder is None else folder).glob("*.pt"))
     for i, path in enumerate(paths):
         if progress is not None:
             progress(i, len(paths), path.stem)
@@ -136,7 +148,7 @@ def results_table(folder: str | Path = SHIPPED_CHECKPOINTS, fresh: int = 0,
             continue
         meta = info.get("meta", {})
         preset = info["preset"]
-        dataset = meta.get("dataset") or preset.rsplit("-", 1)[-1]
+        dataset = trained_dataset(info)
         if fresh:
             try:
                 model, info = load_checkpoint(path)
@@ -190,6 +202,24 @@ def summary_markdown(rows: list[ResultRow]) -> str:
         level = {True: "yes", False: "not yet", None: "baseline"}[r.meets_target] if r.target else "baseline"
         lines.append(f"| `{r.preset}` | {ours} | {paper} | {level} |")
     return "\n".join(lines)
+
+
+def checkpoint_class_spectra(model, info: dict, n: int = 16, seed: int = FRESH_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]] | None:
+    """Mean |rfft| over time of each true class's pixels (paper Fig. 4, right) on n fresh test images
+    of the checkpoint's data set, the model run as it trained (info from `load_checkpoint`).
+    → rfft frequencies (K,), spectra (N, C, K), pixel counts (N,), class names; None for a model
+    without a hidden sequence (CNN, U-Net)."""
+    from .analysis import model_class_spectra, rfft_freqs
+    from .data import DATASETS
+    from .models import is_recurrent
+
+    if not is_recurrent(model):
+        return None
+    dataset = trained_dataset(info)
+    spec = DATASETS.get(dataset)
+    x, y = to_tensors(make_dataset(dataset, n, seed=seed, split="test"))
+    spectra, counts = model_class_spectra(model, x, y, spec.num_classes, amp=trained_with_amp(info))
+    return rfft_freqs(model.config.T), spectra, counts, list(spec.class_names)
 
 
 def history_arrays(meta: dict) -> dict[str, np.ndarray]:

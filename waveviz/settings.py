@@ -24,6 +24,7 @@ only stops what it concerns.
 | `WAVEVIZ_MALLOC` | `malloc` | 0: leave glibc's allocator alone in training and `waveviz bench` (on: freed memory kept) |
 | `WAVEVIZ_DEBUG` | `debug` | any value: the CLI prints the traceback of an internal error (off) |
 | `WAVEVIZ_HOME` | `home` | jobs, uploads and the app's state (`~/.waveviz`) |
+| `WAVEVIZ_CHECKPOINTS` | `checkpoints` | the shipped checkpoints the app, `waveviz results` and the pickers offer (the checkout's `checkpoints/`, beside the package) |
 | `WAVEVIZ_MAX_JOBS` | `max_jobs` | training jobs running at once, a whole number ≥ 1 (None: `settings.json` in the jobs folder, else 1) |
 | `WAVEVIZ_MNIST_DIR` | `mnist_dir` | a folder with the MNIST IDX files (None: fetched MNIST, else the digits shipped in the package) |
 | `WAVEVIZ_DATA` | `data_cache` | where `waveviz data fetch` caches data sets (`$XDG_CACHE_HOME/waveviz`, else `~/.cache/waveviz`) |
@@ -40,6 +41,8 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the package's parent: a checkout, or site-packages
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -54,6 +57,7 @@ class Settings:
     malloc: bool = True
     debug: bool = False
     home: Path = Path.home() / ".waveviz"
+    checkpoints: Path = CHECKOUT / "checkpoints"
     max_jobs: str | None = None
     mnist_dir: str | None = None
     data_cache: Path = Path.home() / ".cache" / "waveviz"
@@ -75,6 +79,7 @@ class Settings:
             malloc=on("WAVEVIZ_MALLOC"),
             debug=bool(env.get("WAVEVIZ_DEBUG")),
             home=Path(env.get("WAVEVIZ_HOME") or Path.home() / ".waveviz"),
+            checkpoints=Path(env.get("WAVEVIZ_CHECKPOINTS") or CHECKOUT / "checkpoints"),
             max_jobs=env.get("WAVEVIZ_MAX_JOBS") or None,
             mnist_dir=env.get("WAVEVIZ_MNIST_DIR") or None,
             data_cache=Path(env.get("WAVEVIZ_DATA") or Path(xdg or Path.home() / ".cache") / "waveviz"),
@@ -85,7 +90,7 @@ class Settings:
 # What `from_env` reads: a change to any of these makes `get()` read the environment again.
 _READS = ("WAVEVIZ_ENGINE", "WAVEVIZ_BF16", "WAVEVIZ_CPU_KERNEL", "WAVEVIZ_CPU_OPENMP", "WAVEVIZ_CACHE",
           "XDG_CACHE_HOME", "CC", "WAVEVIZ_TRITON", "WAVEVIZ_ONEDNN_BWD", "WAVEVIZ_MALLOC", "WAVEVIZ_DEBUG",
-          "WAVEVIZ_HOME", "HOME", "WAVEVIZ_MAX_JOBS", "WAVEVIZ_MNIST_DIR", "WAVEVIZ_DATA", "WAVEVIZ_READ_PATHS")
+          "WAVEVIZ_HOME", "HOME", "WAVEVIZ_CHECKPOINTS", "WAVEVIZ_MAX_JOBS", "WAVEVIZ_MNIST_DIR", "WAVEVIZ_DATA", "WAVEVIZ_READ_PATHS")
 _read: tuple[tuple, Settings] | None = None
 _overrides: list[Settings] = []
 

@@ -14,16 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from .. import jobs
-from ..checkpoint import CheckpointError, read_checkpoint
+from ..checkpoint import CheckpointError, read_checkpoint, trained_dataset
 from ..data import DATASETS
-from ..paths import REPO_ROOT, SHIPPED_CHECKPOINTS, find_checkpoints
-from ..presets import PRESETS
+from ..models import is_recurrent
+from ..paths import find_checkpoints, shipped_checkpoints
 from ..results import PAPER, stored_metrics
 
 UNDER_TRAINED = 0.9  # below this share of the paper's number a model is marked under-trained
 HIDDEN_JOB_STATES = ("canceled", "failed", "crashed")  # their best.pt is not offered
 LABELS = {"fg_iou": "FG-IoU", "fg_acc": "FG-Acc"}
-RECURRENT = ("nwm", "lstm")  # model families with a hidden sequence (waves)
 
 
 @dataclass(frozen=True)
@@ -46,7 +45,7 @@ class ModelEntry:
 
     @property
     def recurrent(self) -> bool:
-        return self.family in RECURRENT
+        return is_recurrent(self.family)
 
     @property
     def metric(self) -> str:
@@ -106,7 +105,7 @@ def checkpoint_id(path: Path) -> str:
     if path.name == "best.pt" and path.parent.parent.name == "jobs":
         return f"job-{path.parent.name}"
     try:
-        rel = path.resolve().relative_to((REPO_ROOT / "checkpoints").resolve())
+        rel = path.resolve().relative_to(shipped_checkpoints().resolve())
         return rel.with_suffix("").as_posix()
     except ValueError:
         return path.stem
@@ -133,7 +132,7 @@ def describe(path: Path) -> ModelEntry | None:
         return None
     preset = str(ck.get("preset"))
     meta = ck.get("meta") or {}
-    ds = meta.get("dataset") or (PRESETS.get(preset).dataset if preset in PRESETS else None)
+    ds = trained_dataset(ck)
     if ds not in DATASETS:
         return None
     metrics, split = stored_metrics(meta)
@@ -171,7 +170,7 @@ def best(entries: dict[str, ModelEntry] | list[ModelEntry], *, recurrent: bool =
 
 def shipped_best_by_dataset(folder: Path | None = None) -> dict[str, Path]:
     """data set → the path of its best shipped checkpoint."""
-    folder = Path(folder or SHIPPED_CHECKPOINTS)
+    folder = Path(folder or shipped_checkpoints())
     entries = catalog(sorted(folder.glob("*.pt")))
     out: dict[str, Path] = {}
     for e in entries.values():  # best first

@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 from .. import drawing, engine as fast, inputs
-from ..checkpoint import CheckpointError, load_checkpoint, trained_with_amp
+from ..checkpoint import CheckpointError, load_checkpoint, trained_dataset, trained_with_amp
 from ..data import DATASETS
+from ..models import is_recurrent
 from ..paths import find_checkpoints
 from . import catalog
 from .figures import pixel_from_points
@@ -117,12 +118,8 @@ class Picked:
 
     @property
     def dataset(self) -> str:
-        ds = (self.info.get("meta") or {}).get("dataset")
-        if ds in DATASETS:
-            return ds
-        from ..presets import PRESETS
-
-        return PRESETS.get(self.preset).dataset if self.preset in PRESETS else DATASETS.names()[0]
+        ds = trained_dataset(self.info)
+        return ds if ds in DATASETS else DATASETS.names()[0]
 
     @property
     def drawing_options(self) -> dict:
@@ -137,7 +134,7 @@ class Picked:
 
     @property
     def recurrent(self) -> bool:
-        return hasattr(self.model, "forward_features")
+        return is_recurrent(self.model)
 
     @property
     def short(self) -> str:

@@ -5,15 +5,12 @@ Layout and widgets only; every number comes from :mod:`waveviz.drum`.
 from __future__ import annotations
 
 import numpy as np
-import plotly.express as px
-import plotly.graph_objects as go
 import streamlit as st
 
 from waveviz import drum
-from waveviz.app import figures
+from waveviz.app import common, figures
 from waveviz.app.figures import CHART_CONFIG
 
-CANVAS_PX = 320  # drawing canvas, screen pixels
 DRAW_GRID = 64  # a drawing becomes a DRAW_GRID × DRAW_GRID drum
 
 INTRO = """
@@ -26,13 +23,6 @@ spectrum of one neuron's activity then shows peaks exactly at the drum's eigenfr
 (dashed lines, computed independently from the Laplacian). Time is in units of the simulation:
 one step is Δt, frequencies are cycles per unit time.
 """
-
-
-def st_canvas(**kwargs):
-    """The drawing canvas component (imported on use: it registers only inside a running app)."""
-    from streamlit_drawable_canvas import st_canvas as canvas
-
-    return canvas(**kwargs)
 
 
 @st.cache_data(show_spinner="Striking the drum…", max_entries=16)
@@ -67,9 +57,9 @@ def _pick_drum() -> np.ndarray | None:
                     help="An outline is filled; only the largest connected piece is kept.")
     st.write("")  # room for the canvas toolbar, which appears above the canvas on hover
     try:
-        result = st_canvas(stroke_width=6, stroke_color="#222222", fill_color="rgba(34, 34, 34, 0.6)",
-                           height=CANVAS_PX, width=CANVAS_PX, drawing_mode=mode, return_image_data=True,
-                           key="drum_canvas")
+        result = common.draw_canvas(stroke_width=6, stroke_color="#222222", fill_color="rgba(34, 34, 34, 0.6)",
+                                    height=common.CANVAS_PX, width=common.CANVAS_PX, drawing_mode=mode,
+                                    return_image_data=True, key="drum_canvas")
     except Exception as e:  # the component failed to load: say so, the shapes still work
         st.warning(f"The drawing canvas is unavailable ({type(e).__name__}); pick a shape instead.")
         return None
@@ -79,21 +69,6 @@ def _pick_drum() -> np.ndarray | None:
         return None
     alpha = np.array(image)[..., 3]  # (h, w) copy; the default transparent background leaves ink opaque
     return drum.mask_from_drawing(alpha, DRAW_GRID)
-
-
-def _strike_figure(mask: np.ndarray, strike: tuple[int, int]) -> go.Figure:
-    """The drum with one invisible, selectable marker per free pixel (heatmaps return no selection)."""
-    rows, cols = np.nonzero(mask)
-    fig = go.Figure(go.Heatmap(z=mask.astype(float), colorscale=[[0, "#595959"], [1, "#f2efe6"]],
-                               showscale=False, hoverinfo="skip"))
-    fig.add_trace(go.Scatter(x=cols, y=rows, mode="markers", marker=dict(size=6, color="rgba(0,0,0,0)"),
-                             hovertemplate="row %{y}, col %{x}<extra></extra>", showlegend=False))
-    fig.add_trace(go.Scatter(x=[strike[1]], y=[strike[0]], mode="markers", hoverinfo="skip", showlegend=False,
-                             marker=dict(symbol="x", size=12, color="#b2182b")))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), dragmode="select")
-    return fig
 
 
 def _inside(mask: np.ndarray, point) -> bool:
@@ -109,22 +84,15 @@ def _choose_strike(mask: np.ndarray) -> tuple[int, int]:
             strike = clicked
         else:
             st.caption("Click a pixel of the drum to strike there (until then: the centre).")
-    event = st.plotly_chart(_strike_figure(mask, strike), on_select="rerun", selection_mode="points",
-                            key="drum_strike_plot", config=CHART_CONFIG)
-    points = event.selection.points if event and where == "clicked point" else []
-    if points:
-        clicked = (int(round(points[0]["y"])), int(round(points[0]["x"])))
-        if clicked != st.session_state.get("drum_click") and _inside(mask, clicked):
-            st.session_state["drum_click"] = clicked
-            st.rerun()
+    clicked = common.clickable_chart(figures.drum_strike_figure(mask, strike), key="drum_strike_plot")
+    if where == "clicked point" and clicked != st.session_state.get("drum_click") and _inside(mask, clicked):
+        st.session_state["drum_click"] = clicked
+        st.rerun()
     return strike
 
 
 def _wave_tab(lab: drum.LabResult) -> None:
-    fields = np.where(lab.mask, lab.frames, np.nan)  # (F, H, W), grey outside the drum
-    inside = np.abs(lab.frames[1:])[:, lab.mask]
-    vmax = float(np.percentile(inside, figures.SCALE_PERCENTILE)) if inside.size else 1.0
-    frames = figures.field_frames(fields, lab.frame_steps, vmax or 1.0)
+    frames, vmax = figures.drum_wave_frames(lab)
     st.plotly_chart(figures.animation_figure(frames, clickable=False, height=520), config=CHART_CONFIG,
                     key="drum_wave")
     steps = lab.frame_steps
@@ -136,19 +104,7 @@ def _wave_tab(lab: drum.LabResult) -> None:
 
 
 def _spectrum_tab(lab: drum.LabResult) -> None:
-    excited = lab.excited
-    fmax = 1.15 * lab.mode_hz.max()
-    keep = lab.freqs <= fmax
-    fig = go.Figure(go.Scatter(x=lab.freqs[keep], y=lab.magnitude[keep], name="|FFT| of u(strike, t)",
-                               line=dict(color="#2166ac")))
-    for i, f in enumerate(lab.mode_hz):
-        fig.add_vline(x=f, line_dash="dash", line_color="#b2182b" if i in excited else "#bbbbbb", opacity=0.8)
-    peaks = lab.peaks[lab.peaks <= fmax]
-    fig.add_trace(go.Scatter(x=peaks, y=np.interp(peaks, lab.freqs, lab.magnitude), mode="markers",
-                             name="measured peaks", marker=dict(color="#1b7837", size=8)))
-    fig.update_layout(height=380, yaxis_type="log", xaxis_title="frequency (cycles per unit time)",
-                      yaxis_title="amplitude", margin=dict(l=0, r=0, t=10, b=0), legend=dict(x=0.6, y=0.98))
-    st.plotly_chart(fig, config=CHART_CONFIG)
+    st.plotly_chart(figures.drum_spectrum_figure(lab), config=CHART_CONFIG)
     errors = drum.peak_errors(lab)
     st.dataframe({
         "mode": np.arange(1, lab.mode_hz.size + 1),
@@ -166,17 +122,7 @@ def _spectrum_tab(lab: drum.LabResult) -> None:
 
 
 def _modes_tab(lab: drum.LabResult) -> None:
-    n = min(8, lab.mode_hz.size)
-    shapes = lab.modes.shapes[:n]
-    zmax = float(np.abs(shapes).max())
-    fig = px.imshow(shapes, facet_col=0, facet_col_wrap=4, color_continuous_scale="RdBu_r", zmin=-zmax, zmax=zmax)
-    for ann in fig.layout.annotations:
-        k = int(ann.text.split("=")[1])
-        ann.text = f"mode {k + 1}: f = {lab.mode_hz[k]:.4f}"
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_layout(height=420, coloraxis_showscale=False, margin=dict(l=0, r=0, t=30, b=0))
-    st.plotly_chart(fig, config=CHART_CONFIG)
+    st.plotly_chart(figures.drum_modes_figure(lab), config=CHART_CONFIG)
     st.caption("Normal modes: each pixel oscillates with the mode's frequency and this amplitude; "
                "white lines are nodes.")
 
@@ -202,15 +148,7 @@ def _fig2_result(result: drum.VerifyResult) -> None:
     st.markdown(f"**{verdict}**: every measured fundamental within {result.max_abs_rel_error:.3%} of c/(√2·L) "
                 f"and within {result.max_bins_from_discrete:.1g} FFT bins of the exact discrete prediction "
                 "(the test: ≤ 0.5 % and ≤ 1 bin).")
-    sides = np.array([r.side for r in rows])
-    grid = np.linspace(sides.min() - 0.5, sides.max() + 0.5, 100)
-    fig = go.Figure(go.Scatter(x=grid, y=result.config.c / (np.sqrt(2) * grid), name="theory c/(√2·L)",
-                               line=dict(color="#444444")))
-    fig.add_trace(go.Scatter(x=sides, y=[r.measured for r in rows], mode="markers", name="RNN, measured",
-                             marker=dict(size=10, color="#b2182b")))
-    fig.update_layout(height=380, xaxis_title="side length L", yaxis_title="lowest peak (cycles per unit time)",
-                      margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig, config=CHART_CONFIG)
+    st.plotly_chart(figures.drum_fig2_figure(result), config=CHART_CONFIG)
     st.dataframe([{"L": r.side, "theory": r.theory, "discrete": r.discrete, "measured": r.measured,
                    "rel. error": f"{r.rel_error:+.3%}"} for r in rows], hide_index=True)
     cfg = result.config
@@ -225,17 +163,8 @@ def _isospectral_tab(size: int) -> None:
     masks, lam = _isospectral(scale)
     cols = st.columns(len(masks))
     for col, (name, m) in zip(cols, masks.items()):
-        fig = px.imshow(m.astype(float), color_continuous_scale=[[0, "#595959"], [1, "#f2efe6"]])
-        fig.update_layout(height=220, coloraxis_showscale=False, margin=dict(l=0, r=0, t=25, b=0), title=name)
-        fig.update_xaxes(showticklabels=False)
-        fig.update_yaxes(showticklabels=False)
-        col.plotly_chart(fig, config=CHART_CONFIG)
-    fig = go.Figure()
-    for name, values in zip(masks, lam):
-        fig.add_trace(go.Scatter(x=np.arange(1, values.size + 1), y=values * scale**2, mode="lines+markers", name=name))
-    fig.update_layout(height=320, xaxis_title="mode k", yaxis_title="λ_k × scale² (unit triangle legs)",
-                      margin=dict(l=0, r=0, t=10, b=0))
-    st.plotly_chart(fig, config=CHART_CONFIG)
+        col.plotly_chart(figures.drum_shape_figure(m, name), config=CHART_CONFIG)
+    st.plotly_chart(figures.eigenvalues_figure(list(masks), lam, scale), config=CHART_CONFIG)
     gap_pair = np.max(np.abs(lam[0] - lam[1]) / lam[0])
     gap_control = np.max(np.abs(lam[0] - lam[2]) / lam[0])
     st.markdown(

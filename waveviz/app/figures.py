@@ -571,3 +571,132 @@ def pixel_from_points(points: Sequence[dict]) -> tuple[int, int] | None:
             except (TypeError, ValueError):
                 continue
     return None
+
+
+# ---------------------------------------------------------------------------- learning curves
+
+def learning_curves_figure(records: Sequence[dict], curve: Sequence[dict] = ()) -> go.Figure | None:
+    """Loss, held-out FG-IoU and long-wavelength share against training minutes: a job's, live while
+    it runs (`curve`: its curve.json, the training loss every few seconds), or a checkpoint's
+    (`records`: its history; without a live curve the loss panel shows each epoch's training loss).
+    None when there is nothing to draw."""
+    from plotly.subplots import make_subplots
+
+    from .jobs_view import learning_curves
+
+    if not records and not curve:
+        return None
+    s = learning_curves(list(records), list(curve))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=["loss", "FG-IoU (val)", "long-wavelength share"])
+    if curve:
+        fig.add_trace(go.Scatter(x=s["live_min"], y=s["live_loss"], name="train loss (live)", mode="lines"), row=1, col=1)
+    else:
+        fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["train_loss"], name="train loss", mode="lines+markers"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_loss"], name="val loss", mode="markers"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_fg_iou"], name="val FG-IoU", mode="lines+markers"), row=1, col=2)
+    if any(v is not None for v in s["long_wavelength_share"]):
+        fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["long_wavelength_share"], name="long-wavelength share",
+                                 mode="lines+markers"), row=1, col=3)
+    fig.update_xaxes(title_text="training minutes")
+    fig.update_yaxes(range=[0, 1], row=1, col=2)
+    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
+    return fig
+
+
+# ---------------------------------------------------------------------------------- drum lab
+
+DRUM_COLOURS = [[0, "#595959"], [1, "#f2efe6"]]  # clamped rim grey, membrane off-white
+
+
+def drum_wave_frames(lab) -> tuple[WaveFrames, float]:
+    """A `drum.LabResult`'s displacement u as animation frames, grey outside the drum, on ± the
+    `SCALE_PERCENTILE`th percentile of |u| after the strike → (frames, that scale)."""
+    fields = np.where(lab.mask, lab.frames, np.nan)  # (F, H, W)
+    inside = np.abs(lab.frames[1:])[:, lab.mask]
+    vmax = float(np.percentile(inside, SCALE_PERCENTILE)) if inside.size else 1.0
+    return field_frames(fields, lab.frame_steps, vmax or 1.0), vmax
+
+
+def drum_strike_figure(mask: np.ndarray, strike: tuple[int, int]) -> go.Figure:
+    """The drum mask (H, W) with one invisible, selectable marker per free pixel (customdata = [row,
+    col]: heat maps return no selection) and the strike point marked ×."""
+    rows, cols = np.nonzero(mask)
+    fig = go.Figure(go.Heatmap(z=mask.astype(float), colorscale=DRUM_COLOURS, showscale=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=cols, y=rows, customdata=np.stack([rows, cols], axis=1), mode="markers",
+                             marker=dict(size=6, color="rgba(0,0,0,0)"),
+                             hovertemplate="row %{y}, col %{x}<extra></extra>", showlegend=False))
+    fig.add_trace(go.Scatter(x=[strike[1]], y=[strike[0]], mode="markers", hoverinfo="skip", showlegend=False,
+                             marker=dict(symbol="x", size=12, color="#b2182b")))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), dragmode="select")
+    return fig
+
+
+def drum_spectrum_figure(lab) -> go.Figure:
+    """|FFT| of the struck pixel's u(t) (log scale) up to 1.15 × the highest mode, the eigenfrequencies
+    as dashed lines (red: modes the strike excites, grey: silent ones) and the measured peaks."""
+    fmax = 1.15 * lab.mode_hz.max()
+    keep = lab.freqs <= fmax
+    fig = go.Figure(go.Scatter(x=lab.freqs[keep], y=lab.magnitude[keep], name="|FFT| of u(strike, t)",
+                               line=dict(color="#2166ac")))
+    for i, f in enumerate(lab.mode_hz):
+        fig.add_vline(x=f, line_dash="dash", line_color="#b2182b" if i in lab.excited else "#bbbbbb", opacity=0.8)
+    peaks = lab.peaks[lab.peaks <= fmax]
+    fig.add_trace(go.Scatter(x=peaks, y=np.interp(peaks, lab.freqs, lab.magnitude), mode="markers",
+                             name="measured peaks", marker=dict(color="#1b7837", size=8)))
+    fig.update_layout(height=380, yaxis_type="log", xaxis_title="frequency (cycles per unit time)",
+                      yaxis_title="amplitude", margin=dict(l=0, r=0, t=10, b=0), legend=dict(x=0.6, y=0.98))
+    return fig
+
+
+def drum_modes_figure(lab, n: int = 8) -> go.Figure:
+    """The first n normal modes' shapes (n, H, W), four to a row, each titled with its frequency."""
+    import plotly.express as px
+
+    n = min(n, lab.mode_hz.size)
+    shapes = lab.modes.shapes[:n]
+    zmax = float(np.abs(shapes).max())
+    fig = px.imshow(shapes, facet_col=0, facet_col_wrap=4, color_continuous_scale="RdBu_r", zmin=-zmax, zmax=zmax)
+    for ann in fig.layout.annotations:
+        k = int(ann.text.split("=")[1])
+        ann.text = f"mode {k + 1}: f = {lab.mode_hz[k]:.4f}"
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=420, coloraxis_showscale=False, margin=dict(l=0, r=0, t=30, b=0))
+    return fig
+
+
+def drum_fig2_figure(result) -> go.Figure:
+    """Paper Fig. 2 from a `drum.VerifyResult`: the measured lowest peak of each square drum against
+    the theory c/(√2·L)."""
+    sides = np.array([r.side for r in result.rows])
+    grid = np.linspace(sides.min() - 0.5, sides.max() + 0.5, 100)
+    fig = go.Figure(go.Scatter(x=grid, y=result.config.c / (np.sqrt(2) * grid), name="theory c/(√2·L)",
+                               line=dict(color="#444444")))
+    fig.add_trace(go.Scatter(x=sides, y=[r.measured for r in result.rows], mode="markers", name="RNN, measured",
+                             marker=dict(size=10, color="#b2182b")))
+    fig.update_layout(height=380, xaxis_title="side length L", yaxis_title="lowest peak (cycles per unit time)",
+                      margin=dict(l=0, r=0, t=10, b=0))
+    return fig
+
+
+def drum_shape_figure(mask: np.ndarray, title: str) -> go.Figure:
+    """One drum mask (H, W), titled, without axes."""
+    import plotly.express as px
+
+    fig = px.imshow(mask.astype(float), color_continuous_scale=DRUM_COLOURS)
+    fig.update_layout(height=220, coloraxis_showscale=False, margin=dict(l=0, r=0, t=25, b=0), title=title)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def eigenvalues_figure(names: Sequence[str], eigenvalues: np.ndarray, scale: int) -> go.Figure:
+    """Each drum's eigenvalues λ_k (len(names), K), scaled by scale² to unit triangle legs, against k."""
+    fig = go.Figure()
+    for name, values in zip(names, eigenvalues):
+        fig.add_trace(go.Scatter(x=np.arange(1, values.size + 1), y=values * scale**2, mode="lines+markers", name=name))
+    fig.update_layout(height=320, xaxis_title="mode k", yaxis_title="λ_k × scale² (unit triangle legs)",
+                      margin=dict(l=0, r=0, t=10, b=0))
+    return fig

@@ -12,7 +12,7 @@ import torch
 
 from .. import jobs
 from ..data import DATASETS
-from ..paths import SHIPPED_CHECKPOINTS, jobs_dir
+from ..paths import jobs_dir, shipped_checkpoints
 from ..presets import PRESETS, create_model
 from ..training import TrainConfig, hardware_name, pick_device
 
@@ -88,7 +88,7 @@ def recorded_speed(preset: str, device: str = "cpu") -> Speed | None:
 
     here = hardware_name(pick_device(device))
     found = []
-    for path in [*sorted(SHIPPED_CHECKPOINTS.glob("*.pt")), *sorted(jobs_dir().glob("*/best.pt"))]:
+    for path in [*sorted(shipped_checkpoints().glob("*.pt")), *sorted(jobs_dir().glob("*/best.pt"))]:
         try:
             ck = read_checkpoint(path)
         except CheckpointError:
@@ -190,13 +190,13 @@ def near_zero_warning(status: dict, records: list[dict]) -> str | None:
 def learning_curves(records: list[dict], curve: list[dict]) -> dict[str, list]:
     """A job's learning curves against training minutes (time to accuracy, as the bench plots them):
     the live training loss from curve.json (a point every few seconds) and, at each finished epoch's
-    end, the validation loss and FG-IoU and the long-wavelength share. → columns: live_min,
-    live_loss, epoch_min, val_loss, val_fg_iou, long_wavelength_share (None where not recorded)."""
+    end, the training and validation loss, FG-IoU and the long-wavelength share. → columns: live_min,
+    live_loss, epoch_min, train_loss, val_loss, val_fg_iou, long_wavelength_share (None where not recorded)."""
     mins, t = [], 0.0
     for r in records:
         t += r.get("seconds") or 0.0
         mins.append(t / 60)
     col = lambda k: [r.get(k) for r in records]  # noqa: E731
     return {"live_min": [p["seconds"] / 60 for p in curve], "live_loss": [p["train_loss"] for p in curve],
-            "epoch_min": mins, "val_loss": col("val_loss"), "val_fg_iou": col("val_fg_iou"),
+            "epoch_min": mins, "train_loss": col("train_loss"), "val_loss": col("val_loss"), "val_fg_iou": col("val_fg_iou"),
             "long_wavelength_share": col("long_wavelength_share")}

@@ -2,13 +2,11 @@
 the app's page list (`PAGES`), which app.py turns into its navigation."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ..data import make_dataset, to_tensors
-from ..paths import REPO_ROOT, SHIPPED_CHECKPOINTS, find_checkpoints
+from ..paths import find_checkpoints, shipped_checkpoints
 from . import catalog
 from .figures import colourize, symmetric_scale
 
@@ -23,17 +21,13 @@ PAGES = (  # (file, label, icon, URL path, what it shows)
 )
 
 
-def available_pages(root: Path = REPO_ROOT) -> list[tuple[str, str, str, str, str]]:
-    return [p for p in PAGES if (root / p[0]).exists()]
-
-
 def navigation_pages() -> list:
-    """The st.Page list for `st.navigation`: Home first (the default), then every page that exists,
-    each at its own URL path (/Explore, /Compare, …) so deep links keep working."""
+    """The st.Page list for `st.navigation`: Home first (the default), then `PAGES`, each at its own
+    URL path (/Explore, /Compare, …) so deep links keep working."""
     import streamlit as st
 
     return [st.Page(path, title=label, icon=icon, url_path=url or None, default=not url)
-            for path, label, icon, url, _ in (HOME, *available_pages())]
+            for path, label, icon, url, _ in (HOME, *PAGES)]
 
 
 @torch.inference_mode()
@@ -45,12 +39,13 @@ def demo_waves(frames: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, 
     a fresh NWM on Tetrominoes, whose Laplacian-initialised coupling already sends waves out from
     the shapes' edges. → image uint8, snapshots (frames, H, W, 3) uint8, their steps (1-based), a caption.
     """
-    from .. import create_model, load_checkpoint
+    from .. import create_model
+    from .common import load_model
 
-    shipped = [p for p in find_checkpoints() if p.parent == SHIPPED_CHECKPOINTS]
+    shipped = [p for p in find_checkpoints() if p.parent == shipped_checkpoints()]
     best = catalog.best(catalog.catalog(shipped), recurrent=True)
     if best is not None:
-        model, _ = load_checkpoint(best.path)
+        model, _ = load_model(best.path)
         dataset, caption = best.dataset, f"trained model {best.id} ({best.quality})"
     else:
         torch.manual_seed(seed)
@@ -84,7 +79,7 @@ def render() -> None:
         c.image(s, caption=f"step t = {t}", width="stretch")
     st.caption(caption + "; y_t − its mean over time, each snapshot on its own scale (red > 0 > blue).")
     st.subheader("Pages")
-    for path, label, icon, _, what in available_pages():
+    for path, label, icon, _, what in PAGES:
         st.page_link(path, label=f"**{label}** — {what}", icon=icon)
     n = len(find_checkpoints())
     st.info(f"{n} trained checkpoint{'s' if n != 1 else ''} found. Train more with `waveviz train PRESET --out FILE.pt` "

@@ -8,12 +8,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from .. import paths
+from ..results import checkpoint_class_spectra, results_table, share_loss_correlation
 from . import catalog, common
-from ..analysis import model_class_spectra, rfft_freqs
-from ..checkpoint import load_checkpoint, trained_with_amp
-from ..data import DATASETS, make_dataset, to_tensors
-from .figures import CHART_CONFIG, class_spectra_figure
-from ..results import history_arrays, results_table, share_loss_correlation
+from .figures import CHART_CONFIG, class_spectra_figure, learning_curves_figure
 
 
 def _table(folder: str, fresh: int, progress=None) -> list[dict]:
@@ -28,26 +25,11 @@ def _versions(folder: str) -> tuple[tuple[str, float], ...]:
 def class_spectrum_figure(path: str, n: int = 16, seed: int = 10_000) -> go.Figure | None:
     """Mean |rfft| of each true class's pixels (paper Fig. 4, right), channel 0 without the constant
     bin, over n test images, the model run as it trained; None for a model without a hidden sequence."""
-    model, info = load_checkpoint(path)
-    if not hasattr(model, "forward_features"):
+    found = checkpoint_class_spectra(*common.load_model(Path(path)), n=n, seed=seed)
+    if found is None:
         return None
-    dataset = info["meta"].get("dataset") or info["preset"].rsplit("-", 1)[-1]
-    spec = DATASETS.get(dataset)
-    x, y = to_tensors(make_dataset(dataset, n, seed=seed, split="test"))
-    spectra, counts = model_class_spectra(model, x, y, spec.num_classes, amp=trained_with_amp(info))  # (N, C, K), (N,)
-    freqs = rfft_freqs(model.config.T)
-    return class_spectra_figure(freqs[1:], spectra[:, :1, 1:], counts, spec.class_names, height=420)
-
-
-def curves_figure(meta: dict) -> go.Figure:
-    h = history_arrays(meta)
-    fig = go.Figure()
-    for key, name in (("train_loss", "train loss"), ("val_loss", "val loss"), ("val_fg_iou", "val FG-IoU"),
-                      ("long_wavelength_share", "long-wavelength share")):
-        if key in h:
-            fig.add_trace(go.Scatter(x=h["epoch"], y=h[key], name=name, mode="lines+markers"))
-    fig.update_layout(xaxis_title="epoch", height=400, font=dict(size=16))
-    return fig
+    freqs, spectra, counts, names = found  # (K,), (N, C, K), (N,), N names
+    return class_spectra_figure(freqs[1:], spectra[:, :1, 1:], counts, names, height=420)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -90,7 +72,7 @@ def render() -> None:
     st.markdown("The checkpoints that ship with waveviz, measured on held-out images they never saw, next to "
                 "the paper's means over seeds. Below: how each one learned, and what frequencies its pixels "
                 "carry for each class.")
-    folder = str(paths.SHIPPED_CHECKPOINTS)
+    folder = str(paths.shipped_checkpoints())
     fresh = st.toggle("Re-evaluate on fresh samples (slower)", value=False, key="results_fresh")
     n = st.slider("fresh images per data set", 16, 256, 64, step=16, disabled=not fresh, key="results_n")
     rows = _cached_table(folder, n if fresh else 0, _versions(folder))
@@ -112,12 +94,16 @@ def render() -> None:
     pick = st.selectbox("checkpoint", names, index=names.index(best.id) if best and best.id in names else 0,
                         key="results_pick")
     path = rows[names.index(pick)]["path"]
-    _, info = st.cache_resource(load_checkpoint, show_spinner=False)(path)
+    _, info = common.load_model(Path(path))
     meta = info["meta"]
     left, right = st.columns(2)
     with left:
         st.subheader("Training curves")
-        st.plotly_chart(curves_figure(meta), width="stretch", config=CHART_CONFIG)
+        fig = learning_curves_figure(meta.get("history") or [])
+        if fig is None:
+            st.info("This checkpoint stored no training history.")
+        else:
+            st.plotly_chart(fig, width="stretch", config=CHART_CONFIG)
         r = share_loss_correlation(meta)
         if r is not None:
             st.metric("r(long-wavelength share, −val loss)", f"{r:.3f}", help="paper Fig. 10: r = 0.961 on Polygons")

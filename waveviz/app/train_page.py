@@ -4,13 +4,11 @@ Layout and widgets only; jobs, their files and every number shown come from :mod
 """
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from waveviz import jobs
 from waveviz.app import jobs_view
-from waveviz.app.figures import CHART_CONFIG
+from waveviz.app.figures import CHART_CONFIG, learning_curves_figure
 from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
 from waveviz.paths import page_readable_dirs
@@ -171,24 +169,6 @@ def _estimate(spec: jobs.JobSpec) -> None:
         st.rerun()
 
 
-def _curves(records: list[dict], curve: list[dict]) -> go.Figure | None:
-    """Loss and held-out FG-IoU against training minutes, live while the job runs."""
-    if not records and not curve:
-        return None
-    s = jobs_view.learning_curves(records, curve)
-    fig = make_subplots(rows=1, cols=3, subplot_titles=["loss", "FG-IoU (val)", "long-wavelength share"])
-    fig.add_trace(go.Scatter(x=s["live_min"], y=s["live_loss"], name="train loss (live)", mode="lines"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_loss"], name="val loss", mode="markers"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["val_fg_iou"], name="val FG-IoU", mode="lines+markers"), row=1, col=2)
-    if any(v is not None for v in s["long_wavelength_share"]):
-        fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["long_wavelength_share"], name="long-wavelength share",
-                                 mode="lines+markers"), row=1, col=3)
-    fig.update_xaxes(title_text="training minutes")
-    fig.update_yaxes(range=[0, 1], row=1, col=2)
-    fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
-    return fig
-
-
 def _actions(store: jobs.JobStore, status: dict) -> None:
     job_id = status["id"]
     c1, c2, c3 = st.columns(3)
@@ -233,7 +213,7 @@ def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
     if warning:
         st.warning(warning)
     _actions(store, status)
-    fig = _curves(records, store.curve(job_id))
+    fig = learning_curves_figure(records, store.curve(job_id))
     if fig is not None:
         st.plotly_chart(fig, key=f"train_curves_{job_id}", config=CHART_CONFIG)
     if status["checkpoint"]:

@@ -43,7 +43,8 @@ reference in float64 (to 1e-9) and float32 (to 1e-5) over a grid of shapes.
 Where things are
 ----------------
 - `selection`: `ENGINES`, `default_engine`, the `EngineSelectable` model mixin.
-- `bf16`: whether this CPU has bfloat16, and its products emulated where not; `cpu`: /proc/cpuinfo.
+- `bf16`: whether this CPU has bfloat16, and its products emulated where not; `cpu`: /proc/cpuinfo
+  (`cpu_model`).
 - `allocator`: glibc's malloc told to keep freed memory (`retain_freed_memory`).
 - `csrc/`: the C kernels (`waveviz_cpu.c` and the files it includes); `clib`: their build, cache
   and loader, and the thread pool that calls them.
@@ -57,10 +58,11 @@ from __future__ import annotations
 
 # The engine's interface; the private names are what its tests reach for.
 from .allocator import retain_freed_memory
-from .backends import BACKENDS, _TritonBackend, _triton_kernels, resolve_backend, triton_usable
+from .backends import BACKENDS, _TritonBackend, _triton_kernels, resolve_backend, tf32_off, triton_usable
 from .bf16 import _Bf16Products, bf16_autocast, bf16_emulated, bf16_products, cpu_bf16_native
 from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_openmp as _torch_openmp
 from .convlstm import convlstm_sequence, convlstm_usable
+from .cpu import cpu_model
 from .head import NARROW_MAX, _narrow_layer_backward, fast_head, forward_head, linear_time_features, pixel_mlp
 from .recurrence import (CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, _Wave, auto_segment, nwm_linear_features,
                          nwm_recurrence)
@@ -71,5 +73,5 @@ __all__ = [
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",
     "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features",
-    "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "triton_usable",
+    "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "tf32_off", "triton_usable", "cpu_model",
 ]

@@ -176,8 +176,9 @@ class _TritonBackend(_TorchBackend):
         return ybar, zbar
 
 
-class _exact_cuda:
-    """TF32 off for cuDNN and matmul inside the block (the torch backend's convolutions)."""
+class tf32_off:
+    """TF32 off for cuDNN and matmul inside the block (the torch backend's convolutions; a benchmark's
+    reference, which cuDNN's default TF32 convolutions would make inexact)."""
 
     def __enter__(self):
         self.saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -214,7 +215,7 @@ def triton_usable(device: torch.device) -> bool:
                     outs = []
                     # whatever mode the first caller is in (no_grad, inference, autocast): check in plain fp32
                     with torch.inference_mode(False), torch.enable_grad(), \
-                            torch.autocast(device.type, enabled=False), _exact_cuda():
+                            torch.autocast(device.type, enabled=False), tf32_off():
                         for be in ("triton", "torch"):
                             f = _Wave.apply(*ins, None, 0.1, 6, 4, be)
                             outs.append([f.detach(), *torch.autograd.grad(f.square().sum(), ins)])

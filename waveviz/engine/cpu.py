@@ -21,6 +21,12 @@ def cpu_signature() -> str:
     return "\n".join(sig)
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what `platform` says."""
+    line = next((ln for ln in cpu_signature().splitlines() if ln.startswith("model name")), None)
+    return line.split(":", 1)[1].strip() if line else (platform.processor() or platform.machine())
+
+
 def cpu_flags() -> set[str] | None:
     """The CPU's feature flags (x86 `flags`), None where /proc/cpuinfo does not list them."""
     line = next((ln for ln in cpu_signature().splitlines() if ln.startswith("flags")), None)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from . import drum
+from .. import drum
+from .args import positive_int
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -72,24 +72,6 @@ def _sound(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(func):
-    """Wrap a subcommand so that errors a user can cause end in one line on stderr."""
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except drum.DrumError as e:
-            print(f"waveviz drum: error: {e}", file=sys.stderr)
-            return 2
-    return run
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register `drum` and its subcommands on an argparse subparsers object; each sets func(args) → int."""
     parser = subparsers.add_parser("drum", help="the drum lab: a wave-equation RNN that hears a drum's shape",
@@ -100,34 +82,34 @@ def add_subparser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPa
 
     p = sub.add_parser("verify", help="paper Fig. 2: measured fundamental of square drums vs c/(√2·L)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--steps", type=_positive_int, default=defaults.steps, help="RNN steps (default %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=defaults.steps, help="RNN steps (default %(default)s)")
     p.add_argument("--c", type=float, default=defaults.c, help="wave speed, pixels per unit time (default %(default)s)")
     p.add_argument("--dt", type=float, default=defaults.dt, help="time per step (default %(default)s)")
-    p.set_defaults(func=_run(_verify))
+    p.set_defaults(func=_verify)
 
     shapes = list(drum.SHAPES)
     p = sub.add_parser("spectrum", help="eigenfrequencies of a named drum")
     p.add_argument("shape", choices=shapes, metavar="SHAPE", help="one of: " + ", ".join(shapes))
-    p.add_argument("--size", type=_positive_int, default=48, help="grid size in pixels (default %(default)s)")
-    p.add_argument("--modes", type=_positive_int, default=10, help="number of modes (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=48, help="grid size in pixels (default %(default)s)")
+    p.add_argument("--modes", type=positive_int, default=10, help="number of modes (default %(default)s)")
     p.add_argument("--c", type=float, default=defaults.c, help="wave speed (default %(default)s)")
     p.add_argument("--dt", type=float, default=defaults.dt, help="time per step, for leapfrog (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=_run(_spectrum))
+    p.set_defaults(func=_spectrum)
 
     p = sub.add_parser("isospectral", help="can one hear the shape? the Gordon–Webb–Wolpert pair")
-    p.add_argument("--scales", type=_positive_int, nargs="+", default=[4, 8, 16, 24],
+    p.add_argument("--scales", type=positive_int, nargs="+", default=[4, 8, 16, 24],
                    help="grid nodes per triangle leg (default %(default)s)")
     p.add_argument("--modes", type=int, choices=range(1, 11), default=10, metavar="K",
                    help="eigenvalues compared, 1 … 10 (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.set_defaults(func=_run(_isospectral))
+    p.set_defaults(func=_isospectral)
 
     p = sub.add_parser("sound", help="write what a drum struck at its centre sounds like (WAV)")
     p.add_argument("shape", choices=shapes, metavar="SHAPE", help="one of: " + ", ".join(shapes))
     p.add_argument("out", help="output .wav file")
-    p.add_argument("--size", type=_positive_int, default=48, help="grid size in pixels (default %(default)s)")
-    p.add_argument("--modes", type=_positive_int, default=30, help="modes summed (default %(default)s)")
+    p.add_argument("--size", type=positive_int, default=48, help="grid size in pixels (default %(default)s)")
+    p.add_argument("--modes", type=positive_int, default=30, help="modes summed (default %(default)s)")
     p.add_argument("--pitch", type=float, default=220.0, help="fundamental in audible Hz (default %(default)s)")
-    p.set_defaults(func=_run(_sound))
+    p.set_defaults(func=_sound)
     return parser

@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .cli import Parser, add_train_flags, emit, nonneg_int, parse_overrides, positive_float, positive_int, train_config_from
+from .args import Parser, emit, nonneg_int, parse_overrides, positive_float, positive_int
+from .train import add_train_flags, train_config_from
 
 STATUS_FIELDS = ("id", "state", "pid", "preset", "epoch", "epochs", "checkpoint", "message")
 
 
 def _store():
-    from .jobs import JobStore
+    from ..jobs import JobStore
 
     return JobStore()
 
@@ -75,7 +76,7 @@ def add_subparser(sub) -> None:
 
 
 def run_start(args) -> int:
-    from .jobs import JobSpec
+    from ..jobs import JobSpec
 
     train = dataclasses.asdict(train_config_from(args))
     spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, n_train=args.n_train, n_val=args.n_val,

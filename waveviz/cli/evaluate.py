@@ -1,0 +1,89 @@
+"""`waveviz eval` and `waveviz predict`: a checkpoint on a data set."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .args import UserError, emit, positive_int, writable_target
+
+PRECISIONS = ("as-trained", "float32", "bf16")
+
+
+def _precision_arg(p) -> None:
+    p.add_argument("--precision", choices=PRECISIONS, default="as-trained",
+                   help="run in float32 or under bf16 autocast; default: as the checkpoint trained (--amp → bf16)")
+
+
+def _amp(args, info: dict) -> bool:
+    """Whether --precision asks for bf16 autocast (as-trained: if the run used --amp)."""
+    from ..checkpoint import trained_with_amp
+
+    return trained_with_amp(info) if args.precision == "as-trained" else args.precision == "bf16"
+
+
+def _load_for(ckpt: str, data_path: str, require_masks: bool):
+    from ..checkpoint import load_checkpoint
+    from ..data import load_npz
+
+    model, info = load_checkpoint(ckpt)
+    data = load_npz(data_path, require_masks=require_masks)
+    cfg = model.config
+    data.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size, what=data_path)
+    return model, info, data
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser("eval", help="FG-Acc, FG-IoU, FG-Loss and all-pixel metrics of a checkpoint on a data set")
+    p.add_argument("ckpt")
+    p.add_argument("--data", required=True, help="FILE.npz with images and masks")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", default="auto")
+    _precision_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_eval)
+
+    p = sub.add_parser("predict", help="write predicted label maps (pred, (n, H, W)) to an .npz")
+    p.add_argument("ckpt")
+    p.add_argument("--data", required=True, help="FILE.npz with images (masks optional)")
+    p.add_argument("--out", required=True, help="PRED.npz")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--device", default="auto")
+    _precision_arg(p)
+    p.set_defaults(func=run_predict)
+
+
+def run_eval(args) -> int:
+    from ..data import to_tensors
+    from ..training import evaluate, pick_device
+
+    model, info, data = _load_for(args.ckpt, args.data, require_masks=True)
+    device = pick_device(args.device)
+    amp = _amp(args, info)
+    metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device, amp=amp)
+    precision = "bf16 autocast" if amp else "float32"
+    res = {"checkpoint": args.ckpt, "preset": info["preset"], "data": args.data, "n": len(data),
+           "precision": precision, **metrics}
+    text = "\n".join(f"{k:8s} {v:.4f}" for k, v in metrics.items())
+    emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images, {precision})\n{text}")
+    return 0
+
+
+def run_predict(args) -> int:
+    from ..data import to_tensors
+    from ..training import pick_device, predict
+
+    writable_target(args.out)
+    model, info, data = _load_for(args.ckpt, args.data, require_masks=False)
+    device = pick_device(args.device)
+    x, _ = to_tensors(data)
+    pred = predict(model.to(device), x, batch_size=args.batch_size, device=device, amp=_amp(args, info))
+    pred = pred.numpy().astype(np.uint8)
+    tmp = args.out + ".tmp.npz"
+    try:
+        np.savez_compressed(tmp, pred=pred)
+        os.replace(tmp, args.out)
+    except OSError as e:
+        raise UserError(f"{args.out}: cannot write ({e.strerror or e})") from None
+    print(f"wrote {args.out}: pred {pred.shape} from {info['preset']}")
+    return 0

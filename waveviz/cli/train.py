@@ -1,0 +1,135 @@
+"""`waveviz train`: train a preset into a checkpoint; the training flags, one per TrainConfig field,
+also serve `waveviz jobs start`."""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Callable
+
+from ..engine import ENGINES
+from .args import UserError, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
+
+OFF = "off"
+
+
+def or_off(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type that also takes "off" (no limit, no clipping, all pixels, …)."""
+
+    def parse_or_off(s: str):
+        return OFF if s.strip().lower() in ("off", "none") else parse(s)
+
+    return parse_or_off
+
+
+def share(s: str) -> float:
+    v = positive_float(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be a share in (0, 1], got {s}")
+    return v
+
+
+def warmup_share(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1), got {s}")
+    return v
+
+
+# TrainConfig field → (flag type, help). Flags default to "not given": the recipe's value applies.
+TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
+    "epochs": (positive_int, "most epochs (fast: 300, the time budget ends it first; paper: 300)"),
+    "batch_size": (positive_int, "images per step (fast: 16; paper: 64)"),
+    "lr": (positive_float, "peak Adam learning rate (fast: 6e-3; paper: 1e-3)"),
+    "max_minutes": (or_off(positive_float), "time budget in minutes, or off (fast: 10; paper: off)"),
+    "schedule": (str, "constant | cosine: the learning rate after the warm-up (fast: cosine)"),
+    "warmup": (warmup_share, "share of the run with a linear warm-up (fast: 0.05)"),
+    "schedule_minutes": (positive_float, "the cosine's length in training minutes over all resumes "
+                                         "(default: the time budget)"),
+    "points": (or_off(share), "share of each image's pixels the head and loss see, or off for all (fast: 0.125)"),
+    "fg_weight": (positive_float, "draw foreground points this many times as often, importance-weighted (fast: 4; paper: 1)"),
+    "val_images": (or_off(positive_int), "validate on this many images, or off for all (fast: 300)"),
+    "patience": (or_off(positive_int), "early-stopping patience in epochs, or off (default off)"),
+    "grad_clip": (or_off(positive_float), "max gradient norm, or off (fast: 1; paper: off)"),
+}
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The training flags of `train` and `jobs start`, one per TrainConfig field (TRAIN_FLAGS)."""
+    from ..training import RECIPES
+
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="fast",
+                   help="fast: a demo-ready model in ~10 CPU-minutes (default); paper: SPEC §8 exactly (Adam 1e-3, batch 64, full loss)")
+    for name, (kind, text) in TRAIN_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    p.add_argument("--seed", type=nonneg_int, default=0, help="model init and shuffling")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--engine", choices=ENGINES, help="how NWM / ConvLSTM compute (default: WAVEVIZ_ENGINE or auto)")
+
+
+def train_config_from(args):
+    """TrainConfig from `add_train_flags`' arguments: the recipe, then every flag given."""
+    from ..training import TrainConfig
+
+    given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    train = TrainConfig.from_recipe(args.recipe, seed=args.seed, device=args.device, amp=args.amp, engine=args.engine)
+    for name, value in given.items():
+        setattr(train, name, None if value == OFF else value)
+    try:
+        train.validate()
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return train
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser("train", help="train a preset and write its best checkpoint")
+    p.add_argument("preset")
+    p.add_argument("--data", help="train on this .npz (90 / 10 train / val split) instead of fresh samples")
+    add_train_flags(p)
+    p.add_argument("--n-train", type=positive_int, help="generated training images (default: the paper's)")
+    p.add_argument("--n-val", type=positive_int)
+    p.add_argument("--n-test", type=nonneg_int)
+    p.add_argument("--data-seed", type=nonneg_int, default=0)
+    p.add_argument("--mnist-dir")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set T=50")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.last when it exists")
+    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
+    p.add_argument("--out", required=True, help="CKPT.pt")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    from ..presets import PRESETS
+    from ..training import DataConfig, ProgressBar, train_preset
+
+    preset = PRESETS.get(args.preset)
+    writable_target(args.out)
+    if args.data and not os.path.isfile(args.data):
+        raise UserError(f"{args.data}: no such file")
+    data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
+                      n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
+    train = train_config_from(args)
+    info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
+                        resume=args.resume, callbacks=[ProgressBar(), wave_share_probe], init=args.init)
+    from ..distributed import launch_env
+
+    if not launch_env().is_main:  # under torchrun only rank 0 reports
+        return 0
+    m = info.get("test_metrics") or info["val_metrics"]
+    which = "test" if "test_metrics" in info else "val"
+    print(f"wrote {args.out}: best epoch {info['best_epoch']}/{info['epochs']}, {which} FG-Acc {m['fg_acc']:.3f} "
+          f"FG-IoU {m['fg_iou']:.3f} FG-Loss {m['fg_loss']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})")
+    return 0
+
+
+def wave_share_probe(event, trainer, info) -> None:
+    """Record the long-wavelength share of up to 4 validation images per epoch (paper Fig. 10;
+    `analysis.model_wave_share` takes fewer for large hidden states)."""
+    if event == "epoch":
+        from ..analysis import record_wave_share
+
+        record_wave_share(trainer, info)
