@@ -129,3 +129,11 @@ def test_learning_curves_of_a_checkpoint_history():
     assert [t.name for t in fig.data] == ["train loss", "val loss", "val FG-IoU"]
     assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
     assert learning_curves_figure([]) is None
+
+
+def test_checkpoints_readme_table_is_the_checkpoints_own():
+    """checkpoints/README.md's table says what each shipped file's metadata says: its paper-faithful
+    score and how it was made (regenerate: python scripts/readme_table.py)."""
+    from waveviz.results import provenance_markdown
+
+    assert provenance_markdown() in (ROOT / "checkpoints" / "README.md").read_text()

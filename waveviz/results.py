@@ -222,6 +222,41 @@ def checkpoint_class_spectra(model, info: dict, n: int = 16, seed: int = FRESH_S
     return rfft_freqs(model.config.T), spectra, counts, list(spec.class_names)
 
 
+def provenance(meta: dict) -> dict:
+    """How a checkpoint was made, from its metadata: data version, recipe, where its weights started
+    (`init`), images seen and wall time in this run and before it (a fine-tune's starting point)."""
+    hist = meta.get("history") or []
+    seen = hist[-1].get("images_seen") if hist else None
+    if seen is None and hist:  # runs before images were counted: whole epochs of the training split
+        seen = len(hist) * (meta.get("splits") or {}).get("train", 0)
+    init = meta.get("init") or None
+    return {"data_version": meta.get("data_version", 1), "recipe": (meta.get("train") or {}).get("recipe"),
+            "init": init, "images_seen": seen, "wall_time_s": meta.get("wall_time_s") or 0.0,
+            "hardware": meta.get("hardware", ""), "epochs": meta.get("epochs", 0)}
+
+
+def provenance_markdown(folder: str | Path | None = None) -> str:
+    """checkpoints/README.md's table: each shipped checkpoint's paper-faithful score and how it was made."""
+    lines = ["| file | paper-faithful test FG-Acc / FG-IoU / FG-Loss (images) | paper | trained on | how | "
+             "images seen, wall time, hardware |", "|---|---|---|---|---|---|"]
+    for r in results_table(folder):
+        meta = read_checkpoint(r.path).get("meta", {})
+        p = provenance(meta)
+        f = r.faithful
+        score = f"{f['fg_acc']:.3f} / {f['fg_iou']:.3f} / {f['fg_loss']:.3f} ({r.faithful_n:,})" if f else "not scored"
+        paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
+        data = "data v2 (paper-faithful)" if p["data_version"] >= 2 else "data v1 (rescored on v2)"
+        how = f"`{p['recipe']}` recipe" if p["recipe"] else "before the recipes (see below)"
+        if p["init"]:
+            i = p["init"]
+            how += f", fine-tuned from the data-v{i['data_version']} checkpoint ({i.get('epochs')} epochs, " \
+                   f"{(i.get('wall_time_s') or 0) / 60:.0f} min on {i.get('hardware')})"
+        seen = f"{p['images_seen']:,}" if p["images_seen"] else "?"
+        lines.append(f"| `{Path(r.path).name}` | {score} | {paper} | {data} | {how} | {seen} images, "
+                     f"{p['wall_time_s'] / 60:.0f} min, {p['hardware']} |")
+    return "\n".join(lines)
+
+
 def history_arrays(meta: dict) -> dict[str, np.ndarray]:
     """Per-epoch curves of a checkpoint's training history: epoch, train_loss, val_loss, val_fg_iou,
     and the long-wavelength share where it was recorded (key `long_wavelength_share`)."""
