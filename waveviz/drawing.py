@@ -404,14 +404,18 @@ def redraw_polygons(mask: np.ndarray, *, px: int = 320) -> tuple[np.ndarray, dic
     → (canvas (px, px, 4) uint8, {component: label})."""
     S = mask.shape[0]
     im, draw = _canvas(px)
-    lab, k = ndimage.label(mask > 0)
-    labels = {}
-    for p in range(1, k + 1):
-        shape = lab == p
-        cls = int(np.bincount(mask[shape]).argmax())
-        corners = (polygon_corners(shape, cls + 2) + 0.5) * px / S
-        draw.polygon([tuple(c) for c in corners], fill=(255, 255, 255, 255), outline=(255, 255, 255, 255))
-        labels[p] = cls
+    labels, p = {}, 0
+    for cls in np.unique(mask[mask > 0]):  # class by class: polygons of different classes may touch
+        lab, k = ndimage.label(mask == cls)
+        for q in range(1, k + 1):
+            shape = lab == q
+            rr, cc = np.nonzero(shape)
+            if len(np.unique(rr)) < 2 or len(np.unique(cc)) < 2:  # a sliver with no area: nothing to click
+                continue
+            p += 1
+            corners = (polygon_corners(shape, int(cls) + 2) + 0.5) * px / S
+            draw.polygon([tuple(c) for c in corners], fill=(255, 255, 255, 255), outline=(255, 255, 255, 255))
+            labels[p] = int(cls)
     return np.asarray(im), labels
 
 
