@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One segment of a long training run under checkpoints/runs/: appends the command, the time and the
+# hardware to checkpoints/runs/PRESET.log, then runs `waveviz train PRESET ARGS... --out
+# checkpoints/runs/PRESET.pt` with its output appended to the same log.
+#   bash scripts/train_segment.sh nwm-linear-mnist --resume --max-minutes 60 --schedule-minutes 180
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=$1; shift
+log=checkpoints/runs/$preset.log
+n=$(( $(grep -c '^# segment' "$log" 2>/dev/null || true) + 1 ))
+cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+{
+  echo "# segment $n, $(date -u +%Y-%m-%dT%H:%M:%SZ): waveviz train $preset $* --out checkpoints/runs/$preset.pt"
+  echo "# hardware: ${cpu:-unknown CPU}, $(nproc) cores, torch $(python -c 'import torch; print(torch.__version__)'), git $(git rev-parse --short HEAD)"
+} >> "$log"
+exec waveviz train "$preset" "$@" --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1
