@@ -14,7 +14,7 @@ import pytest
 
 from waveviz import jobs
 from waveviz.cli import main
-from waveviz.jobs import HOST, JobError, JobSpec, JobStore, write_json
+from waveviz.jobs import HOST, JobError, JobSpec, JobStore, append_jsonl, write_json
 from waveviz.paths import find_checkpoints
 
 TINY = {"T": 8, "head": [16], "width": 4}  # a few thousand parameters: an epoch takes milliseconds
@@ -311,9 +311,11 @@ def test_page_draws_the_learning_curve_before_the_first_epoch_ends(home):
 
     store = JobStore()
     job = fake_job(store, "running", pid=os.getpid(), host=HOST, epoch=0, epochs=300)
-    write_json(store.root / job / "curve.json", [
-        {"seconds": 5.0, "images_seen": 80, "epoch": 1, "train_loss": 1.2, "lr": 1e-3},
-        {"seconds": 10.0, "images_seen": 160, "epoch": 1, "train_loss": 0.8, "lr": 2e-3}])
+    for point in ({"seconds": 5.0, "images_seen": 80, "epoch": 1, "train_loss": 1.2, "lr": 1e-3},
+                  {"seconds": 10.0, "images_seen": 160, "epoch": 1, "train_loss": 0.8, "lr": 2e-3}):
+        append_jsonl(store.root / job / "curve.jsonl", point)
+    with open(store.root / job / "curve.jsonl", "a") as f:
+        f.write('{"seconds": 15.0, "ima')  # a torn last line (the writer was killed mid-write) is skipped
     at = _page().run()
     assert not at.exception and at.selectbox(key="train_job").value == job
     charts = at.get("plotly_chart")
@@ -322,6 +324,13 @@ def test_page_draws_the_learning_curve_before_the_first_epoch_ends(home):
                                    {"epoch": 2, "seconds": 30.0, "val_loss": 0.4, "val_fg_iou": 0.6}], store.curve(job))
     assert s["epoch_min"] == [1.5, 2.0] and s["live_min"] == [5 / 60, 10 / 60] and s["live_loss"] == [1.2, 0.8]
     assert s["long_wavelength_share"] == [None, None]
+
+
+def test_a_job_from_before_the_jsonl_curve_keeps_its_curve(home):
+    store = JobStore()
+    job = fake_job(store, "finished")
+    write_json(store.root / job / "curve.json", [{"seconds": 5.0, "images_seen": 80, "epoch": 1, "train_loss": 1.2}])
+    assert [p["train_loss"] for p in store.curve(job)] == [1.2]
 
 
 def test_page_refuses_queues_and_cancels(home):

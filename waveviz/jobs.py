@@ -57,6 +57,7 @@ ACTIVE = ("queued", "running")
 RESUMABLE = ("canceled", "crashed", "failed")
 HEARTBEAT_S = 2.0  # the worker rewrites status.json at least this often
 CURVE_EVERY_S = 5.0  # a point of the live learning curve this often
+CURVE_FILE = "curve.jsonl"  # the live learning curve, a JSON line per point
 STALE_S = 30.0  # a running job silent for longer than this has crashed
 DEFAULT_MAX_RUNNING = 1
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
@@ -98,6 +99,28 @@ def write_json(path: Path, obj) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_jsonl(path: Path, obj) -> None:
+    """One JSON line at the end of `path` (a growing log: a point costs its own bytes, not the file's)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(_finite(obj)) + "\n")
+
+
+def read_jsonl(path: Path) -> list:
+    """The lines of a JSON-lines file; a line a crash or a concurrent writer left torn is skipped."""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def read_json(path: Path, default=None):
@@ -345,7 +368,8 @@ class JobStore:
 
     def curve(self, job_id: str) -> list[dict]:
         """The live learning curve: {seconds, images_seen, epoch, train_loss, lr} every few seconds."""
-        return read_json(self.path(job_id) / "curve.json", []) or []
+        d = self.path(job_id)
+        return read_jsonl(d / CURVE_FILE) or read_json(d / "curve.json", []) or []  # (curve.json: jobs before 2026-12-02)
 
     def log_tail(self, job_id: str, lines: int = 40) -> str:
         try:
@@ -650,7 +674,6 @@ class JobMonitor:
         self.epoch_t0 = time.perf_counter()
         self.last_write = 0.0
         self.probe_on = True
-        self.curve: list[dict] = read_json(job_dir / "curve.json", []) or []  # a resumed job's curve goes on
         self.curve_every_s, self.curve_t, self.loss_avg = curve_every_s, 0.0, None
 
     def eta(self, trainer, step: int, steps: int) -> float | None:
@@ -670,16 +693,16 @@ class JobMonitor:
 
     def _curve_point(self, trainer, loss: float) -> None:
         """The live learning curve: the training loss (a running mean over ~20 steps) against training
-        seconds and images seen, a point every `curve_every_s` seconds, in curve.json."""
+        seconds and images seen, a point every `curve_every_s` seconds, a line each in curve.jsonl."""
         self.loss_avg = loss if self.loss_avg is None else 0.95 * self.loss_avg + 0.05 * loss
         now = time.perf_counter()
         if now - self.curve_t < self.curve_every_s:
             return
         self.curve_t = now
-        self.curve.append({"seconds": round(trainer.train_seconds(), 1), "images_seen": trainer.images_seen,
-                           "epoch": trainer.epoch + 1, "train_loss": round(self.loss_avg, 5),
-                           "lr": trainer.optimizer.param_groups[0]["lr"]})
-        write_json(self.dir / "curve.json", self.curve)
+        append_jsonl(self.dir / CURVE_FILE, {  # a resumed job's curve goes on in the same file
+            "seconds": round(trainer.train_seconds(), 1), "images_seen": trainer.images_seen,
+            "epoch": trainer.epoch + 1, "train_loss": round(self.loss_avg, 5),
+            "lr": trainer.optimizer.param_groups[0]["lr"]})
 
     def __call__(self, event: str, trainer, info: dict) -> None:
         getattr(self, f"on_{event}", lambda tr, info: None)(trainer, info)

@@ -577,7 +577,7 @@ def pixel_from_points(points: Sequence[dict]) -> tuple[int, int] | None:
 
 def learning_curves_figure(records: Sequence[dict], curve: Sequence[dict] = ()) -> go.Figure | None:
     """Loss, held-out FG-IoU and long-wavelength share against training minutes: a job's, live while
-    it runs (`curve`: its curve.json, the training loss every few seconds), or a checkpoint's
+    it runs (`curve`: its curve.jsonl, the training loss every few seconds), or a checkpoint's
     (`records`: its history; without a live curve the loss panel shows each epoch's training loss).
     None when there is nothing to draw."""
     from plotly.subplots import make_subplots

@@ -189,7 +189,7 @@ def near_zero_warning(status: dict, records: list[dict]) -> str | None:
 
 def learning_curves(records: list[dict], curve: list[dict]) -> dict[str, list]:
     """A job's learning curves against training minutes (time to accuracy, as the bench plots them):
-    the live training loss from curve.json (a point every few seconds) and, at each finished epoch's
+    the live training loss from curve.jsonl (a point every few seconds) and, at each finished epoch's
     end, the training and validation loss, FG-IoU and the long-wavelength share. → columns: live_min,
     live_loss, epoch_min, train_loss, val_loss, val_fg_iou, long_wavelength_share (None where not recorded)."""
     mins, t = [], 0.0
