@@ -1,6 +1,6 @@
 """What the drawing path costs a model: held-out samples redrawn as a user would draw them.
 
-    python scripts/drawing_fidelity.py                        # every data set's best shipped checkpoint
+    python scripts/drawing_fidelity.py                        # every data set's best shipped wave model
     python scripts/drawing_fidelity.py --n 20 --ckpt checkpoints/nwm-linear-mnist.pt --json
 
 For each data set, n held-out test samples (seed 10,000, as `waveviz results --fresh`) are turned back
@@ -58,12 +58,12 @@ def measure(ckpt: Path, n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ckpt", type=Path, action="append", help="checkpoints to measure (default: each data "
-                    "set's best shipped one)")
+                    "set's best shipped wave model: what the app opens on)")
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    ckpts = a.ckpt or list(shipped_best_by_dataset().values())
+    ckpts = a.ckpt or list(shipped_best_by_dataset(recurrent=True).values())
     rows = [measure(Path(c), a.n) for c in ckpts]
     if a.json:
         print(json.dumps(rows, indent=1))

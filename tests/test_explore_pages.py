@@ -12,6 +12,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from waveviz.app import catalog, common, compare_page, explore_page
+from waveviz import paths
 
 from .conftest import TINY_MODELS
 
@@ -540,3 +541,15 @@ def test_runs_use_the_precision_a_checkpoint_trained_in(tmp_path):
     picked = common.Picked("lstm", tmp_path / "amp.pt", model, info)
     assert picked.amp and picked.how_run.startswith(f"engine {model.engine}; bf16 autocast")
     assert ("emulated in float32" in picked.how_run) == engine.bf16_emulated("cpu")
+
+
+def test_shipped_best_by_dataset_can_ask_for_wave_models():
+    """Multi-MNIST's best shipped checkpoint is the U-Net baseline; the drawing-fidelity check and the
+    app's first model want its best wave model (and keep a data set's best when it has none)."""
+    every, waves = catalog.shipped_best_by_dataset(), catalog.shipped_best_by_dataset(recurrent=True)
+    assert every.keys() == waves.keys() and every
+    entries = {e.path: e for e in catalog.catalog(sorted(paths.shipped_checkpoints().glob("*.pt"))).values()}
+    for ds, path in waves.items():
+        assert entries[path].dataset == ds
+        assert entries[path].recurrent or not any(e.recurrent and e.dataset == ds for e in entries.values())
+    assert any(not entries[p].recurrent for p in every.values()) == (every != waves)

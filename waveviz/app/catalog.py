@@ -168,11 +168,15 @@ def best(entries: dict[str, ModelEntry] | list[ModelEntry], *, recurrent: bool =
     return min(pool, key=lambda e: e.rank, default=None)
 
 
-def shipped_best_by_dataset(folder: Path | None = None) -> dict[str, Path]:
-    """data set → the path of its best shipped checkpoint."""
+def shipped_best_by_dataset(folder: Path | None = None, *, recurrent: bool = False) -> dict[str, Path]:
+    """data set → the path of its best shipped checkpoint (`recurrent`: the best with waves, where
+    the data set has one)."""
     folder = Path(folder or shipped_checkpoints())
     entries = catalog(sorted(folder.glob("*.pt")))
     out: dict[str, Path] = {}
     for e in entries.values():  # best first
+        if e.recurrent or not recurrent:
+            out.setdefault(e.dataset, e.path)
+    for e in entries.values():  # a data set with no wave model keeps its best
         out.setdefault(e.dataset, e.path)
     return out
