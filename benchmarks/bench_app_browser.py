@@ -26,14 +26,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+from typing import Callable
+
+from waveviz.app.serve import serve
 
 ROOT = Path(__file__).resolve().parent.parent
 FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
@@ -74,31 +73,6 @@ const walk = (root) => root.querySelectorAll('*').forEach(e => {
 walk(document);
 return out;
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(root: Path, home: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, WAVEVIZ_HOME=str(home), PYTHONPATH=str(root))
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-                            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
-                return proc, base
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("streamlit did not start")
 
 
 def browser():
@@ -206,60 +180,62 @@ def nav(d, label: str) -> None:
     link.click()
 
 
+def _measure(d, rows: list[dict], repeats: int, act: Callable[[int], None], shown: Callable[[], float | None],
+             what: str, *, then: Callable[[int], None] | None = None, keep_first: bool = False,
+             timeout: float = 300.0) -> None:
+    """`repeats` + 1 times: act(i) (it starts the watch and does the user action), wait until
+    `shown()` gives the performance.now() at which the answer showed, wait until the script settled,
+    and record both against the action; then then(i) (e.g. go back), but not after the last.
+    The first, warm-up round is discarded, or with `keep_first` kept and marked cold."""
+    for i in range(repeats + 1):
+        act(i)
+        t_shown = wait(d, shown, what, timeout=timeout)
+        t_set = settled(d)
+        if i or keep_first:
+            row = {"shown_s": elapsed(d, t_shown), "settled_s": elapsed(d, t_set)}
+            run = d.execute_script("return window.__t.run")  # set only where a Run button was pressed
+            if run is not None:
+                row["run_to_shown_s"] = (t_shown - run) / 1000
+            if keep_first:
+                row["cold"] = i == 0
+            rows.append(row)
+        if then is not None and i < repeats:
+            then(i)
+
+
 def measure(base: str, repeats: int, reeval: bool) -> dict[str, list[dict]]:
     d = browser()
     out: dict[str, list[dict]] = {k: [] for k in ("draw", "sample", "to_compare", "compare", "to_results", "reeval")}
+    now = lambda: d.execute_script("return performance.now()")  # noqa: E731
+
+    def back_to_explore(_i: int) -> None:
+        nav(d, "Explore")
+        wait(d, lambda: "prediction" in text(d), "Explore")
+        idle(d)
+
+    def draw(i: int) -> None:
+        watch(d)
+        stroke(d, i)
+
     try:
         d.get(f"{base}/Explore?model={MODEL}&src=Draw")
         wait(d, lambda: d.execute_script(FIND_CANVAS), "the canvas", timeout=900)  # cold: imports, kernels
         idle(d)
-        for i in range(repeats + 1):
-            watch(d)
-            stroke(d, i)
-            t_seg = wait(d, lambda: seg_changed(d), "a new segmentation", timeout=120)
-            t_set = settled(d)
-            if i:
-                row = {"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)}
-                run = d.execute_script("return window.__t.run")
-                if run is not None:
-                    row["run_to_shown_s"] = (t_seg - run) / 1000
-                out["draw"].append(row)
+        _measure(d, out["draw"], repeats, draw, lambda: seg_changed(d), "a new segmentation", timeout=120)
+
         d.get(f"{base}/Explore?model={MODEL}&src=Sample")
         wait(d, lambda: "prediction" in text(d), "the segmentation")
         idle(d)
-        for i in range(repeats + 1):
-            set_number(d, "Sample (seed)", 10 + i)
-            t_seg = wait(d, lambda: seg_changed(d), "a new sample's segmentation", timeout=120)
-            t_set = settled(d)
-            if i:
-                out["sample"].append({"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)})
-        for i in range(repeats + 1):
-            nav(d, "Compare")
-            t_shown = wait(d, lambda: "Their hidden states" in text(d) and d.execute_script("return performance.now()"),
-                           "the comparison")
-            t_set = settled(d)
-            if i:
-                out["to_compare"].append({"shown_s": elapsed(d, t_shown), "settled_s": elapsed(d, t_set)})
-            if i < repeats:
-                nav(d, "Explore")
-                wait(d, lambda: "prediction" in text(d), "Explore")
-                idle(d)
-        for i in range(repeats + 1):
-            set_number(d, "Sample (seed)", 20 + i, title="")
-            t_seg = wait(d, lambda: seg_changed(d), "a new comparison", timeout=120)
-            t_set = settled(d)
-            if i:
-                out["compare"].append({"shown_s": elapsed(d, t_seg), "settled_s": elapsed(d, t_set)})
-        for i in range(repeats + 1):
-            nav(d, "Results")
-            t_shown = wait(d, lambda: "paper" in text(d) and "FG-IoU" in text(d) and
-                           d.execute_script("return performance.now()"), "the results table")
-            t_set = settled(d)
-            out["to_results"].append({"shown_s": elapsed(d, t_shown), "settled_s": elapsed(d, t_set), "cold": i == 0})
-            if i < repeats:
-                nav(d, "Explore")
-                wait(d, lambda: "prediction" in text(d), "Explore")
-                idle(d)
+        _measure(d, out["sample"], repeats, lambda i: set_number(d, "Sample (seed)", 10 + i),
+                 lambda: seg_changed(d), "a new sample's segmentation", timeout=120)
+
+        _measure(d, out["to_compare"], repeats, lambda i: nav(d, "Compare"),
+                 lambda: "Their hidden states" in text(d) and now(), "the comparison", then=back_to_explore)
+        _measure(d, out["compare"], repeats, lambda i: set_number(d, "Sample (seed)", 20 + i, title=""),
+                 lambda: seg_changed(d), "a new comparison", timeout=120)
+        _measure(d, out["to_results"], repeats, lambda i: nav(d, "Results"),
+                 lambda: "paper" in text(d) and "FG-IoU" in text(d) and now(), "the results table",
+                 then=back_to_explore, keep_first=True)
         if reeval:
             from selenium.webdriver.common.by import By
 
@@ -294,15 +270,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the raw timings and the summary as JSON here")
     a = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
-    proc, base = start_server(a.root.resolve(), home)
-    try:
+    root = a.root.resolve()
+    with serve(root, dict(os.environ, WAVEVIZ_HOME=str(home), PYTHONPATH=str(root)), timeout=90) as base:
         results = measure(base, a.repeats, a.reeval)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     report = {"root": str(a.root), "load_average": os.getloadavg(), "summary": summary(results), "raw": results}
     print(json.dumps(report["summary"], indent=1))
     if a.out:

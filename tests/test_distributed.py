@@ -61,7 +61,7 @@ def test_without_torchrun_everything_is_single(monkeypatch):
     with pytest.raises(ValueError, match="RANK 2"):
         distributed.launch_env()
     with pytest.raises(UnknownNameError, match="valid: cpu, cuda"):
-        distributed.BACKENDS.get("mps")
+        distributed.PROCESS_GROUP_BACKENDS.get("mps")
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from waveviz.presets import count_params, create_model
 TOL = {torch.float64: 1e-9, torch.float32: 1e-5}
 HAS_C = engine.cpu_kernel() is not None
 NO_CUDA = "needs a CUDA GPU: the fast CUDA path is checked against the reference only where one is present"
-BACKENDS = ["torch", pytest.param("c", marks=pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel"))]
+KERNEL_BACKENDS = ["torch", pytest.param("c", marks=pytest.mark.skipif(not HAS_C, reason="no C compiler for the CPU kernel"))]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -61,7 +61,7 @@ GRID = [(2, 2, 5, 7, 13, 0.1), (3, 3, 8, 6, 20, 0.05), (1, 1, 1, 1, 4, 0.1), (1,
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", GRID, ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
 @pytest.mark.parametrize("segment", [None, 1, 4], ids=["seg-auto", "seg1", "seg4"])
 def test_recurrence_matches_reference(dtype, backend, shape, segment):
@@ -82,7 +82,7 @@ def test_recurrence_matches_reference(dtype, backend, shape, segment):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", GRID[:4] + GRID[5:], ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
 @pytest.mark.parametrize("segment", [None, 3])
 def test_fused_linear_readout_matches_reference(dtype, backend, shape, segment):
@@ -427,7 +427,7 @@ def test_convlstm_kernel_only_where_it_computes_the_model():
             assert rel_err(got, convlstm_sequence_ref(u, u.cos(), u.sin(), gates, mlp, 4)) < 1e-5
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_divergence_stays_visible(backend):
     """A NaN anywhere ends as NaN in the output, so the trainer's divergence check still fires."""
     y0, om, al, w = (t.detach() for t in wave_inputs(2, 2, 5, 4, torch.float32))

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from . import engine
 
-ENGINES = ("reference", "fast", "fast-bf16")  # timed, in this order; the first is the baseline
+TIMED_ENGINES = ("reference", "fast", "fast-bf16")  # timed, in this order; the first is the baseline
 
 
 @dataclass
@@ -127,14 +127,14 @@ def time_train_steps(setting: Setting, device: torch.device, steps: int, warmup:
     base = setting.build(device)
     x, y = setting.batch_data(base, setting.batch, device)
     runs = {}
-    for eng in ENGINES:
+    for eng in TIMED_ENGINES:
         m = copy.deepcopy(base)
         m.engine = eng
         runs[eng] = (m, torch.optim.Adam(m.parameters(), lr=1e-3))
     for _ in range(warmup):
         for m, opt in runs.values():
             _train_step(m, opt, x, y)
-    times = {eng: [] for eng in ENGINES}
+    times = {eng: [] for eng in TIMED_ENGINES}
     for _ in range(steps):
         for eng, (m, opt) in runs.items():
             _sync(device)
@@ -150,10 +150,10 @@ def time_inference(setting: Setting, device: torch.device, runs: int, warmup: in
     base = setting.build(device).eval()
     x, _ = setting.batch_data(base, 1, device)
     models = {}
-    for eng in ENGINES:
+    for eng in TIMED_ENGINES:
         models[eng] = copy.deepcopy(base)
         models[eng].engine = eng
-    times = {eng: [] for eng in ENGINES}
+    times = {eng: [] for eng in TIMED_ENGINES}
     with torch.inference_mode():
         for i in range(warmup + runs):
             for eng, m in models.items():
@@ -251,15 +251,15 @@ def run_setting(setting: Setting, device: torch.device, *, steps: int, infer_run
         if inference_cache is not None:
             inference_cache[key] = infer
     out = {"setting": asdict(setting), "label": label, "check": check, "engines": {}}
-    for eng in ENGINES:
+    for eng in TIMED_ENGINES:
         t = statistics.median(train[eng])
         out["engines"][eng] = {
             "train_step_s": t, "train_step_s_all": train[eng], "images_per_s": setting.batch / t,
             "inference_1_image_s": statistics.median(infer[eng]), "inference_min_s": min(infer[eng]),
             "peak_memory_bytes": peak_memory(setting, device, eng) if memory else None,
         }
-    ref = out["engines"][ENGINES[0]]
-    for eng in ENGINES[1:]:  # each engine against the reference: times faster, memory fraction
+    ref = out["engines"][TIMED_ENGINES[0]]
+    for eng in TIMED_ENGINES[1:]:  # each engine against the reference: times faster, memory fraction
         e = out["engines"][eng]
         e["speedup_train"] = ref["train_step_s"] / e["train_step_s"]
         e["speedup_inference"] = ref["inference_1_image_s"] / e["inference_1_image_s"]

@@ -23,9 +23,9 @@ from torch import nn
 
 from .registry import Registry
 
-BACKENDS: Registry[str] = Registry("device type for data-parallel training")
-BACKENDS.register("cuda", "nccl")
-BACKENDS.register("cpu", "gloo")
+PROCESS_GROUP_BACKENDS: Registry[str] = Registry("device type for data-parallel training")
+PROCESS_GROUP_BACKENDS.register("cuda", "nccl")
+PROCESS_GROUP_BACKENDS.register("cpu", "gloo")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def process_group(device_type: str) -> Iterator[DistEnv]:
     if not env.distributed or (dist.is_available() and dist.is_initialized()):
         yield current()
         return
-    backend = BACKENDS.get(device_type)
+    backend = PROCESS_GROUP_BACKENDS.get(device_type)
     if device_type == "cuda":
         if env.local_rank >= torch.cuda.device_count():
             raise ValueError(f"process {env.rank} wants GPU {env.local_rank} but this machine has "
