@@ -23,7 +23,7 @@ from waveviz.presets import create_model
 from waveviz.training import TrainConfig, Trainer
 
 BF = torch.bfloat16
-PRODUCTS = engine._Bf16Products.OPS
+PRODUCTS = engine.Bf16Products.OPS
 
 
 class _SeenProducts(TorchDispatchMode):
@@ -68,7 +68,7 @@ def test_emulated_products_round_once(op):
     args = _bf(64, 96, g=g), _bf(40, 96, g=g), _bf(40, g=g), _bf(2, 24, 9, 11, g=g), _bf(16, 24, 3, 3, g=g)
     exact = CASES[op](*(a.double() for a in args)).to(BF)
     seen = _SeenProducts()
-    with seen, engine._Bf16Products():
+    with seen, engine.Bf16Products():
         got = CASES[op](*args)
     assert got.dtype == BF and got.shape == exact.shape
     assert seen.seen and all(torch.float32 in d and BF not in d for _, d in seen.seen), seen.seen
@@ -82,9 +82,9 @@ def test_a_backward_under_emulation_runs_float32_products():
     v = torch.randn(2, 3, 8, 8, generator=g, requires_grad=True)
     conv, lin = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4, 5)
     seen = _SeenProducts()
-    with seen, torch.autocast("cpu", dtype=BF), engine._Bf16Products():
+    with seen, torch.autocast("cpu", dtype=BF), engine.Bf16Products():
         out = lin(conv(v).permute(0, 2, 3, 1))
-    with seen, engine._Bf16Products():
+    with seen, engine.Bf16Products():
         out.float().square().sum().backward()
     assert "aten.convolution_backward" in {s for s, _ in seen.seen} and all(BF not in d for _, d in seen.seen)
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in (*conv.parameters(), *lin.parameters()))
@@ -96,7 +96,7 @@ def test_who_decides(monkeypatch):
     for native, want in ((True, False), (False, True), (None, True)):
         monkeypatch.setattr(engine.bf16, "cpu_bf16_native", lambda n=native: n)
         assert engine.bf16_emulated("cpu") is want and engine.bf16_emulated("cuda") is False
-        assert isinstance(engine.bf16_products("cpu"), engine._Bf16Products) is want
+        assert isinstance(engine.bf16_products("cpu"), engine.Bf16Products) is want
     monkeypatch.setenv("WAVEVIZ_BF16", "native")
     assert not engine.bf16_emulated("cpu")
     monkeypatch.setattr(engine.bf16, "cpu_bf16_native", lambda: True)

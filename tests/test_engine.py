@@ -215,7 +215,7 @@ def test_c_kernel_threads_match_reference(threads, shape):
     """The C kernel on several threads (torch's OpenMP team, or its own pool) — by images, or by rows
     of one image with a barrier per step — is the reference to float64 rounding, features included."""
     B, C, H, W, T, dt = shape
-    if engine._torch_openmp() and os.environ.get("CC") is None:  # the row split needs the OpenMP build
+    if engine.torch_openmp() and os.environ.get("CC") is None:  # the row split needs the OpenMP build
         assert hasattr(engine.cpu_kernel(), "nwm_fwd_omp_f64"), engine.cpu_kernel_status()
     ins = wave_inputs(B, C, H, W, torch.float64, seed=T)
     proj = torch.randn(T // 2 + 1, T, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_()
@@ -250,7 +250,7 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
         err = (engine.nwm_recurrence(y0, om, al, w, 0.1, 11, backend="c") - nwm_recurrence_ref(y0, om, al, w, 0.1, 11)).abs().max()
         gn, wn, h = torch.randn(900, 6, generator=g), torch.randn(6, 40, generator=g), torch.rand(900, 40, generator=g) - 0.3
         want = torch.where(h > 0, gn @ wn, 0.0), gn.t().double() @ h.double()
-        dw = engine._narrow_layer_backward(gn, wn, h)  # the head's narrow layer, on the pool too
+        dw = engine.narrow_layer_backward(gn, wn, h)  # the head's narrow layer, on the pool too
         err2 = max((h - want[0]).abs().max() / want[0].abs().max(), (dw - want[1]).abs().max() / want[1].abs().max())
         from waveviz.models.layers import PixelMLP  # the ConvLSTM's loop, on the pool too
         gates = torch.nn.Conv2d(4, 8, 3, padding=1, padding_mode="circular").double()
@@ -288,7 +288,7 @@ def test_narrow_layer_backward_matches_torch(threads, shape):
     torch.set_num_threads(threads)
     try:
         got_h = h.clone()
-        dw = engine._narrow_layer_backward(g, w, got_h)
+        dw = engine.narrow_layer_backward(g, w, got_h)
     finally:
         torch.set_num_threads(1)
     assert dw.dtype == torch.float64 and dw.shape == (N, K)
@@ -300,9 +300,9 @@ def test_narrow_layer_backward_declines_what_it_does_not_do():
     """Too many outputs, float64, a non-contiguous h: None, and h untouched."""
     g, w, h = torch.randn(10, 65), torch.randn(65, 8), torch.rand(10, 8)
     before = h.clone()
-    assert engine._narrow_layer_backward(g, w, h) is None
-    assert engine._narrow_layer_backward(g[:, :6].double(), w[:6].double(), h.double()) is None
-    assert engine._narrow_layer_backward(g[:, :6], w[:6], torch.rand(8, 10).t()) is None
+    assert engine.narrow_layer_backward(g, w, h) is None
+    assert engine.narrow_layer_backward(g[:, :6].double(), w[:6].double(), h.double()) is None
+    assert engine.narrow_layer_backward(g[:, :6], w[:6], torch.rand(8, 10).t()) is None
     assert torch.equal(h, before)
 
 
@@ -568,7 +568,7 @@ def exact_cuda():
 
 def _has_triton() -> bool:
     try:
-        engine._triton_kernels()
+        engine.load_triton_kernels()
         return True
     except ImportError:
         return False
@@ -617,7 +617,7 @@ def test_cuda_recurrence_matches_reference(shape, exact_cuda):
 def test_cuda_triton_matches_reference(shape, persistent, exact_cuda, monkeypatch):
     """Both launch plans of the Triton kernel: one program per image across steps, or a grid per step."""
     if not persistent:
-        monkeypatch.setattr(engine._TritonBackend, "PERSISTENT_MAX", 0)
+        monkeypatch.setattr(engine.TritonBackend, "PERSISTENT_MAX", 0)
     assert engine.resolve_backend("auto", torch.zeros(1, device="cuda")) == "triton"
     B, C, H, W, T, dt = shape
     ins = wave_inputs(B, C, H, W, torch.float32, device="cuda")

@@ -32,7 +32,7 @@ def test_kernels_compile_for_hopper(CP, BP):
 
     from waveviz import engine
 
-    fwd, bwd = engine._triton_kernels()
+    fwd, bwd = engine.load_triton_kernels()
     target = GPUTarget("cuda", 90, 32)
     kernels = [(fwd, FWD_ARGS, {"CP": CP, "BP": BP})]
     kernels += [(bwd, BWD_ARGS, {"PHASE": p, "CP": CP, "BP": BP}) for p in (0, 1, 2)]
@@ -60,7 +60,7 @@ INTERPRETED = textwrap.dedent("""
         I._patch_lang_tensor = _patched
 
     from waveviz import engine
-    engine._TritonBackend.PERSISTENT_MAX = int(sys.argv[1])  # 0: one launch per step
+    engine.TritonBackend.PERSISTENT_MAX = int(sys.argv[1])  # 0: one launch per step
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     # C = CP (2, 16) and C < CP (3 → 4, 20 → 32) for the channel masks; 12² and 9² with 20 channels
@@ -73,7 +73,7 @@ INTERPRETED = textwrap.dedent("""
         for p in (None, proj):
             res = []
             for be in ("triton", "torch"):
-                f = engine._Wave.apply(*ins, p, 0.1, T, seg, be)
+                f = engine.WaveFunction.apply(*ins, p, 0.1, T, seg, be)
                 w = torch.randn(f.shape, generator=torch.Generator().manual_seed(1))
                 res.append([f.detach(), *torch.autograd.grad((f * w).sum(), ins)])
             worst = max(worst, *(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(*res)))

@@ -56,20 +56,22 @@ Where things are
 """
 from __future__ import annotations
 
-# The engine's interface; the private names are what its tests reach for.
+# The engine's interface; the parts below it (the autograd Function, the backends, the bf16 mode,
+# the narrow-layer backward) are public too, for its tests and for whoever extends it.
 from .allocator import retain_freed_memory
-from .backends import BACKENDS, _TritonBackend, _triton_kernels, resolve_backend, tf32_off, triton_usable
-from .bf16 import _Bf16Products, bf16_autocast, bf16_emulated, bf16_products, cpu_bf16_native
-from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_openmp as _torch_openmp
+from .backends import BACKENDS, TritonBackend, load_triton_kernels, resolve_backend, tf32_off, triton_usable
+from .bf16 import Bf16Products, bf16_autocast, bf16_emulated, bf16_products, cpu_bf16_native
+from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_openmp
 from .convlstm import convlstm_sequence, convlstm_usable
 from .cpu import cpu_model
-from .head import NARROW_MAX, _narrow_layer_backward, fast_head, forward_head, linear_time_features, pixel_mlp
-from .recurrence import (CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, _Wave, auto_segment, nwm_linear_features,
+from .head import NARROW_MAX, fast_head, forward_head, linear_time_features, narrow_layer_backward, pixel_mlp
+from .recurrence import (CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
                          nwm_recurrence)
 from .selection import ENGINES, EngineSelectable, check_engine, default_engine
 
 __all__ = [
-    "BACKENDS", "CPU_MAX_SEGMENTS", "ENGINES", "NARROW_MAX", "SEGMENT_BUFFER_BYTES", "EngineSelectable",
+    "BACKENDS", "CPU_MAX_SEGMENTS", "ENGINES", "NARROW_MAX", "SEGMENT_BUFFER_BYTES", "Bf16Products", "EngineSelectable",
+    "TritonBackend", "WaveFunction", "load_triton_kernels", "narrow_layer_backward", "torch_openmp",
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",
     "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features",

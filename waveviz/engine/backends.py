@@ -18,7 +18,7 @@ from .clib import _check_rc, _parallel, cpu_kernel, cpu_kernel_status
 BACKENDS = ("auto", "c", "triton", "torch")
 
 
-class _CBackend:
+class CBackend:
     name = "c"
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype):
@@ -74,7 +74,7 @@ def _circular(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (1, 1, 1, 1), mode="circular")
 
 
-class _TorchBackend:
+class TorchBackend:
     """The same algorithm in a handful of torch ops per step: any device, any floating dtype."""
 
     name = "torch"
@@ -114,14 +114,14 @@ class _TorchBackend:
         return ybar, zbar
 
 
-def _triton_kernels():
+def load_triton_kernels():
     """(forward kernel, adjoint kernel) from `triton_kernels`; ImportError without triton."""
     from . import triton_kernels
 
     return triton_kernels.nwm_fwd, triton_kernels.nwm_bwd
 
 
-class _TritonBackend(_TorchBackend):
+class TritonBackend(TorchBackend):
     name = "triton"
     PERSISTENT_MAX = 32 * 1024  # C·H·W of an image that one program carries through a whole segment
     TILE = 2048  # CP · BP elements per program tile
@@ -140,7 +140,7 @@ class _TritonBackend(_TorchBackend):
         return t, t.stride(0), t.stride(1)
 
     def forward(self, y, z, om, al, w, dt, Yv, Zv):
-        fwd, _ = _triton_kernels()
+        fwd, _ = load_triton_kernels()
         B, n, C, H, W = Yv.shape
         z = torch.zeros_like(y) if z is None else z
         CP, BP, blocks, persistent = self._plan(C, H, W)
@@ -154,7 +154,7 @@ class _TritonBackend(_TorchBackend):
                     fwd[(B, blocks)](y, z, om, al, w, Y, Z, dt, 1, j, 1, ysb, ysj, zsb, zsj, C, H, W, CP=CP, BP=BP, num_warps=8)
 
     def adjoint(self, y, z, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW):
-        _, bwd = _triton_kernels()
+        _, bwd = load_triton_kernels()
         B, n, C, H, W = Yv.shape
         z = torch.zeros_like(y) if z is None else z
         S = torch.empty(B, n, C, H, W, dtype=Yv.dtype, device=Yv.device)
@@ -202,9 +202,9 @@ def triton_usable(device: torch.device) -> bool:
             why = "disabled (WAVEVIZ_TRITON=0)"
         else:
             try:
-                from .recurrence import _Wave  # (which calls this module)
+                from .recurrence import WaveFunction  # (which calls this module)
 
-                _triton_kernels()
+                load_triton_kernels()
                 g = torch.Generator().manual_seed(0)
                 err = 0.0
                 for C in (3, 16):  # both ways of computing the coupling
@@ -217,7 +217,7 @@ def triton_usable(device: torch.device) -> bool:
                     with torch.inference_mode(False), torch.enable_grad(), \
                             torch.autocast(device.type, enabled=False), tf32_off():
                         for be in ("triton", "torch"):
-                            f = _Wave.apply(*ins, None, 0.1, 6, 4, be)
+                            f = WaveFunction.apply(*ins, None, 0.1, 6, 4, be)
                             outs.append([f.detach(), *torch.autograd.grad(f.square().sum(), ins)])
                     err = max(err, *(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(*outs)))
                 ok, why = err < 1e-4, f"it disagrees with the torch backend (relative error {err:.1e})"
@@ -245,7 +245,7 @@ def resolve_backend(name: str, like: torch.Tensor) -> str:
     if name == "triton":
         if like.dtype != torch.float32:
             raise ValueError(f"the Triton backend needs float32 tensors, got {like.dtype}")
-        _triton_kernels()  # ImportError without triton
+        load_triton_kernels()  # ImportError without triton
         return name
     if name == "c":
         if not cpu_ok:
@@ -257,5 +257,5 @@ def resolve_backend(name: str, like: torch.Tensor) -> str:
 
 def _backend(name: str, like: torch.Tensor):
     if name == "c":
-        return _CBackend(cpu_kernel(), like.dtype)
-    return _TritonBackend() if name == "triton" else _TorchBackend()
+        return CBackend(cpu_kernel(), like.dtype)
+    return TritonBackend() if name == "triton" else TorchBackend()

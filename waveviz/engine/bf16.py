@@ -33,7 +33,7 @@ def bf16_emulated(device_type: str = "cpu") -> bool:
     return not cpu_bf16_native()
 
 
-class _Bf16Products(TorchDispatchMode):
+class Bf16Products(TorchDispatchMode):
     """Runs the bfloat16 matrix products and convolutions inside it in float32 on the same bf16
     values and rounds the result to bf16 again: exact products, float32 sums, one rounding — what
     native bf16 kernels (AVX-512 BF16, AMX, tensor cores) compute, up to the order of the sums.
@@ -64,7 +64,7 @@ class _Bf16Products(TorchDispatchMode):
 def bf16_products(device_type: str = "cpu"):
     """A context in which bf16 products are emulated where `bf16_emulated(device_type)`, else nothing.
     Wrap a backward in it too: autograd runs the saved bf16 products outside any autocast block."""
-    return _Bf16Products() if bf16_emulated(device_type) else contextlib.nullcontext()
+    return Bf16Products() if bf16_emulated(device_type) else contextlib.nullcontext()
 
 
 def bf16_autocast(device_type: str, enabled: bool = True) -> contextlib.ExitStack:

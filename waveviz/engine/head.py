@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import settings
-from .bf16 import _Bf16Products, bf16_emulated
+from .bf16 import Bf16Products, bf16_emulated
 from .clib import _check_rc, _parallel, cpu_kernel
 
 _onednn_linear_ok: dict[torch.dtype, bool] = {}
@@ -83,7 +83,7 @@ class _PixelMLP(torch.autograd.Function):
             for i in reversed(range(L)):
                 inp = acts[i]
                 grads[2 + 2 * i] = g.sum(0).to(p_dtype)  # ∂b_i
-                if i > 0 and (dw := _narrow_layer_backward(g, ws[i], inp)) is not None:
+                if i > 0 and (dw := narrow_layer_backward(g, ws[i], inp)) is not None:
                     grads[1 + 2 * i] = dw.to(p_dtype)  # and inp now holds g_{i-1}, as below
                     g = inp
                     continue
@@ -123,10 +123,10 @@ def _input_grad(g: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = Non
     return _mm_t(g, w.t(), out)
 
 
-NARROW_MAX = 64  # outputs of a layer whose backward `_narrow_layer_backward` takes
+NARROW_MAX = 64  # outputs of a layer whose backward `narrow_layer_backward` takes
 
 
-def _narrow_layer_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor | None:
+def narrow_layer_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> torch.Tensor | None:
     """The backward of a layer with few outputs (the head's last: one per class) that follows a
     ReLU, in the C kernel's one pass over h (`mlp_narrow_bwd_f32`; BLAS takes ≈ 100 ms for the three
     passes at B = 16 on 2 cores): returns ∂W = gᵀ·h (float64) and overwrites h with (g·W) ⊙ (h > 0).
@@ -161,7 +161,7 @@ def _narrow_layer_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor) ->
 def _products(dtype: torch.dtype, device_type: str):
     """The context `_PixelMLP` computes its products in: bf16 ones emulated where the CPU lacks them."""
     if dtype == torch.bfloat16 and bf16_emulated(device_type):
-        return _Bf16Products
+        return Bf16Products
     return contextlib.nullcontext
 
 

@@ -1,4 +1,4 @@
-"""The NWM recurrence as one autograd Function (`_Wave`) over a backend, with time-segment
+"""The NWM recurrence as one autograd Function (`WaveFunction`) over a backend, with time-segment
 checkpointing and the linear time readout fused in: `nwm_recurrence`, `nwm_linear_features`.
 (The adjoint's equations: the package docstring.)
 """
@@ -102,7 +102,7 @@ def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, 
     return ybar, dom, dal, dW.to(w.dtype), dproj
 
 
-class _Wave(torch.autograd.Function):
+class WaveFunction(torch.autograd.Function):
     """(y0, ω, α, W[, P]) → Y (B, T, C, H, W), or with P (K, T) the fused feat (B·C·H·W, K)."""
 
     @staticmethod
@@ -154,7 +154,7 @@ def nwm_recurrence(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, w
     """
     y0, omega, alpha, weight, name, seg = _prepare(y0, omega, alpha, weight, dt, T, backend, segment)
     with torch.autocast(y0.device.type, enabled=False):
-        return _Wave.apply(y0, omega, alpha, weight, None, float(dt), int(T), seg, name)
+        return WaveFunction.apply(y0, omega, alpha, weight, None, float(dt), int(T), seg, name)
 
 
 def nwm_linear_features(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor, dt: float,
@@ -167,7 +167,7 @@ def nwm_linear_features(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tens
     y0, omega, alpha, weight, name, seg = _prepare(y0, omega, alpha, weight, dt, T, backend, segment)
     assert proj.dim() == 2 and proj.shape[1] == T, f"proj must be (K, {T}), got {tuple(proj.shape)}"
     with torch.autocast(y0.device.type, enabled=False):
-        feat = _Wave.apply(y0, omega, alpha, weight, proj.to(y0.dtype), float(dt), int(T), seg, name)
+        feat = WaveFunction.apply(y0, omega, alpha, weight, proj.to(y0.dtype), float(dt), int(T), seg, name)
     K, (B, C, H, W) = proj.shape[0], y0.shape
     return feat.view(B, C, H, W, K).permute(0, 4, 1, 2, 3)  # (B, K, C, H, W)
 

@@ -1,6 +1,6 @@
-"""The NWM recurrence's Triton kernels (CUDA, float32), used by `backends._TritonBackend`.
+"""The NWM recurrence's Triton kernels (CUDA, float32), used by `backends.TritonBackend`.
 
-Imported only when triton is installed (`backends._triton_kernels`). A program owns a block of
+Imported only when triton is installed (`backends.load_triton_kernels`). A program owns a block of
 pixels of one image across all C channels: a (CP, BP) tile, CP = C rounded up to a power of two. The
 3×3 coupling accumulates outer products W[:, ci, dy, dx] ⊗ y[ci, shifted pixels], so each input is
 loaded once per tap, not once per output channel. Small images (C·H·W ≤ PERSISTENT_MAX) run
