@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import LinearReadout
+from ..readouts import READOUTS, LinearReadout, create_readout
 from ..sampling import gather_points
 
 from ..validate import Range
+from .layers import PixelMLP
 
 
 # what every model config allows for the fields they share (`waveviz.validate`)
@@ -49,6 +50,14 @@ class SequenceSegmenter(Segmenter):
 
     readout: nn.Module
     head: nn.Module
+
+    def add_readout_and_head(self, c) -> None:
+        """The readout over c.T steps of c.C channels and the per-pixel MLP head on its features (both
+        families' configs share these fields; registered last, so parameter order is unchanged)."""
+        self.readout = create_readout(c.readout, c.T, c.C)
+        if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
+            self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
+        self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, in, H, W) → hidden sequence Y (B, T, C, H, W) and extra maps."""

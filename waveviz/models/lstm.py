@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
+from ..readouts import READOUTS, num_freqs
 from ..validate import check_fields
 from .base import SHARED_RANGES, SequenceSegmenter
 from .layers import PixelMLP, conv_stack
@@ -77,10 +77,7 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
         self.f_c = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width)
         self.gates = nn.Conv2d(2 * c.C, 4 * c.C, 3, padding=1, padding_mode="circular")
         self.input_mlp = PixelMLP(c.C, c.C, (2 * c.C,))
-        self.readout = create_readout(c.readout, c.T, c.C)
-        if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
-            self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
-        self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
+        self.add_readout_and_head(c)
 
     def forward_features(self, x):
         x = self.engine_input(x)

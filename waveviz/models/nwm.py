@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
+from ..readouts import READOUTS, LinearReadout, num_freqs
 from ..validate import Range, check_fields
 from .base import SHARED_RANGES, SequenceSegmenter
-from .layers import PixelMLP, conv_stack, laplacian_kernel_
+from .layers import conv_stack, laplacian_kernel_
 
 
 @dataclass
@@ -86,10 +86,7 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         self.f_alpha = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
         self.rec = nn.Conv2d(c.C, c.C, 3, padding=1, padding_mode="circular", bias=False)
         laplacian_kernel_(self.rec.weight)
-        self.readout = create_readout(c.readout, c.T, c.C)
-        if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
-            self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
-        self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)
+        self.add_readout_and_head(c)
         if c.omega_identity_init:
             self._identity_init()
 
