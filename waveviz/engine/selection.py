@@ -33,6 +33,10 @@ class EngineSelectable:
 
     _engine: str = "auto"
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.engine = default_engine()
+
     @property
     def engine(self) -> str:
         """auto | fast | reference: how the model is computed (the function is the same)."""

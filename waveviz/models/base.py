@@ -35,6 +35,7 @@ class Segmenter(nn.Module):
     family: str = ""
 
     def __init__(self, config):
+        config.validate()
         super().__init__()
         self.config = config
 

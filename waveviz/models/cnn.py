@@ -43,7 +43,6 @@ class CNN(Segmenter):
     family = "cnn"
 
     def __init__(self, config: CNNConfig):
-        config.validate()
         super().__init__(config)
         c = config
         self.features = conv_stack(c.in_channels, c.C, layers=c.L, hidden=c.width)

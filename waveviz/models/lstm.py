@@ -68,9 +68,7 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
     family = "lstm"
 
     def __init__(self, config: ConvLSTMConfig):
-        config.validate()
-        super().__init__(config)
-        self.engine = fast.default_engine()
+        super().__init__(config)  # (EngineSelectable: model.engine = default_engine())
         c = config
         self.f_u = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
         self.f_h = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width)

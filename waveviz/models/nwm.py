@@ -77,9 +77,7 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
     family = "nwm"
 
     def __init__(self, config: NWMConfig):
-        config.validate()
-        super().__init__(config)
-        self.engine = fast.default_engine()
+        super().__init__(config)  # (EngineSelectable: model.engine = default_engine())
         c = config
         self.f_y = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
         self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")

@@ -56,7 +56,6 @@ class UNet(Segmenter):
     family = "unet"
 
     def __init__(self, config: UNetConfig):
-        config.validate()
         super().__init__(config)
         c = config.c
         widths = [c, 2 * c, 4 * c, 8 * c, 16 * c]
