@@ -77,6 +77,22 @@ def _tri_conv(src, Wr, rows, cm, pix, pm, C, H, W, TRANSPOSED: tl.constexpr, CP:
 
 
 @triton.jit
+def _tri_program(C, H, W, CP: tl.constexpr):
+    """This program's image b (int64), H·W, C·H·W, the channel rows 0 … CP−1 and their mask (< C)."""
+    b = tl.program_id(0).to(tl.int64)
+    HW = H * W
+    rows = tl.arange(0, CP)
+    return b, HW, C * HW, rows, rows < C
+
+
+@triton.jit
+def _tri_pixels(tiles, t, HW, BP: tl.constexpr):
+    """Tile t of this program's pixel block (program_id(1)): the flat pixel indices and their mask."""
+    pix = (tl.program_id(1) * tiles + t) * BP + tl.arange(0, BP)
+    return pix, pix < HW
+
+
+@triton.jit
 def _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj):
     """Where the state (y, z) before step j of image b is: the inputs for j = 0, else step j − 1's."""
     if j == 0:
@@ -92,17 +108,12 @@ def _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj):
 def nwm_fwd(Yin, Zin, OM, AL, Wr, Y, Z, dt, n, j0, tiles, ysb, ysj, zsb, zsj, C, H, W,
             CP: tl.constexpr, BP: tl.constexpr):
     """Steps j0 … j0+n-1 of the segment for image program_id(0), pixel blocks program_id(1)·tiles …"""
-    b = tl.program_id(0).to(tl.int64)
-    HW = H * W
-    CHW = C * HW
-    rows = tl.arange(0, CP)
-    cm = rows < C
+    b, HW, CHW, rows, cm = _tri_program(C, H, W, CP)
     for jj in range(n):
         j = j0 + jj
         yp, zp = _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj)
         for t in range(tiles):
-            pix = (tl.program_id(1) * tiles + t) * BP + tl.arange(0, BP)
-            pm = pix < HW
+            pix, pm = _tri_pixels(tiles, t, HW, BP)
             o = rows[:, None] * HW + pix[None, :]
             m = cm[:, None] & pm[None, :]
             th = _tri_tanh(_tri_conv(yp, Wr, rows, cm, pix, pm, C, H, W, False, CP, BP))
@@ -121,19 +132,14 @@ def nwm_bwd(Yin, Zin, OM, AL, Wr, Y, Z, G, S, YB, ZB, DOM, DAL, dt, n, jtop, til
             ysb, ysj, zsb, zsj, gsb, gsj, ssb, ssj, C, H, W, PHASE: tl.constexpr, CP: tl.constexpr, BP: tl.constexpr):
     """Adjoint steps jtop, jtop-1, … (n of them). PHASE 0 does both halves of each step with
     barriers (persistent); 1 only the pointwise half (s_t, ∂ω, ∂α, z̄, ȳ); 2 only ȳ += Wᵀ ⊛ s_t."""
-    b = tl.program_id(0).to(tl.int64)
-    HW = H * W
-    CHW = C * HW
-    rows = tl.arange(0, CP)
-    cm = rows < C
+    b, HW, CHW, rows, cm = _tri_program(C, H, W, CP)
     for jj in range(n):
         j = jtop - jj
         yp, zp = _tri_state(Yin, Zin, Y, Z, b, j, CHW, ysb, ysj, zsb, zsj)
         sp = S + b * ssb + j * ssj
         if PHASE != 2:
             for t in range(tiles):
-                pix = (tl.program_id(1) * tiles + t) * BP + tl.arange(0, BP)
-                pm = pix < HW
+                pix, pm = _tri_pixels(tiles, t, HW, BP)
                 o = rows[:, None] * HW + pix[None, :]
                 m = cm[:, None] & pm[None, :]
                 th = _tri_tanh(_tri_conv(yp, Wr, rows, cm, pix, pm, C, H, W, False, CP, BP))
@@ -151,8 +157,7 @@ def nwm_bwd(Yin, Zin, OM, AL, Wr, Y, Z, G, S, YB, ZB, DOM, DAL, dt, n, jtop, til
             tl.debug_barrier()  # (persistent) all of s_t is written before Wᵀ ⊛ s_t reads it
         if PHASE != 1:
             for t in range(tiles):
-                pix = (tl.program_id(1) * tiles + t) * BP + tl.arange(0, BP)
-                pm = pix < HW
+                pix, pm = _tri_pixels(tiles, t, HW, BP)
                 i = b * CHW + rows[:, None] * HW + pix[None, :]
                 m = cm[:, None] & pm[None, :]
                 acc = _tri_conv(sp, Wr, rows, cm, pix, pm, C, H, W, True, CP, BP)
