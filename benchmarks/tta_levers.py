@@ -1,10 +1,11 @@
 """Which training levers pay, from scratch, in a short fixed time budget (issue: time to accuracy).
 
-    python benchmarks/tta_levers.py --minutes 4 --variant base='{}' --variant lr1e-2='{"lr": 0.01}'
+    python benchmarks/tta_levers.py --minutes 4 --variant base='{}' --variant lr1e-2='{"lr": 0.01}' \
+        --variant fourier='{"model": {"readout_init": "fourier"}}'
 
 Every variant trains the same freshly initialised `--preset` (same seed, same 10,000 paper-faithful
 training images) under the `fast` recipe with its TrainConfig changes (JSON) for `--minutes` of
-training time, then is scored on held-out validation images that no run selects on (validation
+training time ("model": model config overrides), then is scored on held-out validation images that no run selects on (validation
 images `val_images` … `val_images + held_out`: the recipe validates on the first `val_images`).
 Writes JSON and a Markdown table to `--out` (one row per variant, appended, with the hardware).
 Single runs on a shared machine: differences under ~0.03 are noise.
@@ -36,7 +37,8 @@ def main() -> None:
     a = ap.parse_args()
     variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in a.variant]
     for _, changes in variants:  # refuse a bad setting before any training
-        TrainConfig.from_recipe("fast", **changes)
+        TrainConfig.from_recipe("fast", **{k: v for k, v in changes.items() if k != "model"})
+        PRESETS.get(a.preset).build_config(**changes.get("model", {}))
     dev = pick_device("auto")
     splits = load_training_data(DataConfig(dataset=PRESETS.get(a.preset).dataset))
     t = {k: to_tensors(v) for k, v in splits.items()}
@@ -52,8 +54,9 @@ def main() -> None:
                       "| variant | changes | minutes | steps | images seen | held-out FG-IoU (last) | (best val) |\n"
                       "|---|---|---:|---:|---:|---:|---:|\n")
     for name, changes in variants:
+        train_changes = {k: v for k, v in changes.items() if k != "model"}
         r = run_recipe(a.preset, "fast", t["train"], t["val"], held, minutes=a.minutes, seed=a.seed,
-                       probe_s=a.minutes * 60 + 1, device=dev, changes=changes)
+                       probe_s=a.minutes * 60 + 1, device=dev, changes=train_changes, overrides=changes.get("model"))
         r["variant"], r["changes"] = name, changes
         with open(stem.with_suffix(".jsonl"), "a") as f:
             f.write(json.dumps(r) + "\n")

@@ -150,3 +150,22 @@ def test_is_recurrent_names_the_models_with_waves():
 
     assert [f for f in MODELS.names() if is_recurrent(f)] == ["nwm", "lstm"] and not is_recurrent("no-such-family")
     assert is_recurrent(create_model("nwm-linear-tetrominoes", T=4)) and not is_recurrent(create_model("cnn2-tetrominoes"))
+
+
+@pytest.mark.parametrize("preset", ["nwm-linear-tetrominoes", "lstm-linear-mnist"])
+def test_linear_readout_fourier_init(preset):
+    """readout_init="fourier": the linear readout starts as the lowest real Fourier basis (unit rows,
+    orthogonal, row 0 the mean); the default stays PyTorch's uniform init; parameter counts unchanged."""
+    from waveviz.presets import count_params, create_model
+
+    torch.manual_seed(0)
+    m = create_model(preset, readout_init="fourier")
+    w = m.readout.proj.weight.detach().double()
+    assert torch.allclose(w @ w.T, torch.eye(w.shape[0], dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(w[0], torch.full_like(w[0], w.shape[1] ** -0.5))
+    y = torch.sin(2 * torch.pi * 2 * torch.arange(w.shape[1]) / w.shape[1]).double()  # 2 cycles per window
+    assert (w @ y).abs().argmax().item() == 4  # → the sin row of frequency 2
+    default = create_model(preset)
+    assert not torch.allclose(default.readout.proj.weight.double() @ default.readout.proj.weight.double().T,
+                              torch.eye(w.shape[0], dtype=torch.float64), atol=1e-2)
+    assert count_params(m) == count_params(default)

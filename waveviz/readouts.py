@@ -92,6 +92,25 @@ class LinearReadout(Readout):
     def features(T, C):
         return num_freqs(T) * C
 
+    @torch.no_grad()
+    def fourier_init_(self) -> "LinearReadout":
+        """Rows as the lowest real Fourier basis over the T steps, each of unit norm: row 0 the mean,
+        then cos and sin of 1, 2, … cycles per window, alternating (K = T//2 + 1 rows cover frequencies
+        0 … T//4). A choice the paper leaves open (it trains the map from PyTorch's default uniform
+        init): the head sees each pixel's low-frequency content from the first step."""
+        T, K = self.proj.in_features, self.proj.out_features
+        t = torch.arange(T, dtype=torch.float64)
+        rows = [torch.ones(T, dtype=torch.float64)]
+        k = 1
+        while len(rows) < K:
+            rows.append(torch.cos(2 * torch.pi * k * t / T))
+            if len(rows) < K:
+                rows.append(torch.sin(2 * torch.pi * k * t / T))
+            k += 1
+        w = torch.stack(rows)
+        self.proj.weight.copy_(w / w.norm(dim=1, keepdim=True))
+        return self
+
     def time_features(self, Y):
         # out[b, k, c, h, w] = Σ_t proj.weight[k, t] · Y[b, t, c, h, w]
         return torch.einsum("btchw,kt->bkchw", Y, self.proj.weight)

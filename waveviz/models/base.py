@@ -15,7 +15,8 @@ from .layers import PixelMLP
 
 
 # what every model config allows for the fields they share (`waveviz.validate`)
-SHARED_RANGES = {"in_channels": Range(1, 16), "num_classes": Range(1, 256), "image_size": Range(1, 4096),
+READOUT_INITS = ("uniform", "fourier")  # the linear readout's initialisation (LinearReadout.fourier_init_)
+SHARED_RANGES = {"readout_init": READOUT_INITS, "in_channels": Range(1, 16), "num_classes": Range(1, 256), "image_size": Range(1, 4096),
                  "C": Range(1, 1024), "T": Range(1, 10_000), "width": Range(1, 4096), "head": Range(1, 65_536)}
 
 
@@ -56,6 +57,8 @@ class SequenceSegmenter(Segmenter):
         """The readout over c.T steps of c.C channels and the per-pixel MLP head on its features (both
         families' configs share these fields; registered last, so parameter order is unchanged)."""
         self.readout = create_readout(c.readout, c.T, c.C)
+        if c.readout_init == "fourier" and isinstance(self.readout, LinearReadout):
+            self.readout.fourier_init_()
         if c.paper_unused_linear and not isinstance(self.readout, LinearReadout):
             self.unused_proj = nn.Linear(c.T, c.K, bias=False)  # parameter-count parity only
         self.head = PixelMLP(READOUTS.get(c.readout).features(c.T, c.C), c.num_classes, c.head)

@@ -36,6 +36,7 @@ class ConvLSTMConfig:
     readout: str = "linear"
     head: tuple[int, ...] = (256, 256, 256)
     paper_unused_linear: bool = False
+    readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
 
     RANGES: ClassVar[dict] = {**SHARED_RANGES, "readout": READOUTS}
 

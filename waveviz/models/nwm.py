@@ -42,6 +42,7 @@ class NWMConfig:
     head: tuple[int, ...] = (256, 256, 256)  # hidden widths of the per-pixel MLP
     omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
     paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
+    readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
 
     RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS}
 
