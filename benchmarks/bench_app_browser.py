@@ -138,6 +138,17 @@ def elapsed(d, end_ms: float) -> float:
     return (end_ms - d.execute_script("return window.__t.action")) / 1000
 
 
+# The Results page's heading and table, drawn by this run (not the previous page's greyed-out, stale
+# elements: Explore's sidebar card also says "paper" and "FG-IoU") → performance.now(), else null.
+RESULTS_SHOWN = """
+const fresh = e => !e.closest('[data-stale="true"]');
+const main = document.querySelector('[data-testid="stMain"]');
+if (!main) return null;
+const heading = [...main.querySelectorAll('h1')].some(h => fresh(h) && h.innerText.trim().startsWith('Results'));
+const table = [...main.querySelectorAll('[data-testid="stDataFrame"]')].some(fresh);
+return heading && table ? performance.now() : null;
+"""
+
 RUN_BUTTON = "return [...document.querySelectorAll('button')].find(b => b.innerText.trim().startsWith('Run'))"
 CLICK_RUN = """
 const b = [...document.querySelectorAll('button')].find(b => b.innerText.trim().startsWith('Run') && !b.disabled);
@@ -175,7 +186,7 @@ def nav(d, label: str) -> None:
     from selenium.webdriver.common.by import By
 
     link = wait(d, lambda: [a for a in d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebarNav"] a')
-                            if a.text.strip() == label], f"the sidebar link {label}")[0]
+                            if a.text.split()[-1:] == [label]], f"the sidebar link {label}")[0]  # after its icon's name
     watch(d)
     link.click()
 
@@ -234,7 +245,7 @@ def measure(base: str, repeats: int, reeval: bool) -> dict[str, list[dict]]:
         _measure(d, out["compare"], repeats, lambda i: set_number(d, "Sample (seed)", 20 + i, title=""),
                  lambda: seg_changed(d), "a new comparison", timeout=120)
         _measure(d, out["to_results"], repeats, lambda i: nav(d, "Results"),
-                 lambda: "paper" in text(d) and "FG-IoU" in text(d) and now(), "the results table",
+                 lambda: d.execute_script(RESULTS_SHOWN), "the results table",
                  then=back_to_explore, keep_first=True)
         if reeval:
             from selenium.webdriver.common.by import By
