@@ -166,9 +166,9 @@ def test_explore_draw_blocks_then_run(app_home, monkeypatch):
     assert not at.exception
     assert any("no shape" in w.value for w in at.warning)
 
-    drawings["now"] = np.zeros((320, 320, 4), np.uint8)  # cleared canvas: Run is off
-    at.run()
-    assert not at.exception and at.button(key="run").disabled
+    drawings["now"] = np.zeros((320, 320, 4), np.uint8)  # cleared canvas: Run says to draw first
+    at.button(key="run").click().run()
+    assert not at.exception and any("Nothing drawn yet" in i.value for i in at.info)
 
 
 def test_explore_run_after_each_stroke(app_home, monkeypatch):

@@ -308,9 +308,18 @@ def drawn_input(rgba: np.ndarray, spec: inputs.InputSpec, dataset: str, options:
 
 
 def _drawing(spec: inputs.InputSpec, dataset: str, k: str, options: dict) -> inputs.ModelInput | None:
-    """The drawing panel (a fragment: strokes rerun only it) and the drawing last sent to the
-    model with Run, as model input."""
-    _draw_panel(spec, dataset, k, options)
+    """The drawing panel (a fragment: strokes rerun only it), Run, and the drawing last sent to the
+    model, as model input. Run sits outside the fragment, below it: a click is one whole-page run
+    (a button inside would rerun the fragment first, then the page)."""
+    panel, controls = st.container(), st.container()
+    with controls:
+        r1, r2 = st.columns([1, 1.4])
+        if r1.button("Run the model", type="primary", key=k + "run"):
+            st.session_state[k + "run_now"] = True  # read by the panel in this run (not an argument:
+            #                                         a fragment's reruns replay its arguments)
+        r2.toggle("Run on every stroke", key=k + "auto", help="Off: draw the whole shape, then Run.")
+    with panel:
+        _draw_panel(spec, dataset, k, options)
     sent = st.session_state.get(k + "drawn")
     if sent is None or sent["dataset"] != dataset:  # nothing run yet, or drawn for another data set's tool
         return None
@@ -359,16 +368,18 @@ def _draw_panel(spec: inputs.InputSpec, dataset: str, k: str, options: dict) -> 
         else:
             st.caption("(nothing drawn yet)")
     st.caption("Undo, redo and clear are in the canvas toolbar (top right of the canvas, on hover).")
-    r1, r2 = st.columns([1, 1.4])
-    run = r1.button("Run the model", type="primary", key=k + "run", disabled=not has_ink)
-    auto = r2.toggle("Run on every stroke", key=k + "auto", help="Off: draw the whole shape, then Run.")
+    run = st.session_state.pop(k + "run_now", False)  # Run was clicked: this is a whole-page run
     sent = st.session_state.get(k + "drawn")
     digest = _digest(np.asarray(image)) if has_ink else None
     changed = has_ink and (sent is None or sent["digest"] != digest or sent["dataset"] != dataset)
-    if run or (auto and changed):
-        st.session_state[k + "drawn"] = {"rgba": np.array(image), "digest": digest, "dataset": dataset}
-        st.rerun(scope="app")
-    if sent is None or sent["dataset"] != dataset:
+    if has_ink and (run or (changed and st.session_state.get(k + "auto"))):
+        sent = st.session_state[k + "drawn"] = {"rgba": np.array(image), "digest": digest, "dataset": dataset}
+        if not run:  # a stroke reran only this fragment: run the page for the new drawing
+            st.rerun(scope="app")
+        changed = False
+    if run and not has_ink:
+        st.info("Nothing drawn yet: draw a shape, then press **Run the model**.")
+    elif sent is None or sent["dataset"] != dataset:
         st.info("Draw a shape, then press **Run the model**.")
     elif changed:
         st.caption("The drawing has changed since the model last ran: press **Run the model**.")
