@@ -20,10 +20,10 @@ RUNS=runs/gpu
 mkdir -p "$OUT" "$RUNS"
 if [ -n "${TINY:-}" ]; then
   BENCH="--preset nwm-linear-tetrominoes --batch 2 --set T=6 --steps 2 --inference-runs 2"
-  TRAIN="--tiny"; TESTS=(tests/test_engine.py -k "cuda or backend_choice")
+  TRAIN="--tiny"; TESTS=(tests/engine/test_engine.py -k "cuda or backend_choice")
 else
   BENCH="--preset nwm-linear-tetrominoes --preset nwm-linear-multi_mnist --batch 64 --steps 5 --inference-runs 20"
-  TRAIN=""; TESTS=(tests/test_engine.py)
+  TRAIN=""; TESTS=(tests/engine/test_engine.py)
 fi
 
 { nvidia-smi 2>&1 | head -15; $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),

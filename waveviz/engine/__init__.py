@@ -37,7 +37,7 @@ from the readout: ŷ = ȳ + G_t, ẑ = z̄ + Δt·ŷ, u = Δt·ẑ, s = u ⊙ (1
     ∂ω += −u ⊙ y_{t-1},  ∂α += −u ⊙ z_{t-1},  ∂W += s ⋆ y_{t-1}  (correlation, circular),
     z̄ ← ẑ − u ⊙ α,       ȳ ← ŷ − u ⊙ ω + Wᵀ ⊛ s  (transposed circular convolution),
 
-and ∂y_0 = ȳ after the first step. `tests/test_engine.py` checks every fast path against the
+and ∂y_0 = ȳ after the first step. `tests/engine/test_engine.py` checks every fast path against the
 reference in float64 (to 1e-9) and float32 (to 1e-5) over a grid of shapes.
 
 Where things are

@@ -14,9 +14,9 @@ from streamlit.testing.v1 import AppTest
 from waveviz.app import catalog, common, compare_page, explore_page
 from waveviz import paths
 
-from .conftest import TINY_MODELS
+from ..conftest import TINY_MODELS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXPLORE = str(ROOT / "app_pages" / "explore.py")
 COMPARE = str(ROOT / "app_pages" / "compare.py")
 

@@ -14,7 +14,7 @@ from waveviz import jobs
 from waveviz.app import catalog, jobs_view
 from waveviz.jobs import HOST, JobSpec, JobStore, write_json
 
-from .test_jobs import fake_job
+from ..test_jobs import fake_job
 
 TRAIN = "../app_pages/train.py"
 

@@ -19,7 +19,7 @@ import pytest
 
 from waveviz.app.serve import ServerError, serve
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 CHROME_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -209,7 +209,7 @@ def test_cancelling_a_job_says_so_at_once(server, browser, tiny_home, tmp_path):
 
     from waveviz.jobs import JobSpec, JobStore
 
-    from .test_jobs import TINY, tiny_npz
+    from ..test_jobs import TINY, tiny_npz
 
     store = JobStore(tiny_home / "jobs")
     job = store.submit(JobSpec(preset="nwm-linear-polygons", npz=tiny_npz(tmp_path / "tiny.npz"), epochs=10_000,
