@@ -16,7 +16,7 @@ from waveviz.jobs import HOST, JobSpec, JobStore, write_json
 
 from ..test_jobs import fake_job
 
-TRAIN = "../app_pages/train.py"
+TRAIN = "../../app_pages/train.py"
 
 
 @pytest.fixture
