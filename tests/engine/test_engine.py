@@ -45,6 +45,21 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-300)).item()
 
 
+def assert_engines_agree(model, x, y, tol: float) -> None:
+    """Same weights under the reference and the fast engine: logits and every parameter gradient of
+    the cross-entropy agree to `tol` (relative to the reference's scale)."""
+    res = {}
+    for eng in ("reference", "fast"):
+        model.engine = eng
+        model.zero_grad()
+        logits = model(x)
+        F.cross_entropy(logits, y).backward()
+        res[eng] = logits.detach(), [p.grad.clone() for p in model.parameters()]
+    assert rel_err(res["fast"][0], res["reference"][0]) < tol
+    for a, b in zip(res["fast"][1], res["reference"][1]):
+        assert rel_err(a, b) < tol
+
+
 def wave_inputs(B, C, H, W, dtype, seed=0, device="cpu"):
     """y0, ω, α, W_rec as the encoders would make them (y0 = tanh(·), ω, α ≥ 0), requiring grad."""
     g = torch.Generator().manual_seed(seed)
@@ -148,16 +163,7 @@ def test_paper_setting_float32_full_T():
     torch.manual_seed(0)
     model = create_model("nwm-linear-tetrominoes")
     x, y = torch.rand(2, 3, 16, 12), torch.randint(0, 6, (2, 16, 12))
-    res = {}
-    for eng in ("reference", "fast"):
-        model.engine = eng
-        model.zero_grad()
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        res[eng] = logits.detach(), [p.grad.clone() for p in model.parameters()]
-    assert rel_err(res["fast"][0], res["reference"][0]) < 1e-5
-    for g, g_ref in zip(res["fast"][1], res["reference"][1]):
-        assert rel_err(g, g_ref) < 1e-5
+    assert_engines_agree(model, x, y, 1e-5)
 
 
 def test_engine_changes_no_weights_or_checkpoints(tmp_path):
@@ -583,16 +589,7 @@ def test_cuda_model_matches_reference(dtype, case, exact_cuda):
     model = create_model(name, **overrides).to("cuda", dtype)
     x = torch.rand(shape, dtype=dtype, device="cuda")
     y = torch.randint(0, model.config.num_classes, (shape[0], *shape[2:]), device="cuda")
-    res = {}
-    for eng in ("reference", "fast"):
-        model.engine = eng
-        model.zero_grad()
-        logits = model(x)
-        F.cross_entropy(logits, y).backward()
-        res[eng] = logits.detach(), [p.grad.clone() for p in model.parameters()]
-    assert rel_err(res["fast"][0], res["reference"][0]) < TOL[dtype]
-    for a, b in zip(res["fast"][1], res["reference"][1]):
-        assert rel_err(a, b) < TOL[dtype]
+    assert_engines_agree(model, x, y, TOL[dtype])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
