@@ -14,7 +14,7 @@ import pytest
 
 from waveviz import jobs
 from waveviz.cli import main
-from waveviz.jobs import HOST, JobError, JobSpec, JobStore, append_jsonl, write_json
+from waveviz.jobs import HOST, JobError, JobSpec, JobStore, append_jsonl, read_jsonl, write_json
 from waveviz.paths import find_checkpoints
 
 TINY = {"T": 8, "head": [16], "width": 4}  # a few thousand parameters: an epoch takes milliseconds
@@ -324,6 +324,15 @@ def test_page_draws_the_learning_curve_before_the_first_epoch_ends(home):
                                    {"epoch": 2, "seconds": 30.0, "val_loss": 0.4, "val_fg_iou": 0.6}], store.curve(job))
     assert s["epoch_min"] == [1.5, 2.0] and s["live_min"] == [5 / 60, 10 / 60] and s["live_loss"] == [1.2, 0.8]
     assert s["long_wavelength_share"] == [None, None]
+
+
+def test_a_curve_point_after_a_torn_line_is_kept(tmp_path):
+    path = tmp_path / "curve.jsonl"
+    append_jsonl(path, {"seconds": 5.0})
+    with open(path, "a") as f:
+        f.write('{"seconds": 1')  # the writer was killed mid-line; the resumed job appends next
+    append_jsonl(path, {"seconds": 10.0})
+    assert read_jsonl(path) == [{"seconds": 5.0}, {"seconds": 10.0}]
 
 
 def test_a_job_from_before_the_jsonl_curve_keeps_its_curve(home):

@@ -102,9 +102,11 @@ def write_json(path: Path, obj) -> None:
 
 
 def append_jsonl(path: Path, obj) -> None:
-    """One JSON line at the end of `path` (a growing log: a point costs its own bytes, not the file's)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(_finite(obj)) + "\n")
+    """One JSON line at the end of `path` (a growing log: a point costs its own bytes, not the file's);
+    after a line a killed writer left torn, on a line of its own."""
+    with open(path, "a+b") as f:
+        torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+        f.write((b"\n" if torn else b"") + json.dumps(_finite(obj)).encode() + b"\n")
 
 
 def read_jsonl(path: Path) -> list:
