@@ -42,17 +42,20 @@ def test_uniform_points_are_distinct_and_foreground_is_oversampled():
     ("cnn2-tetrominoes", {"head": (16,)}),
 ])
 @pytest.mark.parametrize("engine", ["fast", "reference"])
-def test_points_forward_equals_the_full_logits_there(preset, overrides, engine):
+@pytest.mark.parametrize("fg_weight", [1.0, 4.0])  # 4: drawn with replacement, so some points repeat
+def test_points_forward_equals_the_full_logits_there(preset, overrides, engine, fg_weight):
     torch.manual_seed(0)
     model = waveviz.create_model(preset, **overrides).double()
     if hasattr(model, "engine"):
         model.engine = engine
     x = torch.rand(2, 3, 24, 24, dtype=torch.float64)
     y = torch.randint(0, 6, (2, 24, 24))
-    idx, w = sample_points(y, 40, generator=torch.Generator().manual_seed(0))
+    idx, w = sample_points(y, 40 if fg_weight == 1 else 400, fg_weight=fg_weight, generator=torch.Generator().manual_seed(0))
+    if fg_weight > 1:
+        assert any(len(set(r.tolist())) < len(r) for r in idx)  # repeated points: their gradients must add up
     net = PointSampled(model)
     pts = net(x, idx)
-    assert pts.shape == (2, 6, 40, 1)
+    assert pts.shape == (2, 6, idx.shape[1], 1)
     torch.testing.assert_close(pts, gather_points(model(x), idx), rtol=1e-10, atol=1e-12)
     # and the gradients of the sampled loss equal those through the full logits
     loss = sampled_cross_entropy(pts, y, idx, w)
@@ -62,3 +65,27 @@ def test_points_forward_equals_the_full_logits_there(preset, overrides, engine):
     for a, b in zip(grads, ref):
         if a is not None or b is not None:
             torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_point_features_backward_twice_reuses_a_clean_buffer(backend):
+    """nwm_point_features keeps its zeroed ∂L/∂y buffer between backward passes: a second pass
+    (through other points) must see it zero again and give the gradients of a fresh computation."""
+    from waveviz.engine import nwm_linear_features, nwm_point_features
+    if backend == "c" and waveviz.engine.cpu_kernel() is None:
+        pytest.skip("no C compiler here")
+    g = torch.Generator().manual_seed(0)
+    y0, om, al = (torch.rand(3, 2, 12, 12, generator=g, dtype=torch.float64) for _ in range(3))
+    w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64) * 0.3
+    proj = torch.randn(7, 20, generator=g, dtype=torch.float64)
+    for seed in (1, 2, 3):
+        idx = torch.randint(0, 144, (3, 30), generator=torch.Generator().manual_seed(seed))
+        ins = [t.clone().requires_grad_() for t in (y0, om, al, w, proj)]
+        pts = nwm_point_features(*ins[:4], 0.1, 20, ins[4], idx, backend=backend, segment=6)
+        got = torch.autograd.grad(pts.pow(2).sum(), ins)
+        ref_ins = [t.clone().requires_grad_() for t in (y0, om, al, w, proj)]
+        full = gather_points(nwm_linear_features(*ref_ins[:4], 0.1, 20, ref_ins[4], backend=backend, segment=6), idx)
+        torch.testing.assert_close(pts, full, rtol=1e-12, atol=1e-12)
+        want = torch.autograd.grad(full.pow(2).sum(), ref_ins)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

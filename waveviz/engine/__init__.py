@@ -17,6 +17,8 @@ What is fast, and why
 - **Linear readout fused with the recurrence**: `feat_k = Σ_t P[k, t] · y_t` is accumulated one
   segment at a time with a matrix product, so training never materialises Y (B, T, C, H, W);
   its gradient `dL/dy_t = Σ_k P[k, t] · dL/dfeat_k` is formed one segment at a time in the backward.
+  Under point-sampled training (`nwm_point_features`) both products run on the sampled pixels' rows
+  alone, and the features come out in the head's row layout (no gather, no scatter of a dense copy).
 - **Head**: the per-pixel MLP on one contiguous (pixels, features) matrix, with in-place ReLUs and
   a hand-written backward (no permuted views, no autograd bookkeeping per layer); on CPU the
   backward of its narrow last layer (one output per class) is one C pass instead of three BLAS calls.
@@ -66,7 +68,7 @@ from .convlstm import convlstm_sequence, convlstm_usable
 from .cpu import cpu_model
 from .head import NARROW_MAX, fast_head, forward_head, linear_time_features, narrow_layer_backward, pixel_mlp
 from .recurrence import (CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
-                         nwm_recurrence)
+                         nwm_point_features, nwm_recurrence)
 from .selection import ENGINES, EngineSelectable, check_engine, default_engine
 
 __all__ = [
@@ -74,6 +76,6 @@ __all__ = [
     "TritonBackend", "WaveFunction", "load_triton_kernels", "narrow_layer_backward", "torch_openmp",
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",
-    "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features",
+    "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features", "nwm_point_features",
     "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "tf32_off", "triton_usable", "cpu_model",
 ]

@@ -34,6 +34,23 @@ def auto_segment(T: int, state_numel: int, itemsize: int, device_type: str = "cp
     return math.ceil(T / n)
 
 
+# Zeroed (seg, B·C·H·W) buffers for ∂L/∂y under point sampling, kept between backward passes (a
+# backward zeroes what it wrote before it returns one): a fresh one is a page-faulting zero fill of
+# up to 24 MB on every step (≈ 25 ms of a 0.5-s step on one core). Taken out while in use, so two
+# threads never share one; one that an exception left dirty is never put back.
+_ZERO_BUFFERS: dict[tuple, torch.Tensor] = {}
+
+
+def _zero_buffer(shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    buf = _ZERO_BUFFERS.pop((shape, like.dtype, like.device), None)
+    return like.new_zeros(shape) if buf is None else buf
+
+
+def _give_back(buf: torch.Tensor) -> None:
+    if buf.device.type == "cpu" and buf.numel() * buf.element_size() <= SEGMENT_BUFFER_BYTES["cpu"]:
+        _ZERO_BUFFERS[(tuple(buf.shape), buf.dtype, buf.device)] = buf
+
+
 def _segments(T: int, seg: int) -> list[tuple[int, int]]:
     return [(t0, min(seg, T - t0)) for t0 in range(0, T, seg)]
 
@@ -43,17 +60,18 @@ def _scratch(seg: int, like: torch.Tensor) -> torch.Tensor:
     return torch.empty((seg, *like.shape), dtype=like.dtype, device=like.device)
 
 
-def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False):
+def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, rows=None, keep=False):
     """T steps from (y0, z = 0). Writes y_t into Y (B, T, C, H, W) when given; else accumulates
     feat (B·C·H·W, K) = Σ_t y_t ⊗ proj[:, t] (time features last, so that the head's per-pixel
-    rows are a cheap copy away). Returns feat and, when `keep`, the (y, z) state at the start of
+    rows are a cheap copy away), or with `rows` (R,), flat indices into B·C·H·W, only those rows
+    of it: feat (R, K) (point-sampled training: the readout's products shrink with the points). Returns feat and, when `keep`, the (y, z) state at the start of
     every segment (the first is (None, None): y0 itself, z = 0) and the scratch (Ys, Zs), which
     holds the last segment's states, so that the backward starts there without recomputing them —
     on CPU with the fused readout only ((None, None) otherwise: on GPUs the 2 × 512 MB would count
     against the memory the engine saves, and without the readout Ys is not even scratch)."""
     Zs = _scratch(seg, y0)
     Ys = _scratch(seg, y0) if Y is None else None
-    feat = y0.new_empty(y0.numel(), proj.shape[0]) if proj is not None else None
+    feat = y0.new_empty(y0.numel() if rows is None else rows.numel(), proj.shape[0]) if proj is not None else None
     if y0.numel() == 0:  # an empty batch (e.g. a data-parallel rank without images)
         return feat, ([(None, None)] * len(_segments(T, seg)), (None, None)) if keep else None
     y, z, ckpts = y0, None, []
@@ -65,17 +83,20 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, keep=False
         Zv = Zs[:n].transpose(0, 1)
         be.forward(y, z, om, al, w, dt, Yv, Zv)
         if proj is not None:  # the first product writes feat (no zero fill), the others add to it
-            torch.addmm(feat, Ys[:n].view(n, -1).t(), proj[:, t0:t0 + n].t(), beta=1 if i else 0, out=feat)
+            Ysel = Ys[:n].view(n, -1) if rows is None else Ys[:n].view(n, -1).index_select(1, rows)  # (n, R)
+            torch.addmm(feat, Ysel.t(), proj[:, t0:t0 + n].t(), beta=1 if i else 0, out=feat)
         if i < len(segments) - 1:
             y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
     kept = (Ys, Zs) if proj is not None and y0.device.type == "cpu" else (None, None)
     return feat, (ckpts, kept) if keep else None
 
 
-def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, proj=None):
+def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, proj=None, rows=None):
     """The adjoint, one segment at a time from the last: recompute the segment's states from its
     checkpoint (not the last segment's when the forward kept its scratch), form its ∂L/∂y_t, walk
-    it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj."""
+    it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj. With `rows`, ∂L/∂y_t is zero off those rows:
+    one zeroed (seg, B·C·H·W) buffer takes each segment's values at the rows and is zeroed there
+    again after it."""
     ckpts, (Ys, Zs) = saved
     kept = Zs is not None
     ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
@@ -87,46 +108,57 @@ def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, 
     Ys = _scratch(seg, y0) if Ys is None else Ys
     Zs = _scratch(seg, y0) if Zs is None else Zs
     segments = _segments(T, seg)
+    Gbuf = _zero_buffer((seg, y0.numel()), y0) if rows is not None else None
     for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
         yc = y0 if yc is None else yc
         Yv, Zv = Ys[:n].transpose(0, 1), Zs[:n].transpose(0, 1)
         if not (kept and i == len(segments) - 1):  # else: the states the forward left in its scratch
             be.forward(yc, zc, om, al, w, dt, Yv, Zv)
-        if proj is not None:
+        if proj is not None and rows is not None:
+            G = Gbuf[:n]
+            G.index_add_(1, rows, torch.mm(proj[:, t0:t0 + n].t(), dfeat.t()))  # (n, R) at the rows (repeats add up)
+            Gv = G.view(n, *y0.shape).transpose(0, 1)
+            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).index_select(1, rows).t())
+        elif proj is not None:
             G = _mm_t(proj[:, t0:t0 + n].t().contiguous(), dfeat)  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
             Gv = G.view(n, *y0.shape).transpose(0, 1)
             dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).t())
         else:
             Gv = gY[:, t0:t0 + n]
         ybar, zbar = be.adjoint(yc, zc, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW)
+        if Gbuf is not None:
+            G.index_fill_(1, rows, 0.0)  # zero again where this segment wrote (the adjoint only reads G)
+    if Gbuf is not None:
+        _give_back(Gbuf)
     return ybar, dom, dal, dW.to(w.dtype), dproj
 
 
 class WaveFunction(torch.autograd.Function):
-    """(y0, ω, α, W[, P]) → Y (B, T, C, H, W), or with P (K, T) the fused feat (B·C·H·W, K)."""
+    """(y0, ω, α, W[, P[, rows]]) → Y (B, T, C, H, W), or with P (K, T) the fused feat (B·C·H·W, K),
+    or with rows (R,) (flat indices into B·C·H·W) only those rows of it, (R, K)."""
 
     @staticmethod
-    def forward(ctx, y0, omega, alpha, weight, proj, dt, T, seg, backend):
+    def forward(ctx, y0, omega, alpha, weight, proj, dt, T, seg, backend, rows=None):
         be = _backend(backend, y0)
         y0, omega, alpha, weight = (t.contiguous() for t in (y0, omega, alpha, weight))
         Y = None if proj is not None else y0.new_empty(y0.shape[0], T, *y0.shape[1:])
         keep = any(ctx.needs_input_grad)
-        feat, saved = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, keep=keep)
+        feat, saved = _run_forward(be, y0, omega, alpha, weight, dt, T, seg, Y=Y, proj=proj, rows=rows, keep=keep)
         if keep:
-            ctx.save_for_backward(y0, omega, alpha, weight, proj)
+            ctx.save_for_backward(y0, omega, alpha, weight, proj, rows)
             ctx.saved, ctx.dt, ctx.T, ctx.seg, ctx.backend = saved, dt, T, seg, backend
         return Y if proj is None else feat
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        y0, omega, alpha, weight, proj = ctx.saved_tensors
+        y0, omega, alpha, weight, proj, rows = ctx.saved_tensors
         be = _backend(ctx.backend, y0)
         grad = grad.contiguous()
-        kw = dict(gY=grad) if proj is None else dict(dfeat=grad.contiguous(), proj=proj)
+        kw = dict(gY=grad) if proj is None else dict(dfeat=grad.contiguous(), proj=proj, rows=rows)
         dy0, dom, dal, dW, dproj = _run_backward(be, y0, omega, alpha, weight, ctx.dt, ctx.T, ctx.seg, ctx.saved, **kw)
         ctx.saved = None
-        return dy0, dom, dal, dW, dproj, None, None, None, None
+        return dy0, dom, dal, dW, dproj, None, None, None, None, None
 
 
 def _prepare(y0, omega, alpha, weight, dt, T, backend, segment):
@@ -171,3 +203,23 @@ def nwm_linear_features(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tens
     K, (B, C, H, W) = proj.shape[0], y0.shape
     return feat.view(B, C, H, W, K).permute(0, 4, 1, 2, 3)  # (B, K, C, H, W)
 
+
+
+def nwm_point_features(y0: torch.Tensor, omega: torch.Tensor, alpha: torch.Tensor, weight: torch.Tensor, dt: float,
+                       T: int, proj: torch.Tensor, idx: torch.Tensor, *, backend: str = "auto",
+                       segment: int | None = None) -> torch.Tensor:
+    """`nwm_linear_features` at flat pixel indices idx (B, P) only (point-sampled training): →
+    (B, K, C, P, 1), what `gather_points(nwm_linear_features(...), idx)` gives, a permuted view of
+    a contiguous (B, P, C, K). The recurrence runs on every pixel; the readout's products (forward
+    and backward) and its gradient's scatter touch the B·P·C sampled rows alone.
+    """
+    y0, omega, alpha, weight, name, seg = _prepare(y0, omega, alpha, weight, dt, T, backend, segment)
+    assert proj.dim() == 2 and proj.shape[1] == T, f"proj must be (K, {T}), got {tuple(proj.shape)}"
+    B, C, H, W = y0.shape
+    assert idx.dim() == 2 and idx.shape[0] == B, f"idx must be ({B}, P), got {tuple(idx.shape)}"
+    P, K = idx.shape[1], proj.shape[0]
+    base = (torch.arange(B, device=idx.device).view(B, 1, 1) * C + torch.arange(C, device=idx.device).view(1, 1, C)) * (H * W)
+    rows = (base + idx.view(B, P, 1)).reshape(-1)  # (B·P·C,): row (b, p, c) = (b·C + c)·H·W + idx[b, p]
+    with torch.autocast(y0.device.type, enabled=False):
+        feat = WaveFunction.apply(y0, omega, alpha, weight, proj.to(y0.dtype), float(dt), int(T), seg, name, rows)
+    return feat.view(B, P, C, K).permute(0, 3, 2, 1).unsqueeze(-1)  # (B, K, C, P, 1)

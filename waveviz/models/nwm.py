@@ -126,6 +126,16 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         c = self.config
         return fast.nwm_linear_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight)
 
+    def forward_points(self, x, idx):
+        """(B, in, H, W), idx (B, P) → the logits at those pixels (B, N, P, 1) (`Segmenter.forward_points`);
+        the fast linear readout computes its features at the points alone (`nwm_point_features`)."""
+        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+            return super().forward_points(x, idx)
+        y0, omega, alpha = self.encode(x)
+        c = self.config
+        f = fast.nwm_point_features(y0, omega, alpha, self.rec.weight, c.dt, c.T, self.readout.proj.weight, idx)
+        return fast.fast_head(f, self.head, bf16=self.bf16_head)
+
     def forward(self, x):
         """(B, in, H, W) → logits (B, N, H, W). The fast engine never materialises Y here when the
         readout is linear: the readout is accumulated inside the recurrence."""
