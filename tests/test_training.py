@@ -180,6 +180,7 @@ def test_paper_recipe_is_spec_section_8():
     assert (c.recipe, c.lr, c.batch_size, c.epochs) == ("paper", 1e-3, 64, 300)
     assert c.schedule == "constant" and c.warmup == 0 and c.points is None and c.grad_clip is None
     assert c.patience is None and c.max_minutes is None and c.val_images is None and not c.amp
+    assert c.beta2 == 0.999  # torch's Adam default, as the authors' code uses
     torch.manual_seed(0)
     x = torch.rand(8, 1, 4, 4)
     y = (x[:, 0] > 0.5).long()
@@ -187,10 +188,41 @@ def test_paper_recipe_is_spec_section_8():
     assert isinstance(tr.optimizer, torch.optim.Adam) and tr.net is tr.model
     tr.fit()
     assert [g["lr"] for g in tr.optimizer.param_groups] == [1e-3] and tr.step == 2
+    assert [g["betas"] for g in tr.optimizer.param_groups] == [(0.9, 0.999)]
     assert TrainConfig().recipe == "fast" and TrainConfig() == TrainConfig.from_recipe("fast")
 
 
+@pytest.mark.parametrize("point_weights", ["unbiased", "equal"])
+def test_point_weights_choose_what_the_sampled_loss_estimates(monkeypatch, point_weights):
+    """unbiased: importance weights (foreground drawn 4× as often weighs ¼ as much); equal: every
+    drawn point weighs 1, so foreground counts 4× as much as in the full loss."""
+    import waveviz.training as training
+
+    seen = []
+    real = training.sampled_cross_entropy
+
+    def spy(logits, y, idx, weight):
+        seen.append((y.flatten(1).gather(1, idx) > 0, weight))
+        return real(logits, y, idx, weight)
+
+    monkeypatch.setattr(training, "sampled_cross_entropy", spy)
+    torch.manual_seed(0)
+    x = torch.rand(8, 1, 8, 8)
+    y = (x[:, 0] > 0.7).long()
+    cfg = TrainConfig(epochs=1, batch_size=4, device="cpu", max_minutes=None, points=0.5, fg_weight=4.0,
+                      point_weights=point_weights)
+    Trainer(torch.nn.Conv2d(1, 2, 1), (x, y), (x, y), cfg).fit()
+    fg, w = (torch.cat(t) for t in zip(*seen))
+    assert fg.any() and (~fg).any()
+    if point_weights == "equal":
+        assert (w == 1).all()
+    else:  # a foreground point's weight is a quarter of a background point's in the same image
+        assert torch.allclose(w[fg].max() * 4, w[~fg].min()) or w[fg].mean() * 3 < w[~fg].mean()
+
+
 @pytest.mark.parametrize("bad,match", [
+    (dict(point_weights="balanced"), "point_weights must be one of unbiased, equal, got 'balanced'"),
+    (dict(beta2=1.0), "beta2 must be"),
     (dict(epochs=0), "epochs must be a whole number from 1 "), (dict(batch_size=0), "batch_size must be"),
     (dict(lr=-1.0), "lr must be a number > 0"), (dict(lr=math.nan), "lr must be .*, got nan"),
     (dict(patience=0), "patience must be"), (dict(max_minutes=0.0), "max_minutes must be"),

@@ -185,6 +185,8 @@ class JobSpec:
     schedule_minutes: float | None = _TRAIN.schedule_minutes
     points: float | None = _TRAIN.points
     fg_weight: float = _TRAIN.fg_weight
+    point_weights: str = _TRAIN.point_weights
+    beta2: float = _TRAIN.beta2
     val_images: int | None = _TRAIN.val_images
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None

@@ -68,6 +68,7 @@ def hardware_name(device: torch.device) -> str:
 
 
 SCHEDULES = ("constant", "cosine")
+POINT_WEIGHTS = ("unbiased", "equal")
 
 # Each recipe: the TrainConfig values it sets (`TrainConfig.from_recipe`); the dataclass defaults are "fast".
 RECIPES: dict[str, dict] = {
@@ -97,6 +98,9 @@ class TrainConfig:
     #   None: the time budget (time spent before a resume + max_minutes), or the epochs without one
     points: float | None = 0.125  # share of each image's pixels the head and the loss see; None = all
     fg_weight: float = 4.0  # sample foreground points this many times as often (importance-weighted)
+    point_weights: str = "unbiased"  # unbiased: importance weights (E = the full loss) | equal: every drawn point
+    #   weighs 1, so the loss weighs foreground fg_weight times as much as the full loss does
+    beta2: float = 0.999  # Adam's second-moment decay (0.999: torch's and the paper's)
     val_images: int | None = 300  # validate on the first this-many validation images; None = all
 
     @classmethod
@@ -116,6 +120,7 @@ class TrainConfig:
         "max_minutes": Range(0, 1e6, lo_open=True), "engine": ENGINES, "recipe": tuple(RECIPES),
         "schedule": SCHEDULES, "warmup": Range(0, 1, hi_open=True), "schedule_minutes": Range(0, 1e6, lo_open=True),
         "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
+        "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True),
     }
 
     def __post_init__(self) -> None:
@@ -164,7 +169,7 @@ class Trainer:
         self.net = distributed.wrap(trains, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data = train
         self.val_data = val if config.val_images is None else tuple(t[:config.val_images] for t in val)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, config.beta2))
         self.step = 0  # optimizer steps taken, over resumes
         self.images_seen = 0  # training images the steps saw, over resumes
         self.point_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -258,6 +263,8 @@ class Trainer:
                     n_points = max(1, round(self.config.points * yb[0].numel()))
                     idx, weight = sample_points(yb, n_points, fg_weight=self.config.fg_weight,
                                                 generator=self.point_generator)
+                    if self.config.point_weights == "equal":
+                        weight = torch.ones_like(weight)
                     logits = self.net(xb, idx)  # (B, N, P, 1)
                 else:
                     logits = self.net(xb)

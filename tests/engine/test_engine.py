@@ -100,8 +100,12 @@ def test_recurrence_matches_reference(dtype, backend, shape, segment):
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", GRID[:4] + GRID[5:], ids=lambda s: "B{}C{}H{}W{}T{}dt{}".format(*s))
 @pytest.mark.parametrize("segment", [None, 3])
-def test_fused_linear_readout_matches_reference(dtype, backend, shape, segment):
-    """feat = Σ_t P[:, t] y_t accumulated inside the recurrence = the einsum of LinearReadout."""
+@pytest.mark.parametrize("keep_states", [True, False], ids=["kept", "recomputed"])
+def test_fused_linear_readout_matches_reference(dtype, backend, shape, segment, keep_states, monkeypatch):
+    """feat = Σ_t P[:, t] y_t accumulated inside the recurrence = the einsum of LinearReadout,
+    whether the forward keeps every segment's states for the backward or it recomputes them."""
+    if not keep_states:
+        monkeypatch.setattr(engine.recurrence, "CPU_KEEP_STATES_BYTES", 0)
     B, C, H, W, T, dt = shape
     ins = wave_inputs(B, C, H, W, dtype, seed=T)
     P_ref = (torch.randn(T // 2 + 1, T, generator=torch.Generator().manual_seed(2), dtype=dtype) / T).requires_grad_()

@@ -28,7 +28,7 @@ def share(s: str) -> float:
     return v
 
 
-def warmup_share(s: str) -> float:
+def share_below_one(s: str) -> float:
     try:
         v = float(s)
     except ValueError:
@@ -45,11 +45,14 @@ TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
     "lr": (positive_float, "peak Adam learning rate (fast: 6e-3; paper: 1e-3)"),
     "max_minutes": (or_off(positive_float), "time budget in minutes, or off (fast: 10; paper: off)"),
     "schedule": (str, "constant | cosine: the learning rate after the warm-up (fast: cosine)"),
-    "warmup": (warmup_share, "share of the run with a linear warm-up (fast: 0.05)"),
+    "warmup": (share_below_one, "share of the run with a linear warm-up (fast: 0.05)"),
     "schedule_minutes": (positive_float, "the cosine's length in training minutes over all resumes "
                                          "(default: the time budget)"),
     "points": (or_off(share), "share of each image's pixels the head and loss see, or off for all (fast: 0.125)"),
     "fg_weight": (positive_float, "draw foreground points this many times as often, importance-weighted (fast: 4; paper: 1)"),
+    "point_weights": (str, "unbiased (importance weights: the full loss in expectation) | equal (foreground "
+                           "weighs fg-weight times more) (default unbiased)"),
+    "beta2": (share_below_one, "Adam's second-moment decay (default 0.999)"),
     "val_images": (or_off(positive_int), "validate on this many images, or off for all (fast: 300)"),
     "patience": (or_off(positive_int), "early-stopping patience in epochs, or off (default off)"),
     "grad_clip": (or_off(positive_float), "max gradient norm, or off (fast: 1; paper: off)"),

@@ -67,12 +67,12 @@ from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_op
 from .convlstm import convlstm_sequence, convlstm_usable
 from .cpu import cpu_model
 from .head import NARROW_MAX, fast_head, forward_head, linear_time_features, narrow_layer_backward, pixel_mlp
-from .recurrence import (CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
+from .recurrence import (CPU_KEEP_STATES_BYTES, CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
                          nwm_point_features, nwm_recurrence)
 from .selection import ENGINES, EngineSelectable, check_engine, default_engine
 
 __all__ = [
-    "BACKENDS", "CPU_MAX_SEGMENTS", "ENGINES", "NARROW_MAX", "SEGMENT_BUFFER_BYTES", "Bf16Products", "EngineSelectable",
+    "BACKENDS", "CPU_KEEP_STATES_BYTES", "CPU_MAX_SEGMENTS", "ENGINES", "NARROW_MAX", "SEGMENT_BUFFER_BYTES", "Bf16Products", "EngineSelectable",
     "TritonBackend", "WaveFunction", "load_triton_kernels", "narrow_layer_backward", "torch_openmp",
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",

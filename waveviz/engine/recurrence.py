@@ -19,6 +19,10 @@ SEGMENT_BUFFER_BYTES = {"cpu": 24 * 2**20, "other": 512 * 2**20}
 # ∂L/∂feat (B·C·H·W × K) twice, so more, shorter segments cost memory traffic (2 cores, B = 64:
 # 12-step segments 1.71 s a fast-bf16 step, 34-step ones 1.46 s), and CPU memory is plentiful.
 CPU_MAX_SEGMENTS = 3
+# On CPU with the fused readout, the forward keeps every segment's states for the backward (instead
+# of recomputing all but the last segment's there) while they take at most this much memory:
+# B = 16 Tetrominoes, 105 MB, saves ≈ 2/3 of a forward pass per training step.
+CPU_KEEP_STATES_BYTES = 1 * 2**30
 
 
 def auto_segment(T: int, state_numel: int, itemsize: int, device_type: str = "cpu") -> int:
@@ -64,68 +68,83 @@ def _run_forward(be, y0, om, al, w, dt, T, seg, *, Y=None, proj=None, rows=None,
     """T steps from (y0, z = 0). Writes y_t into Y (B, T, C, H, W) when given; else accumulates
     feat (B·C·H·W, K) = Σ_t y_t ⊗ proj[:, t] (time features last, so that the head's per-pixel
     rows are a cheap copy away), or with `rows` (R,), flat indices into B·C·H·W, only those rows
-    of it: feat (R, K) (point-sampled training: the readout's products shrink with the points). Returns feat and, when `keep`, the (y, z) state at the start of
-    every segment (the first is (None, None): y0 itself, z = 0) and the scratch (Ys, Zs), which
-    holds the last segment's states, so that the backward starts there without recomputing them —
-    on CPU with the fused readout only ((None, None) otherwise: on GPUs the 2 × 512 MB would count
-    against the memory the engine saves, and without the readout Ys is not even scratch)."""
+    of it: feat (R, K) (point-sampled training: the readout's products shrink with the points).
+
+    Returns feat and, when `keep`, the (y, z) state at the start of every segment (the first is
+    (None, None): y0 itself, z = 0) and, per segment, the scratch (Ys, Zs) that holds its states
+    when the forward kept them, so that the backward walks them without recomputing: on CPU with
+    the fused readout, every segment's while they take at most `CPU_KEEP_STATES_BYTES`, else the
+    last one's; (None, None) elsewhere (on GPUs the 2 × 512 MB would count against the memory the
+    engine saves, and without the readout Ys is not even scratch)."""
+    segments = _segments(T, seg)
+    cpu_fused = keep and proj is not None and y0.device.type == "cpu"
+    keep_all = cpu_fused and 2 * T * y0.numel() * y0.element_size() <= CPU_KEEP_STATES_BYTES
     Zs = _scratch(seg, y0)
     Ys = _scratch(seg, y0) if Y is None else None
     feat = y0.new_empty(y0.numel() if rows is None else rows.numel(), proj.shape[0]) if proj is not None else None
+    kept = [(None, None)] * len(segments)
     if y0.numel() == 0:  # an empty batch (e.g. a data-parallel rank without images)
-        return feat, ([(None, None)] * len(_segments(T, seg)), (None, None)) if keep else None
+        return feat, ([(None, None)] * len(segments), kept) if keep else None
     y, z, ckpts = y0, None, []
-    segments = _segments(T, seg)
     for i, (t0, n) in enumerate(segments):
         if keep:
             ckpts.append((None, None) if t0 == 0 else (y, z))
+        if keep_all and i > 0:  # each segment its own scratch, kept for the backward
+            Ys, Zs = _scratch(seg, y0), _scratch(seg, y0)
         Yv = Y[:, t0:t0 + n] if Y is not None else Ys[:n].transpose(0, 1)
         Zv = Zs[:n].transpose(0, 1)
         be.forward(y, z, om, al, w, dt, Yv, Zv)
         if proj is not None:  # the first product writes feat (no zero fill), the others add to it
             Ysel = Ys[:n].view(n, -1) if rows is None else Ys[:n].view(n, -1).index_select(1, rows)  # (n, R)
             torch.addmm(feat, Ysel.t(), proj[:, t0:t0 + n].t(), beta=1 if i else 0, out=feat)
+        if keep_all or (cpu_fused and i == len(segments) - 1):
+            kept[i] = (Ys, Zs)
         if i < len(segments) - 1:
-            y, z = Yv[:, n - 1].clone(), Zv[:, n - 1].clone()  # the scratch is reused by the next segment
-    kept = (Ys, Zs) if proj is not None and y0.device.type == "cpu" else (None, None)
+            y, z = Yv[:, n - 1], Zv[:, n - 1]
+            if not keep_all:  # the scratch is reused by the next segment
+                y, z = y.clone(), z.clone()
     return feat, (ckpts, kept) if keep else None
 
 
 def _run_backward(be, y0, om, al, w, dt, T, seg, saved, *, gY=None, dfeat=None, proj=None, rows=None):
     """The adjoint, one segment at a time from the last: recompute the segment's states from its
-    checkpoint (not the last segment's when the forward kept its scratch), form its ∂L/∂y_t, walk
-    it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj. With `rows`, ∂L/∂y_t is zero off those rows:
+    checkpoint (unless the forward kept them), form its ∂L/∂y_t, walk it backwards. Returns ∂y0, ∂ω, ∂α, ∂W, ∂proj. With `rows`, ∂L/∂y_t is zero off those rows:
     one zeroed (seg, B·C·H·W) buffer takes each segment's values at the rows and is zeroed there
     again after it."""
-    ckpts, (Ys, Zs) = saved
-    kept = Zs is not None
+    ckpts, kept = saved
     ybar, zbar = torch.zeros_like(y0), torch.zeros_like(y0)
     dom, dal = torch.zeros_like(om), torch.zeros_like(al)
     dW = torch.zeros(w.shape, dtype=torch.float64 if be.name == "c" else w.dtype, device=w.device)
     dproj = torch.zeros_like(proj) if proj is not None else None
     if y0.numel() == 0:
         return ybar, dom, dal, dW.to(w.dtype), dproj
-    Ys = _scratch(seg, y0) if Ys is None else Ys
-    Zs = _scratch(seg, y0) if Zs is None else Zs
     segments = _segments(T, seg)
+    Ys = Zs = None  # scratch for the segments the forward did not keep, made when first needed
     Gbuf = _zero_buffer((seg, y0.numel()), y0) if rows is not None else None
     for i, ((t0, n), (yc, zc)) in reversed(list(enumerate(zip(segments, ckpts)))):
         yc = y0 if yc is None else yc
-        Yv, Zv = Ys[:n].transpose(0, 1), Zs[:n].transpose(0, 1)
-        if not (kept and i == len(segments) - 1):  # else: the states the forward left in its scratch
+        if kept[i][0] is not None:  # the states the forward left in its scratch
+            Yi, Zi = kept[i]
+        else:
+            if Ys is None:
+                Ys, Zs = _scratch(seg, y0), _scratch(seg, y0)
+            Yi, Zi = Ys, Zs
+        Yv, Zv = Yi[:n].transpose(0, 1), Zi[:n].transpose(0, 1)
+        if kept[i][0] is None:
             be.forward(yc, zc, om, al, w, dt, Yv, Zv)
         if proj is not None and rows is not None:
             G = Gbuf[:n]
             G.index_add_(1, rows, torch.mm(proj[:, t0:t0 + n].t(), dfeat.t()))  # (n, R) at the rows (repeats add up)
             Gv = G.view(n, *y0.shape).transpose(0, 1)
-            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).index_select(1, rows).t())
+            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Yi[:n].view(n, -1).index_select(1, rows).t())
         elif proj is not None:
             G = _mm_t(proj[:, t0:t0 + n].t().contiguous(), dfeat)  # (n, B·C·H·W): ∂L/∂y_t = Σ_k P[k, t] ∂L/∂feat_k
             Gv = G.view(n, *y0.shape).transpose(0, 1)
-            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Ys[:n].view(n, -1).t())
+            dproj[:, t0:t0 + n] = torch.mm(dfeat.t(), Yi[:n].view(n, -1).t())
         else:
             Gv = gY[:, t0:t0 + n]
         ybar, zbar = be.adjoint(yc, zc, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW)
+        kept[i] = (None, None)  # its memory can go
         if Gbuf is not None:
             G.index_fill_(1, rows, 0.0)  # zero again where this segment wrote (the adjoint only reads G)
     if Gbuf is not None:
