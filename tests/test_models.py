@@ -128,6 +128,29 @@ def test_identity_init_option():
         _, omega, alpha = model.encode(x)
     torch.testing.assert_close(omega[0, 0], x[0, 0])  # Dirac kernels pass the grey image through
     assert (alpha == 0).all()
+    # and α stays 0 for good: all-zero convolutions before a ReLU pass no gradient to f_α
+    model(x).pow(2).mean().backward()
+    assert all((p.grad == 0).all() for p in model.f_alpha.parameters())
+    assert any((p.grad != 0).any() for p in model.f_omega.parameters())
+
+
+def test_gate_bias_init_keeps_omega_and_alpha_alive():
+    """gate_bias_init: f_ω's and f_α's last biases start there, so both ReLUs pass gradient almost
+    everywhere at the start (PyTorch's default leaves ω ≈ 0, dead over a black background)."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 12, 12) * (torch.rand(2, 1, 12, 12) > 0.5)  # some black background
+    default = create_model("nwm-linear-tetrominoes")
+    torch.manual_seed(0)
+    alive = create_model("nwm-linear-tetrominoes", gate_bias_init=0.1)
+    with torch.no_grad():
+        _, om0, al0 = default.encode(x)
+        _, om, al = alive.encode(x)
+    assert (om > 0).float().mean() > 0.95 and (al > 0).float().mean() > 0.95
+    assert min((om0 > 0).float().mean(), (al0 > 0).float().mean()) < 0.6  # this seed: ω 52 %, α 10 % alive
+    assert all(enc[-2].bias.eq(0.1).all() for enc in (alive.f_omega, alive.f_alpha))
+    assert count_params(alive) == count_params(default)
+    with pytest.raises(ValueError, match="gate_bias_init"):
+        create_model("nwm-linear-tetrominoes", gate_bias_init=-1.0)
 
 
 @pytest.mark.parametrize("readout,features", [("last", 2), ("mean", 2), ("max", 2), ("fft", 51 * 2), ("linear", 51 * 2)])

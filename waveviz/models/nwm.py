@@ -43,8 +43,11 @@ class NWMConfig:
     omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
     paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
     readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
+    gate_bias_init: float | None = None  # the last biases of f_ω and f_α start at this (ReLUs alive
+    #   everywhere); None: PyTorch's default init, as the authors' code
 
-    RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS}
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS,
+                              "gate_bias_init": Range(0, 100)}
 
     @property
     def K(self) -> int:
@@ -88,6 +91,10 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         self.add_readout_and_head(c)
         if c.omega_identity_init:
             self._identity_init()
+        if c.gate_bias_init is not None:
+            with torch.no_grad():
+                for enc in (self.f_omega, self.f_alpha):
+                    [m for m in enc if isinstance(m, nn.Conv2d)][-1].bias.fill_(c.gate_bias_init)
 
     @torch.no_grad()
     def _identity_init(self) -> None:
