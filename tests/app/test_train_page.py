@@ -198,3 +198,19 @@ def test_recorded_speed_comes_from_runs_on_this_kind_of_machine(home, tmp_path, 
     assert speed.images_per_s == pytest.approx(800 / 160) and speed.per_epoch
     assert "recorded by nwm-linear-tetrominoes" in speed.source
     assert jobs_view.recorded_speed("nwm-fft-tetrominoes", "cpu") is None
+
+
+def test_point_weights_and_adam_beta2_reach_the_job(home):
+    from waveviz.jobs import JobStore
+
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # holds the only slot: nothing trains
+    at = _page().run()
+    assert at.selectbox(key="train_point_weights").value == "unbiased"
+    assert at.number_input(key="train_beta2").value == pytest.approx(0.999)
+    at = at.selectbox(key="train_point_weights").select("equal").run()
+    at = at.number_input(key="train_beta2").set_value(0.99).run()
+    at = at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    spec = store.spec(store.ids()[-1])
+    assert (spec.point_weights, spec.beta2) == ("equal", pytest.approx(0.99))

@@ -14,7 +14,7 @@ from waveviz.data import DATASETS
 from waveviz.paths import page_readable_dirs
 from waveviz.presets import PRESETS
 from waveviz.readouts import READOUTS
-from waveviz.training import RECIPES, SCHEDULES
+from waveviz.training import POINT_WEIGHTS, RECIPES, SCHEDULES
 
 REFRESH_S = 2.0  # live view refresh while a job is queued or running
 NPZ = "an .npz file"
@@ -102,6 +102,11 @@ def _launch_form(store: jobs.JobStore) -> None:
         val_images = c2.number_input("Validation images per epoch (0: all)", 0, 1_000_000, key="train_val_images")
         patience = c1.number_input("Early-stopping patience in epochs (0: off)", 0, 100_000, key="train_patience")
         amp = c2.checkbox("bf16 mixed precision", value=bool(d["amp"]), key="train_amp")
+        point_weights = c1.selectbox("Sampled points weigh", POINT_WEIGHTS, index=POINT_WEIGHTS.index(d["point_weights"]),
+                                     key="train_point_weights",
+                                     help="unbiased: importance weights, so the loss is the full loss in expectation; "
+                                          "equal: every drawn point weighs 1, so foreground counts more.")
+        beta2 = c2.number_input("Adam β₂", 0.0, 0.999999, float(d["beta2"]), step=0.001, format="%g", key="train_beta2")
         engines = list(ENGINES)
         engine = st.selectbox("Engine (NWM, ConvLSTM)", engines, key="train_engine",
                               index=engines.index(d["engine"] or default_engine()),
@@ -122,7 +127,7 @@ def _launch_form(store: jobs.JobStore) -> None:
     try:
         spec = jobs_view.spec_from_form(preset, dict(
             npz=npz, readout=readout if readout != p.readout else None, recipe=recipe, seed=int(seed), device=device,
-            amp=amp, engine=engine, n_train=int(n_train) or None, n_val=int(n_val) or None,
+            amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2), n_train=int(n_train) or None, n_val=int(n_val) or None,
             overrides={"T": int(T)} if T else {}, nproc=int(nproc), **trained))
     except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
         st.error(str(e))
