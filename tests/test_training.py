@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from waveviz import load_checkpoint
-from waveviz.training import DataConfig, TrainConfig, Trainer, pick_device, train_preset
+from waveviz.training import DataConfig, TrainConfig, Trainer, pick_device, recipe_model_overrides, train_preset
 
 
 @pytest.mark.slow
@@ -181,6 +181,8 @@ def test_paper_recipe_is_spec_section_8():
     assert c.schedule == "constant" and c.warmup == 0 and c.points is None and c.grad_clip is None
     assert c.patience is None and c.max_minutes is None and c.val_images is None and not c.amp
     assert c.beta2 == 0.999  # torch's Adam default, as the authors' code uses
+    assert c.gate_bias_init is None  # the model's own init (PyTorch's default, as the authors' code)
+    assert recipe_model_overrides("nwm-linear-tetrominoes", c) == {}
     torch.manual_seed(0)
     x = torch.rand(8, 1, 4, 4)
     y = (x[:, 0] > 0.5).long()
@@ -190,6 +192,25 @@ def test_paper_recipe_is_spec_section_8():
     assert [g["lr"] for g in tr.optimizer.param_groups] == [1e-3] and tr.step == 2
     assert [g["betas"] for g in tr.optimizer.param_groups] == [(0.9, 0.999)]
     assert TrainConfig().recipe == "fast" and TrainConfig() == TrainConfig.from_recipe("fast")
+
+
+def test_the_fast_recipe_starts_an_nwm_with_live_gates_and_says_so(tmp_path):
+    """From scratch the fast recipe sets the NWM's gate_bias_init (recorded in the checkpoint's
+    model config); an LSTM has no such field; an explicit --set wins; --init keeps the checkpoint's."""
+    fast = TrainConfig()
+    assert recipe_model_overrides("nwm-linear-tetrominoes", fast) == {"gate_bias_init": 0.1}
+    assert recipe_model_overrides("lstm-linear-tetrominoes", fast) == {}
+    assert recipe_model_overrides("nwm-linear-tetrominoes", fast, {"gate_bias_init": 0.3}) == {"gate_bias_init": 0.3}
+    out = str(tmp_path / "m.pt")
+    small = dict(T=4, head=(8,))
+    data = DataConfig(dataset="tetrominoes", n_train=4, n_val=2, n_test=2)
+    train_preset("nwm-linear-tetrominoes", out, data=data, overrides=small,
+                 train=TrainConfig(epochs=1, batch_size=2, device="cpu", max_minutes=None))
+    assert torch.load(out, weights_only=True)["config"]["gate_bias_init"] == 0.1
+    again = str(tmp_path / "f.pt")
+    train_preset("nwm-linear-tetrominoes", again, data=data, overrides=small, init=out,
+                 train=TrainConfig(epochs=1, batch_size=2, device="cpu", max_minutes=None, gate_bias_init=0.2))
+    assert torch.load(again, weights_only=True)["config"]["gate_bias_init"] == 0.1  # the model is the checkpoint's
 
 
 @pytest.mark.parametrize("point_weights", ["unbiased", "equal"])

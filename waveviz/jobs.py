@@ -187,6 +187,7 @@ class JobSpec:
     fg_weight: float = _TRAIN.fg_weight
     point_weights: str = _TRAIN.point_weights
     beta2: float = _TRAIN.beta2
+    gate_bias_init: float | None = _TRAIN.gate_bias_init
     val_images: int | None = _TRAIN.val_images
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None

@@ -20,17 +20,18 @@ import torch
 
 from .data import to_tensors
 from .presets import PRESETS, create_model
-from .training import DataConfig, TrainConfig, Trainer, evaluate, hardware_name, load_training_data, pick_device
+from .training import (DataConfig, TrainConfig, Trainer, evaluate, hardware_name, load_training_data, pick_device,
+                       recipe_model_overrides)
 
 
 def run_recipe(preset: str, recipe: str, train, val, held_out, *, minutes: float, seed: int, probe_s: float,
                device: torch.device, changes: dict | None = None, overrides: dict | None = None) -> dict:
     """Train `preset` (with model config `overrides`) under `recipe` with TrainConfig `changes` for
     `minutes`; → {"config", "curve": [{seconds, images, fg_iou, …}], …}."""
-    torch.manual_seed(seed)
-    model = create_model(preset, **(overrides or {}))
     cfg = TrainConfig.from_recipe(recipe, max_minutes=minutes, seed=seed, device=str(device), **(changes or {}))
     cfg.patience = None
+    torch.manual_seed(seed)
+    model = create_model(preset, **recipe_model_overrides(preset, cfg, overrides))
     curve: list[dict] = []
     next_probe = [probe_s]
 

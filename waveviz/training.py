@@ -26,7 +26,7 @@ import re
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import ClassVar, Protocol
 
 import torch
@@ -73,9 +73,9 @@ POINT_WEIGHTS = ("unbiased", "equal")
 # Each recipe: the TrainConfig values it sets (`TrainConfig.from_recipe`); the dataclass defaults are "fast".
 RECIPES: dict[str, dict] = {
     "paper": dict(epochs=300, batch_size=64, lr=1e-3, patience=None, grad_clip=None, max_minutes=None,
-                  schedule="constant", warmup=0.0, points=None, fg_weight=1.0, val_images=None),
+                  schedule="constant", warmup=0.0, points=None, fg_weight=1.0, val_images=None, gate_bias_init=None),
     "fast": dict(epochs=300, batch_size=16, lr=6e-3, patience=None, grad_clip=1.0, max_minutes=10.0,
-                 schedule="cosine", warmup=0.05, points=0.125, fg_weight=4.0, val_images=300),
+                 schedule="cosine", warmup=0.05, points=0.125, fg_weight=4.0, val_images=300, gate_bias_init=0.1),
 }
 
 
@@ -101,6 +101,8 @@ class TrainConfig:
     point_weights: str = "unbiased"  # unbiased: importance weights (E = the full loss) | equal: every drawn point
     #   weighs 1, so the loss weighs foreground fg_weight times as much as the full loss does
     beta2: float = 0.999  # Adam's second-moment decay (0.999: torch's and the paper's)
+    gate_bias_init: float | None = 0.1  # NWM from scratch: f_ω's and f_α's last biases start here (the model
+    #   config field of that name, `recipe_model_overrides`); None: the model's own init (PyTorch's default)
     val_images: int | None = 300  # validate on the first this-many validation images; None = all
 
     @classmethod
@@ -120,7 +122,7 @@ class TrainConfig:
         "max_minutes": Range(0, 1e6, lo_open=True), "engine": ENGINES, "recipe": tuple(RECIPES),
         "schedule": SCHEDULES, "warmup": Range(0, 1, hi_open=True), "schedule_minutes": Range(0, 1e6, lo_open=True),
         "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
-        "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True),
+        "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True), "gate_bias_init": Range(0, 100, lo_open=True),
     }
 
     def __post_init__(self) -> None:
@@ -476,6 +478,22 @@ def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:
     return {s: make_dataset(dc.dataset, k, seed=dc.data_seed, split=s, mnist_dir=dc.mnist_dir) for s, k in n.items() if k > 0}
 
 
+# model config fields a recipe sets when it trains a model from scratch: TrainConfig field → model field
+RECIPE_MODEL_FIELDS = {"gate_bias_init": "gate_bias_init"}
+
+
+def recipe_model_overrides(preset: str, train: TrainConfig, overrides: dict | None = None) -> dict:
+    """`overrides` plus what the recipe sets in the model's config (RECIPE_MODEL_FIELDS) where the
+    preset's model has that field and the caller did not set it: how `train_preset` and the
+    time-to-accuracy bench build a model from scratch."""
+    out = dict(overrides or {})
+    known = set(asdict(PRESETS.get(preset).build_config()))
+    for tf, mf in RECIPE_MODEL_FIELDS.items():
+        if mf in known and mf not in out and getattr(train, tf) is not None:
+            out[mf] = getattr(train, tf)
+    return out
+
+
 def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train: TrainConfig | None = None,
                  overrides: dict | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
                  init: str | None = None) -> dict:
@@ -492,6 +510,12 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     train.validate()
     data = data or DataConfig(dataset=p.dataset)
     overrides = dict(overrides or {})
+    begun = init or (out + ".last" if resume and os.path.exists(out + ".last") else None)
+    if begun is None:  # from scratch: the recipe's init
+        overrides = recipe_model_overrides(preset, train, overrides)
+    else:  # a fine-tune or a resumed run: the model config its weights began with
+        was = read_checkpoint(begun)["config"]
+        overrides.update({mf: was[mf] for mf in RECIPE_MODEL_FIELDS.values() if mf in was and mf not in overrides})
     splits = load_training_data(data)
     first = splits["train"]
     if data.npz and first.size[0] == first.size[1]:
@@ -513,8 +537,11 @@ def init_weights(model: torch.nn.Module, path: str) -> dict:
     equal the model's) → what the metadata records about where the weights came from."""
     ckpt = read_checkpoint(path)
     mine = asdict(model.config)
-    if ckpt["model"] != model.family or ckpt["config"] != mine:
-        diff = sorted(k for k in set(mine) | set(ckpt["config"]) if mine.get(k) != ckpt["config"].get(k))
+    # a field the checkpoint predates counts as its default (what loading that checkpoint gives)
+    defaults = {f.name: f.default for f in fields(model.config) if f.default is not MISSING}
+    theirs = {**{k: defaults[k] for k in mine if k in defaults}, **ckpt["config"]}
+    if ckpt["model"] != model.family or theirs != mine:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise CheckpointError(f"{path}: a {ckpt['model']} model that differs from this one "
                               f"({', '.join(diff) or 'family'}); --init needs the same model")
     try:

@@ -71,8 +71,9 @@ def test_choosing_the_paper_recipe_fills_in_its_settings_and_launches_them(home)
     assert store.status(job)["state"] == "queued"
     spec = store.spec(job)
     paper = TrainConfig.from_recipe("paper", epochs=2)
+    assert at.number_input(key="train_gate_bias").value == 0.0  # the paper: PyTorch's default init
     for name in ("recipe", "epochs", "batch_size", "lr", "max_minutes", "points", "fg_weight", "grad_clip",
-                 "schedule", "warmup", "val_images", "patience"):
+                 "schedule", "warmup", "val_images", "patience", "gate_bias_init"):
         assert getattr(spec, name) == getattr(paper, name), name
 
 

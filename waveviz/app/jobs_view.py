@@ -52,6 +52,7 @@ RECIPE_WIDGETS: dict[str, tuple[str, object, object]] = {
     "points": ("train_points", lambda v: float(v) if 0 < v < 1 else None, lambda v: float(v or 1.0)),
     "fg_weight": ("train_fg_weight", float, float),
     "val_images": ("train_val_images", lambda v: int(v) or None, lambda v: int(v or 0)),
+    "gate_bias_init": ("train_gate_bias", lambda v: float(v) or None, lambda v: float(v or 0.0)),
 }
 
 

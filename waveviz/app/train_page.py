@@ -106,6 +106,10 @@ def _launch_form(store: jobs.JobStore) -> None:
                                      key="train_point_weights",
                                      help="unbiased: importance weights, so the loss is the full loss in expectation; "
                                           "equal: every drawn point weighs 1, so foreground counts more.")
+        gate_bias = c1.number_input("NWM: f_ω's and f_α's last biases start at (0: PyTorch's default)", 0.0, 100.0,
+                                    step=0.05, format="%g", key="train_gate_bias", disabled=p.model != "nwm",
+                                    help="A small positive start keeps both ReLUs passing gradient from the first "
+                                         "step, which helps a from-scratch run leave its first plateau (docs/training.md).")
         beta2 = c2.number_input("Adam β₂", 0.0, 0.999999, float(d["beta2"]), step=0.001, format="%g", key="train_beta2")
         engines = list(ENGINES)
         engine = st.selectbox("Engine (NWM, ConvLSTM)", engines, key="train_engine",
@@ -122,7 +126,8 @@ def _launch_form(store: jobs.JobStore) -> None:
         else:
             n_train = n_val = 0
     shown = dict(epochs=epochs, batch_size=batch, lr=lr, max_minutes=minutes, patience=patience, grad_clip=grad_clip,
-                 schedule=schedule, warmup=warmup, points=points, fg_weight=fg_weight, val_images=val_images)
+                 schedule=schedule, warmup=warmup, points=points, fg_weight=fg_weight, val_images=val_images,
+                 gate_bias_init=gate_bias)  # (only NWMs have those encoders: others ignore it)
     trained = {name: jobs_view.RECIPE_WIDGETS[name][1](v) for name, v in shown.items()}
     try:
         spec = jobs_view.spec_from_form(preset, dict(

@@ -53,6 +53,8 @@ TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
     "point_weights": (str, "unbiased (importance weights: the full loss in expectation) | equal (foreground "
                            "weighs fg-weight times more) (default unbiased)"),
     "beta2": (share_below_one, "Adam's second-moment decay (default 0.999)"),
+    "gate_bias_init": (or_off(positive_float), "NWM from scratch: the last biases of f_ω and f_α start here, "
+                                              "or off for PyTorch's default init (fast: 0.1; paper: off)"),
     "val_images": (or_off(positive_int), "validate on this many images, or off for all (fast: 300)"),
     "patience": (or_off(positive_int), "early-stopping patience in epochs, or off (default off)"),
     "grad_clip": (or_off(positive_float), "max gradient norm, or off (fast: 1; paper: off)"),

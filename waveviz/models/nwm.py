@@ -47,7 +47,7 @@ class NWMConfig:
     #   everywhere); None: PyTorch's default init, as the authors' code
 
     RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS,
-                              "gate_bias_init": Range(0, 100)}
+                              "gate_bias_init": Range(0, 100, lo_open=True)}
 
     @property
     def K(self) -> int:
