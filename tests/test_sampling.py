@@ -36,6 +36,24 @@ def test_uniform_points_are_distinct_and_foreground_is_oversampled():
     assert fg > 0.5  # q(fg) = 9·16 / (9·16 + 48) = 0.75
 
 
+def test_equal_weights_draw_the_same_points_and_weigh_foreground_fg_weight_times_more():
+    """weights="equal": the same points as "unbiased" from the same generator, each weighing 1; so
+    the loss's expectation is the cross-entropy with foreground pixels weighted fg_weight times."""
+    y = torch.zeros(2, 8, 8, dtype=torch.long)
+    y[:, :2] = 1  # 16 of 64 pixels
+    a, wa = sample_points(y, 30, fg_weight=3.0, generator=torch.Generator().manual_seed(2))
+    b, wb = sample_points(y, 30, fg_weight=3.0, weights="equal", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and (wb == 1).all() and not (wa == 1).all()
+    logits = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    ce = F.cross_entropy(logits, y, reduction="none")  # (2, 8, 8)
+    weighted = ((1 + 2.0 * (y > 0).float()) * ce).sum((1, 2)) / (1 + 2.0 * (y > 0).float()).sum((1, 2))
+    g = torch.Generator().manual_seed(4)
+    draws = torch.tensor([sampled_cross_entropy(gather_points(logits, i), y, i, w).item()
+                          for i, w in (sample_points(y, 30, fg_weight=3.0, weights="equal", generator=g) for _ in range(3000))])
+    sem = draws.std().item() / len(draws) ** 0.5
+    assert abs(draws.mean().item() - weighted.mean().item()) < 4 * sem
+
+
 @pytest.mark.parametrize("preset,overrides", [
     ("nwm-linear-tetrominoes", {"T": 10, "head": (16, 16)}), ("nwm-fft-tetrominoes", {"T": 10, "head": (16,)}),
     ("nwm-last-tetrominoes", {"T": 10, "head": (16,)}), ("lstm-linear-tetrominoes", {"T": 5, "head": (16,)}),

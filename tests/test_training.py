@@ -81,6 +81,17 @@ def test_a_run_continued_on_other_hardware_names_both(tmp_path):
     assert info["hardware"].startswith("NVIDIA H200 + cpu")
 
 
+@pytest.mark.parametrize("cores, says", [({0}, "1 core)"), ({0, 1, 2}, "3 cores)")])
+def test_hardware_name_counts_the_cores_this_process_may_use(monkeypatch, cores, says):
+    """A run pinned with `taskset -c 0` says one core, not the machine's count."""
+    import os
+
+    from waveviz.training import hardware_name
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cores, raising=False)
+    assert hardware_name(torch.device("cpu")).endswith(says)
+
+
 def test_trainer_keeps_best_validation_weights():
     """`best_model` restores the weights of the epoch with the lowest validation loss, not the last:
     after epoch 2 a callback wrecks the weights (flips and scales them), so epochs 3 and 4 validate worse."""

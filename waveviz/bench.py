@@ -219,7 +219,7 @@ def _memory_probe(spec: str) -> None:
 
 def environment(device: torch.device) -> dict:
     env = {"torch": torch.__version__, "python": platform.python_version(), "device": str(device),
-           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+           "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "usable_cores": engine.usable_cores()}
     if device.type == "cuda":
         env["hardware"] = torch.cuda.get_device_name(device)
         env["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
@@ -227,7 +227,7 @@ def environment(device: torch.device) -> dict:
         env["wave_backend"] = engine.resolve_backend("auto", torch.zeros(1, device=device))
     else:
         simd = torch.backends.cpu.get_cpu_capability()  # the vector ISA torch's kernels use: AVX2, AVX512, …
-        env["hardware"] = f"{engine.cpu_model()} ({simd}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+        env["hardware"] = f"{engine.cpu_model()} ({simd}), {engine.usable_cores()} of {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
         env["cpu_kernel"] = engine.cpu_kernel_status()
         env["allocator"] = engine.retain_freed_memory()
         env["bf16_native"] = engine.cpu_bf16_native()

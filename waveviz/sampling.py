@@ -5,6 +5,8 @@ every pixel; only the head's cost — most of an NWM's FLOPs — shrinks with th
 The estimate of the full loss is unbiased: uniform points without replacement weigh 1; with
 `fg_weight` > 1, foreground pixels are drawn `fg_weight` times as often (with replacement) and
 each drawn point weighs 1 / (H·W·q), q its probability, so E[loss] is the full mean cross-entropy.
+With `weights="equal"` every drawn point weighs 1 instead: the loss then weighs foreground
+`fg_weight` times more than the full loss does (an option, measured in docs/training.md).
 """
 from __future__ import annotations
 
@@ -13,22 +15,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sample_points(y: torch.Tensor, n_points: int, *, fg_weight: float = 1.0,
+# How a drawn point weighs, from (the probability q (B, P) it was drawn with, H·W) → weights (B, P).
+POINT_WEIGHTS = {
+    "unbiased": lambda q, n: 1.0 / (n * q),  # importance weights: E[loss] = the full loss
+    "equal": lambda q, n: torch.ones_like(q),  # every drawn point alike: foreground weighs fg_weight× more
+}
+
+
+def sample_points(y: torch.Tensor, n_points: int, *, fg_weight: float = 1.0, weights: str = "unbiased",
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Points of each image to train on: y (B, H, W) labels → idx (B, P) flat pixel indices h·W + w
-    and weights (B, P) that make `sampled_cross_entropy` an unbiased estimate of the full loss."""
+    and weights (B, P) for `sampled_cross_entropy` (`POINT_WEIGHTS[weights]`; "unbiased" makes it an
+    unbiased estimate of the full loss)."""
     B, H, W = y.shape
     n = H * W
     assert 1 <= n_points <= n, f"n_points must lie in 1..{n}, got {n_points}"
-    if fg_weight == 1.0:  # uniform, without replacement: every point weighs 1
+    weigh = POINT_WEIGHTS[weights]
+    if fg_weight == 1.0:  # uniform, without replacement: every point weighs 1 under both rules
         keys = torch.rand(B, n, generator=generator, device=y.device)
         idx = keys.topk(n_points, dim=1).indices  # (B, P)
         return idx, torch.ones(B, n_points, device=y.device)
     q = 1.0 + (fg_weight - 1.0) * (y.reshape(B, n) > 0).float()  # (B, H·W)
     q = q / q.sum(dim=1, keepdim=True)
     idx = torch.multinomial(q, n_points, replacement=True, generator=generator)  # (B, P)
-    weight = 1.0 / (n * q.gather(1, idx))
-    return idx, weight
+    return idx, weigh(q.gather(1, idx), n)
 
 
 def gather_points(f: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,7 @@ from .data import DATA_VERSION, DATASETS, DataError, SegmentationData, load_npz,
 from .engine import ENGINES
 from .metrics import METRIC_NAMES, MetricAccumulator
 from .presets import PRESETS, count_params, create_model
-from .sampling import PointSampled, sample_points, sampled_cross_entropy
+from .sampling import POINT_WEIGHTS, PointSampled, sample_points, sampled_cross_entropy
 from .validate import PATH, Range, check_fields
 
 
@@ -64,11 +64,11 @@ def pick_device(name: str = "auto") -> torch.device:
 def hardware_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+    n = engine.usable_cores()  # the cores this process may use (taskset), not the machine's
+    return f"{device.type} ({platform.processor() or platform.machine()}, {n} core{'' if n == 1 else 's'})"
 
 
 SCHEDULES = ("constant", "cosine")
-POINT_WEIGHTS = ("unbiased", "equal")
 
 # Each recipe: the TrainConfig values it sets (`TrainConfig.from_recipe`); the dataclass defaults are "fast".
 RECIPES: dict[str, dict] = {
@@ -264,9 +264,7 @@ class Trainer:
                 if self.config.points:  # the head and the loss on a share of the pixels
                     n_points = max(1, round(self.config.points * yb[0].numel()))
                     idx, weight = sample_points(yb, n_points, fg_weight=self.config.fg_weight,
-                                                generator=self.point_generator)
-                    if self.config.point_weights == "equal":
-                        weight = torch.ones_like(weight)
+                                                weights=self.config.point_weights, generator=self.point_generator)
                     logits = self.net(xb, idx)  # (B, N, P, 1)
                 else:
                     logits = self.net(xb)

@@ -102,7 +102,7 @@ def _launch_form(store: jobs.JobStore) -> None:
         val_images = c2.number_input("Validation images per epoch (0: all)", 0, 1_000_000, key="train_val_images")
         patience = c1.number_input("Early-stopping patience in epochs (0: off)", 0, 100_000, key="train_patience")
         amp = c2.checkbox("bf16 mixed precision", value=bool(d["amp"]), key="train_amp")
-        point_weights = c1.selectbox("Sampled points weigh", POINT_WEIGHTS, index=POINT_WEIGHTS.index(d["point_weights"]),
+        point_weights = c1.selectbox("Sampled points weigh", tuple(POINT_WEIGHTS), index=tuple(POINT_WEIGHTS).index(d["point_weights"]),
                                      key="train_point_weights",
                                      help="unbiased: importance weights, so the loss is the full loss in expectation; "
                                           "equal: every drawn point weighs 1, so foreground counts more.")

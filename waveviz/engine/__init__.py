@@ -65,7 +65,7 @@ from .backends import BACKENDS, TritonBackend, load_triton_kernels, resolve_back
 from .bf16 import Bf16Products, bf16_autocast, bf16_emulated, bf16_products, cpu_bf16_native
 from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_openmp
 from .convlstm import convlstm_sequence, convlstm_usable
-from .cpu import cpu_model
+from .cpu import cpu_model, usable_cores
 from .head import NARROW_MAX, fast_head, forward_head, linear_time_features, narrow_layer_backward, pixel_mlp
 from .recurrence import (CPU_KEEP_STATES_BYTES, CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
                          nwm_point_features, nwm_recurrence)
@@ -77,5 +77,5 @@ __all__ = [
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",
     "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features", "nwm_point_features",
-    "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "tf32_off", "triton_usable", "cpu_model",
+    "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "tf32_off", "triton_usable", "cpu_model", "usable_cores",
 ]

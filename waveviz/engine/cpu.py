@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 
 
@@ -31,3 +32,12 @@ def cpu_flags() -> set[str] | None:
     """The CPU's feature flags (x86 `flags`), None where /proc/cpuinfo does not list them."""
     line = next((ln for ln in cpu_signature().splitlines() if ln.startswith("flags")), None)
     return None if line is None else set(line.split(":", 1)[-1].split())
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (`taskset`, cgroups' cpusets) where the
+    OS reports one, else every core the machine has."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
