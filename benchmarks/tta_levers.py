@@ -37,7 +37,7 @@ def main() -> None:
     a = ap.parse_args()
     variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in a.variant]
     for _, changes in variants:  # refuse a bad setting before any training
-        TrainConfig.from_recipe("fast", **{k: v for k, v in changes.items() if k != "model"})
+        TrainConfig.from_recipe("fast", PRESETS.get(a.preset).dataset, **{k: v for k, v in changes.items() if k != "model"})
         PRESETS.get(a.preset).build_config(**changes.get("model", {}))
     dev = pick_device("auto")
     splits = load_training_data(DataConfig(dataset=PRESETS.get(a.preset).dataset))

@@ -157,6 +157,21 @@ def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
 
 # ------------------------------------------------------------------ no worker needed
 
+def test_jobs_start_takes_the_recipe_for_the_presets_data_set(home):
+    """`jobs start nwm-linear-mnist` queues the fast recipe's MNIST learning rate (DATASET_CHANGES);
+    a flag given wins; other data sets keep the recipe's."""
+    from waveviz.training import TrainConfig
+
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # holds the only slot: nothing trains
+    for args, lr in ((["nwm-linear-mnist"], TrainConfig.from_recipe("fast", "mnist").lr),
+                     (["nwm-linear-mnist", "--lr", "1e-2"], 1e-2),
+                     (["nwm-linear-tetrominoes"], TrainConfig().lr)):
+        assert main(["jobs", "start", *args]) == 0
+        job = store.ids()[-1]
+        assert store.status(job)["state"] == "queued" and store.spec(job).lr == lr, args
+    assert TrainConfig.from_recipe("fast", "mnist").lr != TrainConfig().lr
+
 @pytest.mark.parametrize("change, says", [
     (dict(preset="nope"), "preset must be one of"),
     (dict(epochs=0), "epochs must be"),

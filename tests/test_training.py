@@ -297,6 +297,31 @@ def test_one_set_of_training_defaults_for_cli_jobs_and_api():
     assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(JobSpec.train_fields())
 
 
+def test_a_recipe_tuned_for_a_data_set_changes_only_there_and_a_flag_still_wins():
+    """`DATASET_CHANGES`: the fast recipe trains MNIST at lr 2e-3 (6e-3 collapses there); every other
+    data set and the paper recipe keep their values; `waveviz train` applies it for the preset's data
+    set, and a flag given overrides it (`jobs start`: tests/test_jobs.py)."""
+    import argparse
+
+    from waveviz.cli import add_train_flags, train_config_from
+    from waveviz.data import DATASETS
+    from waveviz.training import DATASET_CHANGES, RECIPES
+
+    assert TrainConfig.from_recipe("fast", "mnist").lr == 2e-3
+    assert TrainConfig.from_recipe("fast", "mnist", lr=5e-3).lr == 5e-3
+    for ds in DATASETS.names():
+        want = {**RECIPES["fast"], **DATASET_CHANGES["fast"].get(ds, {})}
+        got = TrainConfig.from_recipe("fast", ds)
+        assert all(getattr(got, k) == v for k, v in want.items()), ds
+        assert TrainConfig.from_recipe("paper", ds) == TrainConfig.from_recipe("paper")  # SPEC §8 everywhere
+    assert TrainConfig.from_recipe("fast", "tetrominoes") == TrainConfig()
+    p = argparse.ArgumentParser()
+    add_train_flags(p)
+    assert train_config_from(p.parse_args([]), "mnist") == TrainConfig.from_recipe("fast", "mnist")
+    assert train_config_from(p.parse_args(["--lr", "1e-2"]), "mnist").lr == 1e-2
+
+
+
 @pytest.mark.slow
 def test_init_starts_from_a_checkpoints_weights_and_says_so(tmp_path):
     """--init fine-tunes: the first step starts from the given weights (not a fresh init), the

@@ -51,6 +51,27 @@ def test_form_defaults_are_the_training_configs(home, monkeypatch):
     assert d["batch_size"] == JobSpec.batch_size and d["epochs"] == 7  # JobSpec's, then the recipe's
 
 
+def test_the_form_takes_the_recipes_learning_rate_for_the_presets_data_set(home):
+    """MNIST's fast recipe trains at its own lr (DATASET_CHANGES): picking MNIST data refills the
+    learning rate and nothing else the user set; going back refills the recipe's."""
+    from waveviz.training import TrainConfig
+
+    mnist, tetro = TrainConfig.from_recipe("fast", "mnist").lr, TrainConfig().lr
+    at = _page().run()
+    assert at.number_input(key="train_lr").value == pytest.approx(tetro)
+    at = at.number_input(key="train_minutes").set_value(15.0).run()
+    at = at.selectbox(key="train_data").select("mnist").run()
+    assert not at.exception and at.selectbox(key="train_preset").value == "nwm-linear-mnist"
+    assert at.number_input(key="train_lr").value == pytest.approx(mnist)
+    assert at.number_input(key="train_minutes").value == 15.0  # the user's own setting stays
+    at = at.selectbox(key="train_recipe").select("paper").run()  # the paper: 1e-3 on every data set
+    assert at.number_input(key="train_lr").value == pytest.approx(1e-3)
+    at = at.selectbox(key="train_recipe").select("fast").run()
+    assert at.number_input(key="train_lr").value == pytest.approx(mnist)
+    at = at.selectbox(key="train_data").select("tetrominoes").run()
+    assert at.number_input(key="train_lr").value == pytest.approx(tetro)
+
+
 def test_choosing_the_paper_recipe_fills_in_its_settings_and_launches_them(home):
     from waveviz.jobs import JobStore
     from waveviz.training import TrainConfig

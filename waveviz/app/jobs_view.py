@@ -14,28 +14,29 @@ from .. import jobs
 from ..data import DATASETS
 from ..paths import jobs_dir, shipped_checkpoints
 from ..presets import PRESETS, create_model
-from ..training import TrainConfig, hardware_name, pick_device
+from ..training import DATASET_CHANGES, TrainConfig, hardware_name, pick_device
 
 NEAR_ZERO_IOU = 0.05  # a finished job whose FG-IoU is below this learnt (almost) nothing
 VAL_COST = 1 / 3  # a validation image costs about a third of a training image (forward only)
 
 
-def form_defaults(recipe: str = "fast") -> dict:
+def form_defaults(recipe: str = "fast", dataset: str | None = None) -> dict:
     """The launch form's starting values: every JobSpec field's default, with the training fields
-    taken from `TrainConfig.from_recipe(recipe)` (the one source of training defaults: a change there
+    taken from `TrainConfig.from_recipe(recipe, dataset)` (the one source of training defaults: a change there
     changes the form). Fields the form has no widget for travel with the spec as they are."""
     out = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
            for f in dataclasses.fields(jobs.JobSpec)
            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING}
-    train = TrainConfig.from_recipe(recipe)
+    train = TrainConfig.from_recipe(recipe, dataset)
     out.update({f.name: getattr(train, f.name) for f in dataclasses.fields(TrainConfig) if f.name in out})
     return out
 
 
 def spec_from_form(preset: str, values: dict) -> jobs.JobSpec:
-    """A JobSpec from the form's values on top of `form_defaults(values["recipe"])` (unknown keys are
-    dropped)."""
-    return jobs.JobSpec.from_dict({**form_defaults(values.get("recipe", "fast")), **values, "preset": preset})
+    """A JobSpec from the form's values on top of `form_defaults(values["recipe"], the preset's data
+    set)` (unknown keys are dropped)."""
+    dataset = PRESETS.get(preset).dataset if preset in PRESETS else None  # (JobSpec refuses a bad name)
+    return jobs.JobSpec.from_dict({**form_defaults(values.get("recipe", "fast"), dataset), **values, "preset": preset})
 
 
 # The form's widgets for recipe-set training fields: field → (widget key, value in the widget → in the
@@ -56,10 +57,18 @@ RECIPE_WIDGETS: dict[str, tuple[str, object, object]] = {
 }
 
 
-def recipe_widget_values(recipe: str) -> dict[str, object]:
-    """widget key → starting value for a recipe (what the form shows after choosing it)."""
-    d = form_defaults(recipe)
-    return {key: to_widget(d[name]) for name, (key, _, to_widget) in RECIPE_WIDGETS.items()}
+def recipe_widget_values(recipe: str, dataset: str | None = None, only: tuple[str, ...] | None = None) -> dict[str, object]:
+    """widget key → starting value for a recipe on a data set (what the form shows after choosing
+    them); `only`: just these training fields."""
+    d = form_defaults(recipe, dataset)
+    return {key: to_widget(d[name]) for name, (key, _, to_widget) in RECIPE_WIDGETS.items()
+            if only is None or name in only}
+
+
+def dataset_fields(recipe: str) -> tuple[str, ...]:
+    """The training fields the recipe sets differently on some data set (`DATASET_CHANGES`): what the
+    form refills when another preset is picked."""
+    return tuple(sorted({k for changes in DATASET_CHANGES.get(recipe, {}).values() for k in changes}))
 
 
 # ------------------------------------------------------------------------ run time

@@ -48,9 +48,33 @@ def _data_source() -> tuple[str | None, str | None]:
     return None, jobs.page_data_path(path.strip()) if path.strip() else None
 
 
+def _preset_dataset() -> str | None:
+    name = st.session_state.get("train_preset")
+    return PRESETS.get(name).dataset if name in PRESETS else None
+
+
 def _apply_recipe() -> None:
-    """A recipe chosen: its settings replace the form's (the user may change them again after)."""
-    st.session_state.update(jobs_view.recipe_widget_values(st.session_state["train_recipe"]))
+    """A recipe chosen: its settings for the preset's data set replace the form's (the user may change
+    them again after)."""
+    recipe, dataset = st.session_state["train_recipe"], _preset_dataset()
+    st.session_state.update(jobs_view.recipe_widget_values(recipe, dataset))
+    st.session_state["train_filled_for"] = dataset
+
+
+def _fill_for_dataset(recipe: str, dataset: str) -> None:
+    """The form's first render fills in the recipe's settings for the preset's data set; a preset on
+    another data set refills the settings the recipe sets differently there (the learning rate on
+    MNIST), and nothing else."""
+    was = st.session_state.get("train_filled_for", dataset)
+    if "train_filled_for" not in st.session_state:
+        for key, value in jobs_view.recipe_widget_values(recipe, dataset).items():
+            st.session_state.setdefault(key, value)
+    elif was != dataset:
+        only = jobs_view.dataset_fields(recipe)
+        old = jobs_view.recipe_widget_values(recipe, was, only=only)
+        new = jobs_view.recipe_widget_values(recipe, dataset, only=only)
+        st.session_state.update({k: v for k, v in new.items() if v != old[k]})
+    st.session_state["train_filled_for"] = dataset
 
 
 def _launch_form(store: jobs.JobStore) -> None:
@@ -66,13 +90,13 @@ def _launch_form(store: jobs.JobStore) -> None:
                           help="fast: a demo-ready model in about 10 CPU-minutes (point-sampled loss, cosine "
                                "schedule, a time budget); paper: SPEC §8 exactly (Adam 1e-3, batch 64, the full "
                                "loss, up to 300 epochs). Choosing one fills in its settings below.")
-    d = jobs_view.form_defaults(recipe)  # TrainConfig's and JobSpec's defaults: one source for CLI, jobs and this form
-    for key, value in jobs_view.recipe_widget_values(recipe).items():
-        st.session_state.setdefault(key, value)
     names = [n for n in PRESETS.names() if dataset is None or PRESETS.get(n).dataset == dataset]
     first = next((i for i, n in enumerate(names) if n.startswith("nwm-linear-")), 0)  # the paper's model
     preset = st.selectbox("Preset", names, index=first, key="train_preset")
     p = PRESETS.get(preset)
+    # TrainConfig's and JobSpec's defaults: one source for CLI, jobs and this form
+    d = jobs_view.form_defaults(recipe, p.dataset)
+    _fill_for_dataset(recipe, p.dataset)
     readout = None
     if p.readout is not None:
         options = READOUTS.names()

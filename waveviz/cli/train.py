@@ -42,7 +42,7 @@ def share_below_one(s: str) -> float:
 TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
     "epochs": (positive_int, "most epochs (fast: 300, the time budget ends it first; paper: 300)"),
     "batch_size": (positive_int, "images per step (fast: 16; paper: 64)"),
-    "lr": (positive_float, "peak Adam learning rate (fast: 6e-3; paper: 1e-3)"),
+    "lr": (positive_float, "peak Adam learning rate (fast: 6e-3, on MNIST 2e-3; paper: 1e-3)"),
     "max_minutes": (or_off(positive_float), "time budget in minutes, or off (fast: 10; paper: off)"),
     "schedule": (str, "constant | cosine: the learning rate after the warm-up (fast: cosine)"),
     "warmup": (share_below_one, "share of the run with a linear warm-up (fast: 0.05)"),
@@ -75,12 +75,13 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=ENGINES, help="how NWM / ConvLSTM compute (default: WAVEVIZ_ENGINE or auto)")
 
 
-def train_config_from(args):
-    """TrainConfig from `add_train_flags`' arguments: the recipe, then every flag given."""
+def train_config_from(args, dataset: str | None = None):
+    """TrainConfig from `add_train_flags`' arguments: the recipe (with its changes for `dataset`, the
+    preset's data set), then every flag given."""
     from ..training import TrainConfig
 
     given = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
-    train = TrainConfig.from_recipe(args.recipe, seed=args.seed, device=args.device, amp=args.amp, engine=args.engine)
+    train = TrainConfig.from_recipe(args.recipe, dataset, seed=args.seed, device=args.device, amp=args.amp, engine=args.engine)
     for name, value in given.items():
         setattr(train, name, None if value == OFF else value)
     try:
@@ -117,7 +118,7 @@ def run_train(args) -> int:
         raise UserError(f"{args.data}: no such file")
     data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
-    train = train_config_from(args)
+    train = train_config_from(args, preset.dataset)
     info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
                         resume=args.resume, callbacks=[ProgressBar(), wave_share_probe], init=args.init)
     from ..distributed import launch_env
