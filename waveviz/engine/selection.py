@@ -57,7 +57,9 @@ class EngineSelectable:
 
     def engine_input(self, x: torch.Tensor) -> torch.Tensor:
         """Images as the encoders like them: channels-last on CPU under the fast engine (oneDNN's
-        own layout; about 1.6× faster encoders, same result)."""
+        own layout; same result). Measured 2026-12-02 (AMD EPYC, one thread, batch 16, the three NWM
+        encoders forward and backward): 247 → 174 ms on 3-channel Tetrominoes (×1.4); a 1-channel
+        image is laid out the same either way (MNIST 177 vs 180 ms)."""
         if self.uses_fast_engine and x.device.type == "cpu" and x.dim() == 4:
             return x.contiguous(memory_format=torch.channels_last)
         return x
