@@ -168,7 +168,8 @@ class JobSpec:
     preset: str  # name in PRESETS
     npz: str | None = None  # train on this file (90 / 10 train / val) instead of generated images
     readout: str | None = None  # replace the preset's readout (recurrent presets only)
-    # the training settings: TrainConfig's fields and defaults (the "fast" recipe), see waveviz.training
+    # the training settings: TrainConfig's fields and defaults (the "fast" recipe, without its per-data-set
+    # DATASET_CHANGES, which `waveviz jobs start` and the Train page apply), see waveviz.training
     recipe: str = _TRAIN.recipe
     epochs: int = _TRAIN.epochs
     batch_size: int = _TRAIN.batch_size  # global: split over the processes when nproc > 1
