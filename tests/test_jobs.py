@@ -167,8 +167,9 @@ def test_jobs_start_takes_the_recipe_for_the_presets_data_set(home):
     for args, lr in ((["nwm-linear-mnist"], TrainConfig.from_recipe("fast", "mnist").lr),
                      (["nwm-linear-mnist", "--lr", "1e-2"], 1e-2),
                      (["nwm-linear-tetrominoes"], TrainConfig().lr)):
+        before = set(store.ids())
         assert main(["jobs", "start", *args]) == 0
-        job = store.ids()[-1]
+        (job,) = set(store.ids()) - before
         assert store.status(job)["state"] == "queued" and store.spec(job).lr == lr, args
     assert TrainConfig.from_recipe("fast", "mnist").lr != TrainConfig().lr
 

@@ -1,8 +1,10 @@
 """The time-to-accuracy bench: both recipes on the same data, curves with paused probes, the report files."""
 import json
 
-from waveviz.time_to_accuracy import seconds_to, time_to_accuracy, to_markdown, write_report
-from waveviz.training import DataConfig
+import torch
+
+from waveviz.time_to_accuracy import run_recipe, seconds_to, time_to_accuracy, to_markdown, write_report
+from waveviz.training import DataConfig, TrainConfig
 
 
 def test_time_to_accuracy_report(tmp_path):
@@ -22,3 +24,14 @@ def test_time_to_accuracy_report(tmp_path):
     paths = write_report(report, str(tmp_path))
     assert json.load(open(paths["json"]))["preset"] == "cnn2-polygons"
     assert "| paper |" in to_markdown(report) and open(paths["svg"]).read().startswith("<svg")
+
+
+def test_a_run_takes_the_recipe_as_set_for_the_presets_data_set():
+    """MNIST's fast recipe has its own lr (DATASET_CHANGES); a change given still wins."""
+    x, y = torch.rand(4, 1, 56, 56), torch.randint(0, 11, (4, 56, 56))
+    small = {"T": 4, "head": (8,)}
+    for changes, lr in (({}, TrainConfig.from_recipe("fast", "mnist").lr), ({"lr": 1e-2}, 1e-2)):
+        r = run_recipe("nwm-linear-mnist", "fast", (x, y), (x, y), (x, y), minutes=0.005, seed=0, probe_s=60,
+                       device=torch.device("cpu"), changes=changes, overrides=small)
+        assert r["config"]["lr"] == lr and r["steps"] >= 1
+    assert TrainConfig.from_recipe("fast", "mnist").lr != TrainConfig().lr

@@ -321,6 +321,25 @@ def test_a_recipe_tuned_for_a_data_set_changes_only_there_and_a_flag_still_wins(
     assert train_config_from(p.parse_args(["--lr", "1e-2"]), "mnist").lr == 1e-2
 
 
+def test_waveviz_train_gives_the_trainer_the_recipe_for_the_presets_data_set(tmp_path, monkeypatch):
+    """`waveviz train PRESET` hands `train_preset` the recipe as set for PRESET's data set."""
+    import waveviz.training
+    from waveviz.cli import main
+
+    seen = {}
+
+    def fake(preset, out, *, train, **kw):
+        seen[preset] = train
+        raise SystemExit(0)  # stop before any data or training
+
+    monkeypatch.setattr(waveviz.training, "train_preset", fake)
+    for preset in ("nwm-linear-mnist", "nwm-linear-tetrominoes"):
+        with pytest.raises(SystemExit):
+            main(["train", preset, "--out", str(tmp_path / "m.pt")])
+    assert seen["nwm-linear-mnist"] == TrainConfig.from_recipe("fast", "mnist") != TrainConfig()
+    assert seen["nwm-linear-tetrominoes"] == TrainConfig()
+
+
 
 @pytest.mark.slow
 def test_init_starts_from_a_checkpoints_weights_and_says_so(tmp_path):

@@ -26,9 +26,11 @@ from .training import (DataConfig, TrainConfig, Trainer, evaluate, hardware_name
 
 def run_recipe(preset: str, recipe: str, train, val, held_out, *, minutes: float, seed: int, probe_s: float,
                device: torch.device, changes: dict | None = None, overrides: dict | None = None) -> dict:
-    """Train `preset` (with model config `overrides`) under `recipe` (as tuned for its data set) with TrainConfig `changes` for
-    `minutes`; → {"config", "curve": [{seconds, images, fg_iou, …}], …}."""
-    cfg = TrainConfig.from_recipe(recipe, PRESETS.get(preset).dataset, max_minutes=minutes, seed=seed, device=str(device), **(changes or {}))
+    """Train `preset` (with model config `overrides`) under `recipe` as set for its data set
+    (`DATASET_CHANGES`), with TrainConfig `changes`, for `minutes`; → {"config", "curve": [{seconds,
+    images, fg_iou, …}], …}."""
+    cfg = TrainConfig.from_recipe(recipe, PRESETS.get(preset).dataset, max_minutes=minutes, seed=seed,
+                                  device=str(device), **(changes or {}))
     cfg.patience = None
     torch.manual_seed(seed)
     model = create_model(preset, **recipe_model_overrides(preset, cfg, overrides))

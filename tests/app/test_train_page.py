@@ -70,6 +70,37 @@ def test_the_form_takes_the_recipes_learning_rate_for_the_presets_data_set(home)
     assert at.number_input(key="train_lr").value == pytest.approx(mnist)
     at = at.selectbox(key="train_data").select("tetrominoes").run()
     assert at.number_input(key="train_lr").value == pytest.approx(tetro)
+    at = at.number_input(key="train_lr").set_value(3e-3).run()  # typed by the user: kept on any data set
+    at = at.selectbox(key="train_data").select("mnist").run()
+    assert at.number_input(key="train_lr").value == pytest.approx(3e-3)
+
+
+def test_a_return_to_the_page_fills_the_form_again(home):
+    """Streamlit forgets the widgets of a page not shown: coming back, the form has the recipe's
+    settings for its preset again, not the widgets' minimums."""
+    from waveviz.training import TrainConfig
+
+    def app():  # the Train page, or another page when "elsewhere" is set
+        import streamlit as st
+
+        from waveviz.app.train_page import render
+
+        if not st.session_state.get("elsewhere"):
+            render()
+
+    at = AppTest.from_function(app, default_timeout=120).run()
+    at = at.selectbox(key="train_data").select("mnist").run()
+    at.session_state["elsewhere"] = True
+    at = at.run()  # another page: the form's widgets are not drawn, so Streamlit drops their state
+    assert not at.number_input
+    at.session_state["elsewhere"] = False
+    at = at.run()
+    assert not at.exception
+    shown = at.selectbox(key="train_data").value  # (Streamlit forgot this choice too)
+    want = TrainConfig.from_recipe("fast", shown)
+    assert at.number_input(key="train_lr").value == pytest.approx(want.lr)
+    assert at.number_input(key="train_epochs").value == want.epochs and at.number_input(key="train_batch").value == want.batch_size
+    assert at.number_input(key="train_minutes").value == want.max_minutes
 
 
 def test_choosing_the_paper_recipe_fills_in_its_settings_and_launches_them(home):

@@ -62,18 +62,18 @@ def _apply_recipe() -> None:
 
 
 def _fill_for_dataset(recipe: str, dataset: str) -> None:
-    """The form's first render fills in the recipe's settings for the preset's data set; a preset on
-    another data set refills the settings the recipe sets differently there (the learning rate on
-    MNIST), and nothing else."""
+    """Fill in the recipe's settings for the preset's data set where the form has none (its first
+    render, or a return to this page: Streamlit forgets the widgets of a page not shown). A preset on
+    another data set refills a setting the recipe sets differently there (the learning rate on
+    MNIST) unless the user has changed it."""
     was = st.session_state.get("train_filled_for", dataset)
-    if "train_filled_for" not in st.session_state:
-        for key, value in jobs_view.recipe_widget_values(recipe, dataset).items():
-            st.session_state.setdefault(key, value)
-    elif was != dataset:
+    if was != dataset:
         only = jobs_view.dataset_fields(recipe)
         old = jobs_view.recipe_widget_values(recipe, was, only=only)
         new = jobs_view.recipe_widget_values(recipe, dataset, only=only)
-        st.session_state.update({k: v for k, v in new.items() if v != old[k]})
+        st.session_state.update({k: v for k, v in new.items() if v != old[k] and st.session_state.get(k, v) == old[k]})
+    for key, value in jobs_view.recipe_widget_values(recipe, dataset).items():
+        st.session_state.setdefault(key, value)
     st.session_state["train_filled_for"] = dataset
 
 
