@@ -40,6 +40,19 @@ def test_make_train_eval_predict(tmp_path, capsys):
     assert code == 0
     m = json.loads(out)
     assert m["n"] == 24 and 0 <= m["fg_iou"] <= 1 and m["preset"] == "nwm-linear-tetrominoes"
+    assert "per_class" not in m
+    code, out, _ = run(["eval", ckpt, "--data", data, "--json", "--per-class"], capsys)
+    pc = json.loads(out)
+    assert code == 0 and pc["fg_iou"] == pytest.approx(m["fg_iou"])
+    conf = np.array(pc["confusion"])  # (6, 6) over the set's foreground pixels
+    with np.load(data) as z:
+        masks = z["masks"]
+    assert conf.shape == (6, 6) and conf.sum() == (masks > 0).sum()
+    assert [r["class"] for r in pc["per_class"]] == [n for k, n in enumerate(("I", "O", "T", "S/Z", "J/L"), 1)
+                                                      if (masks == k).any()]
+    assert all(r["pixels"] == (masks == k).sum() for k, r in zip(np.unique(masks[masks > 0]), pc["per_class"]))
+    code, out, _ = run(["eval", ckpt, "--data", data, "--per-class"], capsys)
+    assert code == 0 and "most often taken for" in out and "\nI " in out
     assert run(["predict", ckpt, "--data", data, "--out", pred], capsys)[0] == 0
     with np.load(pred) as z:
         assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from waveviz.metrics import MetricAccumulator, per_image_metrics, segmentation_metrics
+from waveviz.metrics import MetricAccumulator, class_report, foreground_confusion, per_image_metrics, segmentation_metrics
 
 
 def onehot_logits(pred: torch.Tensor, n: int) -> torch.Tensor:
@@ -55,3 +55,44 @@ def test_fg_loss_is_cross_entropy_over_foreground():
     ce = F.cross_entropy(logits, true, reduction="none")
     expect = sum(ce[i][true[i] != 0].mean() for i in range(2)) / 2
     assert segmentation_metrics(logits, true)["fg_loss"] == pytest.approx(float(expect), rel=1e-5)
+
+
+def test_per_class_report_on_hand_made_masks():
+    """The hand-made masks above, per class: class 1 has 4 pixels, 3 right, 1 taken for 2; class 2 has
+    2 pixels, 1 right, 1 taken for background; label 2 was also given to one pixel of class 1."""
+    true = torch.tensor([[[0, 0, 1, 1], [0, 0, 1, 1], [0, 2, 2, 0], [0, 0, 0, 0]]])
+    pred = torch.tensor([[[0, 1, 1, 1], [0, 0, 1, 2], [0, 2, 0, 0], [0, 0, 0, 0]]])
+    c = foreground_confusion(pred, true, 3)
+    assert c.tolist() == [[0, 0, 0], [0, 3, 1], [1, 0, 1]]  # background rows: no foreground pixel is label 0
+    one, two = class_report(c, ("bg", "one", "two"))
+    assert one == {"class": "one", "pixels": 4, "fg_acc": 0.75, "fg_iou": 3 / 4, "confused_with": "two",
+                   "confused_share": 0.25}
+    assert two["pixels"] == 2 and two["fg_acc"] == 0.5 and two["fg_iou"] == pytest.approx(1 / 3)  # 1 / (2 + 2 − 1)
+    assert two["confused_with"] == "bg"
+    # pooled over all foreground pixels, the diagonal's share is FG-Acc of one image
+    assert float(c.diagonal().sum() / c.sum()) == pytest.approx(segmentation_metrics(onehot_logits(pred, 3), true)["fg_acc"])
+
+
+def test_a_class_without_pixels_is_left_out_and_a_perfect_one_is_confused_with_nothing():
+    true = torch.tensor([[[1, 1], [0, 0]]])
+    (row,) = class_report(foreground_confusion(true, true, 4), ("bg", "a", "b", "c"))
+    assert row["class"] == "a" and row["fg_iou"] == 1.0 and row["confused_with"] is None
+
+
+def test_evaluate_pools_the_confusion_of_every_image_and_every_rank(monkeypatch):
+    """`evaluate(confusion=True)`: the counts equal `foreground_confusion` of the predictions; two
+    ranks' shards (the all-reduce stood in for by a sum) add up to one process's."""
+    from waveviz import distributed
+    from waveviz.presets import create_model
+    from waveviz.training import evaluate, predict
+
+    torch.manual_seed(0)
+    model = create_model("cnn2-polygons", image_size=16)
+    x, y = torch.rand(7, 1, 16, 16), torch.randint(0, 5, (7, 16, 16))
+    whole = evaluate(model, (x, y), batch_size=3, confusion=True)
+    assert torch.equal(whole["confusion"], foreground_confusion(predict(model, x), y, 5))
+    assert "confusion" not in evaluate(model, (x, y), batch_size=3)
+    monkeypatch.setattr(distributed.DistEnv, "all_reduce_sum", lambda self, t: t)  # each rank keeps its own
+    parts = [evaluate(model, (x, y), batch_size=2, confusion=True, dist=distributed.DistEnv(r, 2))["confusion"]
+             for r in (0, 1)]
+    assert torch.equal(parts[0] + parts[1], whole["confusion"]) and parts[0].sum() > 0 and parts[1].sum() > 0

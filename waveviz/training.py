@@ -36,7 +36,7 @@ from . import __version__, distributed, engine
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from .data import DATA_VERSION, DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
 from .engine import ENGINES
-from .metrics import METRIC_NAMES, MetricAccumulator
+from .metrics import METRIC_NAMES, MetricAccumulator, foreground_confusion
 from .presets import PRESETS, count_params, create_model
 from .sampling import POINT_WEIGHTS, PointSampled, sample_points, sampled_cross_entropy
 from .validate import PATH, Range, check_fields
@@ -404,8 +404,9 @@ class Trainer:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *, batch_size: int = 64,
              device: torch.device | str = "cpu", amp: bool = False,
-             dist: distributed.DistEnv = distributed.SINGLE) -> dict[str, float]:
-    """SPEC §9 metrics of `model` on (x, y): fg_acc, fg_iou, fg_loss, acc, iou, loss.
+             dist: distributed.DistEnv = distributed.SINGLE, confusion: bool = False) -> dict:
+    """SPEC §9 metrics of `model` on (x, y): fg_acc, fg_iou, fg_loss, acc, iou, loss (floats); with
+    `confusion`, also "confusion": the (N, N) `foreground_confusion` of the whole set.
 
     With `dist` from a process group each rank scores images rank, rank + N, … and the per-image sums
     and counts are added up over the ranks, so every rank returns the metrics of the whole set.
@@ -414,12 +415,16 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
     device = torch.device(device)
     acc = MetricAccumulator()
     x, y = data
+    counts = None
     idx = dist.shard(torch.arange(len(x)))
     for i in range(0, len(idx), batch_size):
         j = idx[i: i + batch_size]
         with engine.bf16_autocast(device.type, enabled=amp):
             logits = model(x[j].to(device))
         acc.update(logits.float(), y[j].to(device))
+        if confusion:
+            part = foreground_confusion(logits.argmax(1), y[j].to(device), logits.shape[1])
+            counts = part if counts is None else counts + part
     sums = torch.zeros(2, len(METRIC_NAMES), dtype=torch.float64)  # (sum, count) of non-NaN per-image values
     for m, k in enumerate(METRIC_NAMES):
         v = torch.cat(acc.parts[k]).double() if acc.parts[k] else torch.empty(0, dtype=torch.float64)
@@ -427,7 +432,13 @@ def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor], *,
         sums[0, m], sums[1, m] = v.sum(), len(v)
     if dist.distributed:
         sums = dist.all_reduce_sum(sums.to(device)).cpu()
-    return {k: float(sums[0, m] / sums[1, m]) if sums[1, m] else float("nan") for m, k in enumerate(METRIC_NAMES)}
+    out = {k: float(sums[0, m] / sums[1, m]) if sums[1, m] else float("nan") for m, k in enumerate(METRIC_NAMES)}
+    if confusion:
+        if counts is None:  # this rank scored no image
+            n = model.config.num_classes
+            counts = torch.zeros(n, n, dtype=torch.int64)
+        out["confusion"] = dist.all_reduce_sum(counts.to(device)).cpu()
+    return out
 
 
 @torch.no_grad()

@@ -40,6 +40,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--device", default="auto")
     _precision_arg(p)
+    p.add_argument("--per-class", action="store_true",
+                   help="also each class's FG-Acc and IoU over the set's foreground pixels, and what it is taken for")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_eval)
 
@@ -55,18 +57,45 @@ def add_subparser(sub) -> None:
 
 def run_eval(args) -> int:
     from ..data import to_tensors
+    from ..metrics import class_report
     from ..training import evaluate, pick_device
 
     model, info, data = _load_for(args.ckpt, args.data, require_masks=True)
     device = pick_device(args.device)
     amp = _amp(args, info)
-    metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device, amp=amp)
+    metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device, amp=amp,
+                       confusion=args.per_class)
+    confusion = metrics.pop("confusion", None)
     precision = "bf16 autocast" if amp else "float32"
     res = {"checkpoint": args.ckpt, "preset": info["preset"], "data": args.data, "n": len(data),
            "precision": precision, **metrics}
     text = "\n".join(f"{k:8s} {v:.4f}" for k, v in metrics.items())
+    if confusion is not None:
+        rows = class_report(confusion, class_names(info, len(confusion)))
+        res.update(per_class=rows, confusion=confusion.tolist())
+        text += "\n\n" + per_class_table(rows)
     emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images, {precision})\n{text}")
     return 0
+
+
+def class_names(info: dict, n: int) -> tuple[str, ...]:
+    """The n class names of the data set a checkpoint was trained for (label 0: background); the
+    labels' numbers where that data set is unknown or has another number of classes."""
+    from ..checkpoint import trained_dataset
+    from ..data import DATASETS
+
+    ds = trained_dataset(info)
+    names = DATASETS.get(ds).class_names if ds in DATASETS else ()
+    return names if len(names) == n else ("background", *map(str, range(1, n)))
+
+
+def per_class_table(rows: list[dict]) -> str:
+    """`metrics.class_report` rows as aligned text: class, pixels, FG-Acc, IoU, most often taken for."""
+    lines = [f"{'class':12s} {'pixels':>10s} {'FG-Acc':>7s} {'IoU':>7s}  most often taken for"]
+    for r in rows:
+        taken = f"{r['confused_with']} ({r['confused_share']:.1%})" if r["confused_with"] is not None else "—"
+        lines.append(f"{r['class']:12s} {r['pixels']:>10,d} {r['fg_acc']:>7.3f} {r['fg_iou']:>7.3f}  {taken}")
+    return "\n".join(lines)
 
 
 def run_predict(args) -> int:
