@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from waveviz.cli import main
@@ -107,6 +108,7 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     assert path == old
     back = read_checkpoint(old)
     assert back["meta"]["faithful_test_metrics"] == m and back["meta"]["faithful_test"]["n"] == 5
+    assert back["meta"]["per_class"]["n"] == 5 and "paper-faithful" in back["meta"]["per_class"]["on"]
     assert back["trainer"] == {"kept": 1} and faithful_metrics(back["meta"]) == (m, 5)
     assert "not scored" not in markdown(results_table(tmp_path))
 
@@ -137,3 +139,58 @@ def test_checkpoints_readme_table_is_the_checkpoints_own():
     from waveviz.results import provenance_markdown
 
     assert provenance_markdown() in (ROOT / "checkpoints" / "README.md").read_text()
+
+
+def test_per_class_metrics_are_stored_where_missing_and_the_model_card_line_says_the_hardest_class(ckpt_dir, tmp_path, capsys):
+    """`waveviz results --per-class N` measures each class of the checkpoints that lack it on N
+    paper-faithful test images and keeps everything else; the catalog turns it into one line."""
+    import shutil
+
+    import numpy as np
+
+    from waveviz.app.catalog import describe
+    from waveviz.checkpoint import read_checkpoint
+    from waveviz.data import make_dataset
+
+    src = ckpt_dir / "nwm-linear-tetrominoes.pt"
+    bare = tmp_path / "bare.pt"
+    shutil.copy(src, bare)
+    raw = read_checkpoint(bare)
+    del raw["meta"]["per_class"]
+    raw["trainer"] = {"kept": 1}
+    torch.save(raw, bare)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")  # skipped
+    assert main(["results", "--dir", str(tmp_path), "--per-class", "6"]) == 0
+    assert "bare.pt: per-class metrics on 6 images stored" in capsys.readouterr().err
+    back = read_checkpoint(bare)
+    pc = back["meta"]["per_class"]
+    masks = make_dataset("tetrominoes", 6, seed=0, split="test").masks
+    assert pc["n"] == 6 and sum(r["pixels"] for r in pc["rows"]) == int((masks > 0).sum())
+    assert back["trainer"] == {"kept": 1} and back["meta"]["test_metrics"] == raw["meta"]["test_metrics"]
+    before = bare.stat().st_mtime_ns
+    assert main(["results", "--dir", str(tmp_path), "--per-class", "6"]) == 0  # nothing left to measure
+    assert bare.stat().st_mtime_ns == before
+    worst = min(pc["rows"], key=lambda r: r["fg_acc"])
+    line = describe(bare).hardest
+    assert line.startswith(f"hardest class: {worst['class']} (FG-Acc {worst['fg_acc']:.2f} on its {worst['pixels']:,} pixels of 6 test images")
+    assert np.isfinite(worst["fg_acc"])
+
+
+def test_the_hardest_class_line_reads_any_stored_rows_safely():
+    from pathlib import Path
+
+    from waveviz.app.catalog import ModelEntry
+
+    def entry(pc):
+        return ModelEntry("m", Path("m.pt"), "nwm-linear-mnist", "mnist", "nwm", {"fg_iou": 0.7}, "test", 3, None, pc)
+
+    rows = [{"class": "1", "pixels": 900, "fg_acc": 0.94, "confused_with": "4", "confused_share": 0.02},
+            {"class": "5", "pixels": 800, "fg_acc": 0.56, "confused_with": "3", "confused_share": 0.18}]
+    assert entry({"n": 1000, "rows": rows}).hardest == \
+        "hardest class: 5 (FG-Acc 0.56 on its 800 pixels of 1,000 test images; most often taken for 3, 18%)"
+    perfect = [{"class": "1", "pixels": 9, "fg_acc": 1.0, "confused_with": None, "confused_share": 0.0}]
+    for junk in (None, {}, {"rows": None}, {"rows": ["x", {"fg_acc": "high"}, {"pixels": 0, "fg_acc": 0.1}]},
+                 {"rows": perfect}, "rows"):
+        assert entry(junk).hardest is None, junk
+    assert entry({"n": "many", "rows": rows[1:]}).hardest == \
+        "hardest class: 5 (FG-Acc 0.56 on its 800 pixels; most often taken for 3, 18%)"

@@ -23,6 +23,10 @@ def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
     assert ck["preset"] == "nwm-linear-tetrominoes" and ck["config"]["T"] == 8
     assert meta["status"] == "finished" and meta["splits"] == {"train": 16, "val": 4, "test": 4}
     assert set(meta["test_metrics"]) >= {"fg_acc", "fg_iou", "fg_loss"}
+    pc = meta["per_class"]  # each class on the same 4 test images
+    assert pc["n"] == 4 and pc["rows"] and {r["class"] for r in pc["rows"]} <= {"I", "O", "T", "S/Z", "J/L"}
+    pooled = sum(r["fg_acc"] * r["pixels"] for r in pc["rows"]) / sum(r["pixels"] for r in pc["rows"])
+    assert 0 <= pooled <= 1
     assert meta["best_val_loss"] == min(r["val_loss"] for r in meta["history"])
     assert meta["wall_time_s"] > 0 and "cpu" in meta["hardware"]
 

@@ -19,7 +19,8 @@ import torch
 
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
                          trained_dataset, trained_with_amp)
-from .data import DATA_VERSION, make_dataset, to_tensors
+from .data import DATA_VERSION, class_names, make_dataset, to_tensors
+from .metrics import class_report
 from .paths import shipped_checkpoints
 
 # (dataset, model, readout or width) → paper FG-Acc / FG-IoU / FG-Loss, mean over seeds (SPEC §9).
@@ -52,6 +53,28 @@ def stored_metrics(meta: dict, *, test_only: bool = False) -> tuple[dict | None,
         if meta.get(key) and (split == "test" or not test_only):
             return meta[key], split
     return None, None
+
+
+def per_class_entry(confusion: torch.Tensor, dataset: str, n: int, seed: int) -> dict:
+    """What a checkpoint stores as `meta["per_class"]`: `metrics.class_report` rows of a (N, N)
+    foreground confusion measured on the first n paper-faithful test images of data seed `seed`."""
+    rows = class_report(confusion, class_names(dataset, len(confusion)))
+    return {"n": n, "on": f"paper-faithful test images (data seed {seed})", "rows": rows}
+
+
+def store_per_class(path: str | Path, n: int = 1000, seed: int = 0) -> dict:
+    """Measure each class of a checkpoint on the first n paper-faithful test images and store it as
+    `meta["per_class"]` (its other metrics stay as they are) → that entry."""
+    model, info = load_checkpoint(path)
+    meta = dict(info.get("meta", {}))
+    dataset = trained_dataset(info)
+    data = make_dataset(dataset, n, seed=seed, split="test")
+    from .training import evaluate
+
+    m = evaluate(model, to_tensors(data), batch_size=32, amp=trained_with_amp(info), confusion=True)
+    meta["per_class"] = per_class_entry(m["confusion"], dataset, n, seed)
+    _rewrite(path, model, info, meta)
+    return meta["per_class"]
 
 
 @dataclass
@@ -101,7 +124,8 @@ def faithful_metrics(meta: dict) -> tuple[dict | None, int]:
 
 def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     """Score a checkpoint on the first n images of the paper-faithful test split (data seed `seed`,
-    MNIST's official test digits when fetched) and store them in it as `faithful_test_metrics`."""
+    MNIST's official test digits when fetched) and store them in it as `faithful_test_metrics`, each
+    class's as `per_class` (`per_class_entry`)."""
     from .data.mnist import mnist_source
 
     model, info = load_checkpoint(path)
@@ -110,14 +134,20 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     data = make_dataset(dataset, n, seed=seed, split="test")
     from .training import evaluate
 
-    m = evaluate(model, to_tensors(data), batch_size=32, amp=trained_with_amp(info))
+    m = evaluate(model, to_tensors(data), batch_size=32, amp=trained_with_amp(info), confusion=True)
+    meta["per_class"] = per_class_entry(m.pop("confusion"), dataset, n, seed)
     meta["faithful_test_metrics"] = m
     meta["faithful_test"] = {"n": n, "data_seed": seed, "data_version": DATA_VERSION,
                              "digits": mnist_source() if dataset in ("mnist", "multi_mnist") else None}
+    _rewrite(path, model, info, meta)
+    return m
+
+
+def _rewrite(path, model, info: dict, meta: dict) -> None:
+    """Write a checkpoint again with new metadata, keeping every other entry it had (e.g. `trainer`)."""
     raw = read_checkpoint(path)
     own = set(checkpoint_dict(model, info["preset"]))  # what save_checkpoint writes itself
     save_checkpoint(path, model, info["preset"], meta, **{k: v for k, v in raw.items() if k not in own})
-    return m
 
 
 def rescore_older(folder: str | Path, n: int = 300) -> Iterator[tuple[Path, dict]]:
@@ -130,6 +160,18 @@ def rescore_older(folder: str | Path, n: int = 300) -> Iterator[tuple[Path, dict
             continue
         if meta.get("data_version", 1) < 2:
             yield path, rescore(path, n)
+
+
+def store_per_class_missing(folder: str | Path, n: int = 1000) -> Iterator[tuple[Path, dict]]:
+    """`store_per_class` on each checkpoint in `folder` that has no per-class metrics yet, one after
+    another → (path, its entry) as each is stored; unreadable files are skipped."""
+    for path in sorted(Path(folder).glob("*.pt")):
+        try:
+            meta = read_checkpoint(path).get("meta", {})
+        except CheckpointError:
+            continue
+        if not meta.get("per_class"):
+            yield path, store_per_class(path, n)
 
 
 def results_table(folder: str | Path | None = None, fresh: int = 0,

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from . import __version__, distributed, engine
 from .checkpoint import CheckpointError, read_checkpoint, save_checkpoint
-from .data import DATA_VERSION, DATASETS, DataError, SegmentationData, load_npz, make_dataset, to_tensors
+from .data import DATA_VERSION, DATASETS, DataError, SegmentationData, class_names, load_npz, make_dataset, to_tensors
 from .engine import ENGINES
-from .metrics import METRIC_NAMES, MetricAccumulator, foreground_confusion
+from .metrics import METRIC_NAMES, MetricAccumulator, class_report, foreground_confusion
 from .presets import PRESETS, count_params, create_model
 from .sampling import POINT_WEIGHTS, PointSampled, sample_points, sampled_cross_entropy
 from .validate import PATH, Range, check_fields
@@ -312,10 +312,11 @@ class Trainer:
         return total / seen if seen else math.nan
 
     @torch.no_grad()
-    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
-        """Metrics over all of `data`; every rank scores its share and the sums are reduced."""
+    def evaluate(self, data: tuple[torch.Tensor, torch.Tensor], confusion: bool = False) -> dict:
+        """Metrics over all of `data` (`confusion`: with the foreground confusion matrix); every rank
+        scores its share and the sums are reduced."""
         return evaluate(self.model, data, batch_size=self.config.batch_size, device=self.device,
-                        amp=self.config.amp, dist=self.dist)
+                        amp=self.config.amp, dist=self.dist, confusion=confusion)
 
     def fit(self) -> list[dict]:
         """Train until `epochs` are done, validation loss stops improving or the time budget
@@ -618,7 +619,10 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
     model = trainer.best_model()
     info = meta("finished")
     if "test" in tensors:
-        info["test_metrics"] = trainer.evaluate(tensors["test"])
+        m = trainer.evaluate(tensors["test"], confusion=True)
+        rows = class_report(m.pop("confusion"), class_names(data.dataset, model.config.num_classes))
+        info["per_class"] = {"n": len(tensors["test"][0]), "on": "its test split", "rows": rows}
+        info["test_metrics"] = m
     info["val_metrics"] = trainer.evaluate(tensors["val"])
     if trainer.dist.is_main:
         save_checkpoint(out, model, preset, info)

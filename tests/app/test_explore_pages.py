@@ -79,6 +79,7 @@ def test_explore_opens_with_a_preloaded_example(app_home):
     assert sum("(paper 0.9" in o for o in labels) == 3  # …beside the paper's (CNN-2 is not in the paper)
     assert any("⚠ under-trained" in o for o in labels)  # one epoch on 16 images
     assert any("Under-trained" in w.value for w in at.warning)
+    assert any("hardest class: " in m.value and "of 4 test images" in m.value for m in at.markdown)  # the model card
     assert "tiny" not in at.markdown[0].value and len(at.markdown[0].value) > 100  # the lecturer's intro
     caps = _captions(at)
     assert "Input: drew tetrominoes sample (seed 0" in caps

@@ -38,6 +38,29 @@ class ModelEntry:
     split: str | None  # "test" or "validation": where `metrics` were measured
     epochs: int | None
     job: str | None = None  # the job id, for a job's checkpoint
+    per_class: dict | None = None  # meta["per_class"]: {n, on, rows (`metrics.class_report`)}, if stored
+
+    @property
+    def hardest(self) -> str | None:
+        """The class it gets wrong most, e.g. "hardest class: 5 (FG-Acc 0.56 on its 8,000 pixels of 1,000
+        test images; most often taken for 3, 18%)"; None without per-class metrics or when it gets every
+        class right."""
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+        pc = self.per_class if isinstance(self.per_class, dict) else {}
+        rows = [r for r in pc.get("rows") or () if isinstance(r, dict)
+                and number(r.get("fg_acc")) and number(r.get("pixels")) and r["pixels"] > 0]
+        if not rows:
+            return None
+        r = min(rows, key=lambda r: r["fg_acc"])
+        if r["fg_acc"] >= 1.0:
+            return None
+        share = r.get("confused_share")
+        taken = (f"; most often taken for {r['confused_with']}, {share:.0%}"
+                 if r.get("confused_with") is not None and number(share) else "")
+        on = f" of {pc['n']:,} test images" if number(pc.get("n")) else ""
+        return f"hardest class: {r.get('class', '?')} (FG-Acc {r['fg_acc']:.2f} on its {int(r['pixels']):,} pixels{on}{taken})"
 
     @property
     def shipped(self) -> bool:
@@ -140,7 +163,7 @@ def describe(path: Path) -> ModelEntry | None:
     job = cid[len("job-"):] if cid.startswith("job-") else None
     epochs = meta.get("epochs")
     return ModelEntry(cid, path, preset, ds, str(ck.get("model")), metrics, split,
-                      int(epochs) if isinstance(epochs, (int, float)) else None, job)
+                      int(epochs) if isinstance(epochs, (int, float)) else None, job, meta.get("per_class"))
 
 
 def usable(paths: list[Path]) -> list[Path]:

@@ -217,6 +217,8 @@ def model_card(p: Picked, where=st) -> None:
         m = p.entry.metrics or {}
         if m:
             lines.append(f"FG-Acc {_fmt(m.get('fg_acc'))} · FG-IoU {_fmt(m.get('fg_iou'))} · FG-Loss {_fmt(m.get('fg_loss'))}")
+        if p.entry.hardest:
+            lines.append(p.entry.hardest)
     if meta.get("epochs"):
         lines.append(f"{meta['epochs']} epochs ({meta.get('status', '?')}) on {meta.get('hardware', '?')}")
     where.markdown("  \n".join(lines))

@@ -56,7 +56,8 @@ def add_subparser(sub) -> None:
 
 
 def run_eval(args) -> int:
-    from ..data import to_tensors
+    from ..checkpoint import trained_dataset
+    from ..data import class_names, to_tensors
     from ..metrics import class_report
     from ..training import evaluate, pick_device
 
@@ -71,22 +72,11 @@ def run_eval(args) -> int:
            "precision": precision, **metrics}
     text = "\n".join(f"{k:8s} {v:.4f}" for k, v in metrics.items())
     if confusion is not None:
-        rows = class_report(confusion, class_names(info, len(confusion)))
+        rows = class_report(confusion, class_names(trained_dataset(info), len(confusion)))
         res.update(per_class=rows, confusion=confusion.tolist())
         text += "\n\n" + per_class_table(rows)
     emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images, {precision})\n{text}")
     return 0
-
-
-def class_names(info: dict, n: int) -> tuple[str, ...]:
-    """The n class names of the data set a checkpoint was trained for (label 0: background); the
-    labels' numbers where that data set is unknown or has another number of classes."""
-    from ..checkpoint import trained_dataset
-    from ..data import DATASETS
-
-    ds = trained_dataset(info)
-    names = DATASETS.get(ds).class_names if ds in DATASETS else ()
-    return names if len(names) == n else ("background", *map(str, range(1, n)))
 
 
 def per_class_table(rows: list[dict]) -> str:

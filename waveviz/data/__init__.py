@@ -63,6 +63,13 @@ def make_dataset(
     return data
 
 
+def class_names(dataset: str, n: int) -> tuple[str, ...]:
+    """The n label names of data set `dataset` (0: background); the labels' numbers where that data
+    set is unknown or has another number of classes."""
+    names = DATASETS.get(dataset).class_names if dataset in DATASETS else ()
+    return names if len(names) == n else ("background", *map(str, range(1, n)))
+
+
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """One generator per image, so a draw of n starts with the draw of k < n."""
     return np.random.default_rng([seed, SPLITS.index(split), index])
@@ -71,6 +78,6 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
 from . import mnist, shapes  # noqa: E402  (register the data sets)
 
 __all__ = [
-    "DATASETS", "DatasetSpec", "DataError", "SegmentationData", "make_dataset", "load_npz",
+    "DATASETS", "DatasetSpec", "DataError", "SegmentationData", "make_dataset", "class_names", "load_npz",
     "save_npz", "to_tensors", "SPLITS", "DATA_VERSION",
 ]
