@@ -42,6 +42,24 @@ def test_results_cli(ckpt_dir, capsys):
     assert main(["results", "--dir", str(ckpt_dir / "nope")]) != 0
 
 
+def test_per_class_rows_worst_first_and_skip_what_is_malformed():
+    from waveviz.results import per_class_rows
+
+    meta = {"per_class": {"n": 300, "on": "paper-faithful test images (data seed 0)", "rows": [
+        {"class": "1", "pixels": 900, "fg_acc": 0.95, "fg_iou": 0.92, "confused_with": "7", "confused_share": 0.03},
+        {"class": "5", "pixels": 800, "fg_acc": 0.5, "fg_iou": 0.43, "confused_with": "3", "confused_share": 0.18},
+        {"class": "8", "pixels": 0, "fg_acc": float("nan"), "fg_iou": 0.1},  # dropped: not a number
+        {"class": "9", "pixels": 10, "fg_acc": 1.0, "fg_iou": 1.0, "confused_with": None, "confused_share": 0.0},
+        "junk"]}}
+    rows, caption = per_class_rows(meta)
+    assert [r["class"] for r in rows] == ["5", "1", "9"]
+    assert rows[0] == {"class": "5", "pixels": 800, "FG-Acc": 0.5, "FG-IoU": 0.43, "most often taken for": "3 (18%)"}
+    assert rows[2]["most often taken for"] == "–"
+    assert caption == "Each class's foreground pixels on 300 paper-faithful test images (data seed 0), worst first."
+    assert per_class_rows({}) is None and per_class_rows({"per_class": {"rows": ["junk"]}}) is None
+    assert per_class_rows({"per_class": "junk"}) is None
+
+
 def test_share_loss_correlation():
     hist = [{"epoch": e, "val_loss": 1.0 / e, "long_wavelength_share": 0.1 * e} for e in range(1, 6)]
     assert share_loss_correlation({"history": hist}) > 0.8
@@ -55,9 +73,13 @@ def test_results_page(ckpt_dir, monkeypatch):
     at = AppTest.from_file(str(ROOT / "app_pages/results.py"), default_timeout=120).run()
     assert not at.exception
     assert at.title[0].value == "Results"
-    assert len(at.dataframe) == 1
+    assert len(at.dataframe) == 2  # the results table and the picked checkpoint's classes
     assert at.selectbox[0].value == "nwm-linear-tetrominoes"
     assert len(at.get("plotly_chart")) == 2  # training curves and class spectra
+    per_class = at.dataframe[1].value  # stored by the training run's final test evaluation
+    assert set(per_class["class"]) <= {"I", "O", "T", "S/Z", "J/L"} and len(per_class) >= 1
+    assert list(per_class["FG-Acc"]) == sorted(per_class["FG-Acc"])
+    assert "its test split, worst first" in at.caption[-1].value
 
 
 def test_class_spectrum_figure(ckpt_dir):

@@ -62,6 +62,29 @@ def per_class_entry(confusion: torch.Tensor, dataset: str, n: int, seed: int) ->
     return {"n": n, "on": f"paper-faithful test images (data seed {seed})", "rows": rows}
 
 
+def per_class_rows(meta: dict) -> tuple[list[dict], str] | None:
+    """A checkpoint's stored `meta["per_class"]` as table rows {class, pixels, FG-Acc, FG-IoU, most
+    often taken for}, worst FG-Acc first, and a caption saying what it was measured on; None when it
+    stores none (or only malformed rows)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+    pc = meta.get("per_class")
+    if not isinstance(pc, dict):
+        return None
+    rows = [r for r in pc.get("rows") or () if isinstance(r, dict) and number(r.get("fg_acc"))
+            and number(r.get("fg_iou")) and number(r.get("pixels"))]
+    if not rows:
+        return None
+    table = [{"class": str(r.get("class", "?")), "pixels": int(r["pixels"]), "FG-Acc": round(r["fg_acc"], 3),
+              "FG-IoU": round(r["fg_iou"], 3),
+              "most often taken for": (f"{r['confused_with']} ({r['confused_share']:.0%})"
+                                       if r.get("confused_with") is not None and number(r.get("confused_share")) else "–")}
+             for r in sorted(rows, key=lambda r: r["fg_acc"])]
+    n = f"{pc['n']:,} " if number(pc.get("n")) else ""
+    return table, f"Each class's foreground pixels on {n}{pc.get('on', 'test images')}, worst first."
+
+
 def store_per_class(path: str | Path, n: int = 1000, seed: int = 0) -> dict:
     """Measure each class of a checkpoint on the first n paper-faithful test images and store it as
     `meta["per_class"]` (its other metrics stay as they are) → that entry."""

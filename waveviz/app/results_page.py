@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from .. import paths
-from ..results import checkpoint_class_spectra, results_table, share_loss_correlation
+from ..results import checkpoint_class_spectra, per_class_rows, results_table, share_loss_correlation
 from . import catalog, common
 from .figures import CHART_CONFIG, class_spectra_figure, learning_curves_figure
 
@@ -107,6 +107,11 @@ def render() -> None:
         r = share_loss_correlation(meta)
         if r is not None:
             st.metric("r(long-wavelength share, −val loss)", f"{r:.3f}", help="paper Fig. 10: r = 0.961 on Polygons")
+        per_class = per_class_rows(meta)
+        if per_class is not None:
+            st.subheader("Per class")
+            st.dataframe(per_class[0], hide_index=True, width="stretch")
+            st.caption(per_class[1] + " `waveviz eval --per-class` measures it on any data.")
     with right:
         st.subheader("Class-averaged spectra")
         fig = _spectrum(path, Path(path).stat().st_mtime)
