@@ -26,6 +26,13 @@ from waveviz.time_to_accuracy import run_recipe
 from waveviz.training import DataConfig, TrainConfig, hardware_name, load_training_data, pick_device
 
 
+def gates_cell(gates: dict | None) -> str:
+    """{"omega": [shares], "alpha": [shares]} → "ω 0.00, 0.93; α 0.00, 0.00" (– for a model without)."""
+    if not gates:
+        return "–"
+    return "; ".join(f"{sym} " + ", ".join(f"{v:.2f}" for v in gates[key]) for sym, key in (("ω", "omega"), ("α", "alpha")))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="nwm-linear-tetrominoes")
@@ -51,8 +58,9 @@ def main() -> None:
         md.write_text(f"Levers for {a.preset}, `fast` recipe + changes, from scratch, seed {a.seed}; FG-IoU on "
                       f"{len(held[0])} held-out validation images; {hardware_name(dev)}, "
                       f"{torch.get_num_threads()} threads, torch {torch.__version__}.\n\n"
-                      "| variant | changes | minutes | steps | images seen | held-out FG-IoU (last) | (best val) |\n"
-                      "|---|---|---:|---:|---:|---:|---:|\n")
+                      "| variant | changes | minutes | steps | images seen | held-out FG-IoU (last) | (best val) "
+                      "| NWM gates alive at the end (ω; α: share of foreground pixels per channel) |\n"
+                      "|---|---|---:|---:|---:|---:|---:|---|\n")
     for name, changes in variants:
         train_changes = {k: v for k, v in changes.items() if k != "model"}
         r = run_recipe(a.preset, "fast", t["train"], t["val"], held, minutes=a.minutes, seed=a.seed,
@@ -62,7 +70,7 @@ def main() -> None:
             f.write(json.dumps(r) + "\n")
         with open(md, "a") as f:
             f.write(f"| {name} | `{json.dumps(changes)}` | {a.minutes:g} | {r['steps']:,} | {r['images_seen']:,} | "
-                    f"{r['final']['fg_iou']:.3f} | {r['best_val_weights']['fg_iou']:.3f} |\n")
+                    f"{r['final']['fg_iou']:.3f} | {r['best_val_weights']['fg_iou']:.3f} | {gates_cell(r['gates'])} |\n")
         print(name, changes, r["images_seen"], round(r["final"]["fg_iou"], 3), flush=True)
 
 

@@ -34,4 +34,5 @@ def test_a_run_takes_the_recipe_as_set_for_the_presets_data_set():
         r = run_recipe("nwm-linear-mnist", "fast", (x, y), (x, y), (x, y), minutes=0.005, seed=0, probe_s=60,
                        device=torch.device("cpu"), changes=changes, overrides=small)
         assert r["config"]["lr"] == lr and r["steps"] >= 1
+        assert set(r["gates"]) == {"omega", "alpha"} and len(r["gates"]["omega"]) == 2  # C = 2 channels
     assert TrainConfig.from_recipe("fast", "mnist").lr != TrainConfig().lr

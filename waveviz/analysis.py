@@ -224,6 +224,24 @@ def model_wave_share(model: torch.nn.Module, x: torch.Tensor, device: torch.devi
     return sum(shares) / len(shares) if shares else None
 
 
+@torch.no_grad()
+def gate_activity(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor) -> dict[str, list[float]] | None:
+    """How alive an NWM's input-tuned oscillators are: for ω = f_ω(x) and α = f_α(x) (each ending in a
+    ReLU), the share of foreground pixels (masks > 0) where each channel is above zero. x (n, in, H, W),
+    masks (n, H, W) → {"omega": [C shares], "alpha": [C shares]}; a channel at 0.0 is dead on these
+    images (its ReLU passes no gradient, so training cannot revive it). None for a model without
+    f_ω / f_α (not an NWM) or without foreground pixels. Leaves the model in eval mode."""
+    if not callable(getattr(model, "encode", None)) or not hasattr(model, "f_omega"):
+        return None
+    fg = masks.to(x.device) > 0
+    if not bool(fg.any()):
+        return None
+    model.eval()
+    _, omega, alpha = model.encode(x)  # each (n, C, H, W)
+    return {name: [float((g[:, c][fg] > 0).float().mean()) for c in range(g.shape[1])]
+            for name, g in (("omega", omega), ("alpha", alpha))}
+
+
 def record_wave_share(trainer, info: dict, images: int = 4) -> None:
     """A training callback's epoch step: the long-wavelength share of up to `images` validation images
     (`model_wave_share`, paper Fig. 10) into the epoch's record, so into the history and checkpoints.

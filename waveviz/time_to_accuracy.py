@@ -18,6 +18,7 @@ from dataclasses import asdict
 
 import torch
 
+from .analysis import gate_activity
 from .data import to_tensors
 from .presets import PRESETS, create_model
 from .training import (DataConfig, TrainConfig, Trainer, evaluate, hardware_name, load_training_data, pick_device,
@@ -54,8 +55,9 @@ def run_recipe(preset: str, recipe: str, train, val, held_out, *, minutes: float
     trainer.fit()
     probe(trainer)  # the last weights, at the end of the budget
     best = evaluate(trainer.best_model(), held_out, batch_size=32, device=trainer.device)
+    gates = gate_activity(trainer.model, held_out[0][:32].to(trainer.device), held_out[1][:32])
     return {"recipe": recipe, "config": asdict(cfg), "overrides": dict(overrides or {}), "curve": curve, "final": curve[-1], "best_val_weights": best,
-            "epochs": trainer.epoch, "steps": trainer.step, "images_seen": trainer.images_seen}
+            "epochs": trainer.epoch, "steps": trainer.step, "images_seen": trainer.images_seen, "gates": gates}
 
 
 def time_to_accuracy(preset: str = "nwm-linear-tetrominoes", recipes: tuple[str, ...] = ("paper", "fast"), *,
