@@ -53,6 +53,11 @@ def test_make_train_eval_predict(tmp_path, capsys):
     assert all(r["pixels"] == (masks == k).sum() for k, r in zip(np.unique(masks[masks > 0]), pc["per_class"]))
     code, out, _ = run(["eval", ckpt, "--data", data, "--per-class"], capsys)
     assert code == 0 and "most often taken for" in out and "\nI " in out
+    code, out, _ = run(["eval", ckpt, "--data", data, "--json", "--gates"], capsys)
+    g = json.loads(out)["gates"]
+    assert code == 0 and set(g) == {"omega", "alpha"} and len(g["omega"]) == 2 and all(0 <= v <= 1 for v in g["alpha"])
+    code, out, _ = run(["eval", ckpt, "--data", data, "--gates"], capsys)
+    assert code == 0 and "gates alive (share of the foreground pixels of the first 24 images" in out and "\n  ω  c0 " in out
     assert run(["predict", ckpt, "--data", data, "--out", pred], capsys)[0] == 0
     with np.load(pred) as z:
         assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6
@@ -143,6 +148,7 @@ BAD = [
     (["eval", "{d}/cnn.pt", "--data", "{d}/rank.npz"], "shape"),
     (["eval", "{d}/cnn.pt", "--data", "{d}/small.npz"], "32×32"),
     (["eval", "{d}/cnn.pt"], "required"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/tet.npz", "--gates"], "only an NWM has ω and α gates"),
     (["predict", "{d}/cnn.pt", "--data", "{d}/tet.npz", "--out", "/proc/nope/p.npz"], "does not exist"),
     (["predict", "{d}/cnn.pt", "--data", "{d}/tet.npz", "--out", "{d}"], "is a folder"),
     (["data", "make", "circles", "--n", "3", "--out", "{d}/x.npz"], "unknown data set"),

@@ -8,6 +8,7 @@ import numpy as np
 from .args import UserError, emit, positive_int, writable_target
 
 PRECISIONS = ("as-trained", "float32", "bf16")
+GATE_IMAGES = 256  # what `eval --gates` looks at: the encoders' maps of this many images fit in memory anywhere
 
 
 def _precision_arg(p) -> None:
@@ -42,6 +43,9 @@ def add_subparser(sub) -> None:
     _precision_arg(p)
     p.add_argument("--per-class", action="store_true",
                    help="also each class's FG-Acc and IoU over the set's foreground pixels, and what it is taken for")
+    p.add_argument("--gates", action="store_true",
+                   help=f"an NWM's oscillator gates: per channel, the share of foreground pixels where ω and α are "
+                        f"alive (their ReLUs on), over the first {GATE_IMAGES} images")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_eval)
 
@@ -62,6 +66,8 @@ def run_eval(args) -> int:
     from ..training import evaluate, pick_device
 
     model, info, data = _load_for(args.ckpt, args.data, require_masks=True)
+    if args.gates and not hasattr(model, "f_omega"):
+        raise UserError(f"--gates: {args.ckpt} is a {info['model']} model; only an NWM has ω and α gates")
     device = pick_device(args.device)
     amp = _amp(args, info)
     metrics = evaluate(model.to(device), to_tensors(data), batch_size=args.batch_size, device=device, amp=amp,
@@ -75,6 +81,13 @@ def run_eval(args) -> int:
         rows = class_report(confusion, class_names(trained_dataset(info), len(confusion)))
         res.update(per_class=rows, confusion=confusion.tolist())
         text += "\n\n" + per_class_table(rows)
+    if args.gates:
+        from ..analysis import gate_activity
+
+        x, y = (t[:GATE_IMAGES] for t in to_tensors(data))
+        gates = gate_activity(model, x.to(device), y)
+        res["gates"] = gates
+        text += "\n\n" + gates_text(gates, len(x))
     emit(res, args.json, f"{info['preset']} on {args.data} ({len(data)} images, {precision})\n{text}")
     return 0
 
@@ -85,6 +98,16 @@ def per_class_table(rows: list[dict]) -> str:
     for r in rows:
         taken = f"{r['confused_with']} ({r['confused_share']:.1%})" if r["confused_with"] is not None else "—"
         lines.append(f"{r['class']:12s} {r['pixels']:>10,d} {r['fg_acc']:>7.3f} {r['fg_iou']:>7.3f}  {taken}")
+    return "\n".join(lines)
+
+
+def gates_text(gates: dict | None, n: int) -> str:
+    """`analysis.gate_activity` as two lines: each channel's alive share of ω and of α."""
+    if gates is None:
+        return f"gates: no foreground pixels in the first {n} images"
+    lines = [f"gates alive (share of the foreground pixels of the first {n} images, per channel):"]
+    for sym, key in (("ω", "omega"), ("α", "alpha")):
+        lines.append(f"  {sym}  " + "  ".join(f"c{c} {v:.2f}" for c, v in enumerate(gates[key])))
     return "\n".join(lines)
 
 
