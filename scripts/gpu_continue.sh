@@ -7,12 +7,15 @@
 #
 #   mkdir -p .gpu-data && cp "$(python -c 'from waveviz.data.fetch import mnist_cache_path as p; print(p())')" .gpu-data/
 #   # then, with the device tool: carry [".gpu-data"], command:
-#   bash scripts/gpu_continue.sh "$OUT" 480          # every run done 480 s after start
+#   bash scripts/gpu_continue.sh "$OUT" 480          # every run stopped 480 s after start; give the call
+#                                                    # timeout_s ≥ 540 so that the packing after it happens
 #   TINY=1 bash scripts/gpu_continue.sh /tmp/g 120   # each line on 8 images for a moment: checks them on a CPU
 #
-# OUTDIR gets env.txt, one log per run and runs.tar (runs/gpu-continue/: each PRESET.pt with its test
-# metrics, PRESET.pt.last to resume, PRESET.log). Ship one by copying it to checkpoints/ when it beats
-# the shipped file (`python scripts/readme_table.py` then regenerates the tables).
+# OUTDIR gets four files (the device tool returns at most 8, 16 MiB each): env.txt, weights.tar
+# (runs/gpu-continue/: each PRESET.pt with its test metrics and PRESET.log) and resume-1.tar,
+# resume-2.tar (the PRESET.pt.last files, ~4× a .pt each, to continue with --resume). A second call on a
+# machine still warm continues from those. Ship one by copying it to checkpoints/ when it beats the
+# shipped file (`python scripts/readme_table.py` then regenerates the tables).
 set -u
 OUT=${1:?usage: gpu_continue.sh OUTDIR [SECONDS]}
 END=${2:-480}
@@ -39,6 +42,7 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
   torch.cuda.get_device_name() if torch.cuda.is_available() else '')"; nproc
   echo "MNIST digits: ${WAVEVIZ_DATA:-none carried (MNIST presets fall back to the 5,000 bundled digits)}"; } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
+HW=$($PY -c "import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
 
 # Start-up, data generation and the final test evaluation come on top of the training budget: the
 # budget is what is left until END minus 90 s, and the hard stop 90 s after it.
@@ -54,8 +58,8 @@ echo "== [$(( $(date +%s) - T0 ))s] ${#PLAN[@]} runs at once, $MIN min of traini
 PIDS=()
 for line in "${PLAN[@]}"; do
   IFS='|' read -r preset init flags <<< "$line"
-  cmd="$PY -m waveviz train $preset --init $init $flags $SIZE --device $DEVICE --max-minutes $MIN --out $RUNS/$preset.pt"
-  { echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(head -1 "$OUT/env.txt" | cut -c1-60): ${cmd#"$PY -m "}"; } > "$RUNS/$preset.log"
+  cmd="$PY -m waveviz train $preset --init $init --resume $flags $SIZE --device $DEVICE --max-minutes $MIN --out $RUNS/$preset.pt"
+  echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) on $HW: ${cmd#"$PY -m "}" >> "$RUNS/$preset.log"
   timeout $(( LEFT + 90 )) $cmd >> "$RUNS/$preset.log" 2>&1 &
   PIDS+=($!)
 done
@@ -66,7 +70,10 @@ for i in "${!PIDS[@]}"; do
   echo "$preset: rc $code — $(grep -v '^\s*$' "$RUNS/$preset.log" | tail -1 | cut -c1-200)"
   [ "$code" -ne 0 ] && RC=1
 done
-cp "$RUNS"/*.log "$OUT"/ 2>/dev/null
-tar cf "$OUT/runs.tar" "$RUNS"
+tar cf "$OUT/weights.tar" "$RUNS"/*.pt "$RUNS"/*.log 2>/dev/null
+LAST=("$RUNS"/*.pt.last); HALF=$(( (${#LAST[@]} + 1) / 2 ))
+[ -e "${LAST[0]}" ] && tar cf "$OUT/resume-1.tar" "${LAST[@]:0:$HALF}"
+[ "${#LAST[@]}" -gt "$HALF" ] && tar cf "$OUT/resume-2.tar" "${LAST[@]:$HALF}"
+ls -l "$OUT"
 echo "== [$(( $(date +%s) - T0 ))s] done (rc $RC; 124: stopped by the hard stop, the .pt then holds the best epoch so far)"
 exit $RC

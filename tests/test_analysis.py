@@ -192,18 +192,18 @@ def test_model_wave_share_probe_of_fig10():
 
 
 def test_gate_activity_finds_a_dead_oscillator_channel():
-    """ω's channel 0 pushed below zero everywhere is dead (share 0), channel 1 pushed up is alive on
-    every foreground pixel; α left as built lies in between; a CNN has no gates; no foreground, no answer."""
+    """A channel whose last bias is pushed far below zero is dead (share 0), one pushed up is alive on
+    every foreground pixel (ω: channel 0 dead, α: channel 1); a CNN has no gates; no foreground, no answer."""
     torch.manual_seed(0)
     model = waveviz.create_model("nwm-linear-tetrominoes", T=4, head=(8,))
-    last = [m for m in model.f_omega if isinstance(m, torch.nn.Conv2d)][-1]
     with torch.no_grad():
-        last.bias.copy_(torch.tensor([-1e3, 1e3]))
+        for enc, bias in ((model.f_omega, [-1e3, 1e3]), (model.f_alpha, [1e3, -1e3])):
+            [m for m in enc if isinstance(m, torch.nn.Conv2d)][-1].bias.copy_(torch.tensor(bias))
     x = torch.rand(3, 3, 16, 16)
     masks = torch.zeros(3, 16, 16, dtype=torch.long)
     masks[:, 4:9, 4:9] = 2
     g = A.gate_activity(model, x, masks)
-    assert g["omega"] == [0.0, 1.0] and len(g["alpha"]) == 2 and all(0.0 <= v <= 1.0 for v in g["alpha"])
+    assert g == {"omega": [0.0, 1.0], "alpha": [1.0, 0.0]}
     assert not model.training
     assert A.gate_activity(model, x, torch.zeros_like(masks)) is None
     assert A.gate_activity(waveviz.create_model("cnn2-tetrominoes"), x, masks) is None

@@ -55,9 +55,13 @@ def test_per_class_rows_worst_first_and_skip_what_is_malformed():
     assert [r["class"] for r in rows] == ["5", "1", "9"]
     assert rows[0] == {"class": "5", "pixels": 800, "FG-Acc": 0.5, "FG-IoU": 0.43, "most often taken for": "3 (18%)"}
     assert rows[2]["most often taken for"] == "–"
-    assert caption == "Each class's foreground pixels on 300 paper-faithful test images (data seed 0), worst first."
+    assert caption == "Each class's foreground pixels over 300 images, paper-faithful test images (data seed 0); worst first."
     assert per_class_rows({}) is None and per_class_rows({"per_class": {"rows": ["junk"]}}) is None
-    assert per_class_rows({"per_class": "junk"}) is None
+    for junk in ("junk", {"rows": 5}, {"rows": [{"class": "1", "pixels": float("inf"), "fg_acc": 0.5, "fg_iou": 0.5}]}):
+        assert per_class_rows({"per_class": junk}) is None, junk
+    rows, _ = per_class_rows({"per_class": {"n": 10 ** 400, "rows": [
+        {"class": "1", "pixels": 9, "fg_acc": 0.5, "fg_iou": 0.5, "confused_with": "7", "confused_share": 10 ** 400}]}})
+    assert rows[0]["most often taken for"] == "–"
 
 
 def test_share_loss_correlation():
@@ -79,7 +83,7 @@ def test_results_page(ckpt_dir, monkeypatch):
     per_class = at.dataframe[1].value  # stored by the training run's final test evaluation
     assert set(per_class["class"]) <= {"I", "O", "T", "S/Z", "J/L"} and len(per_class) >= 1
     assert list(per_class["FG-Acc"]) == sorted(per_class["FG-Acc"])
-    assert "its test split, worst first" in at.caption[-1].value
+    assert "over 4 images, its test split; worst first" in at.caption[-1].value
 
 
 def test_class_spectrum_figure(ckpt_dir):
@@ -212,7 +216,9 @@ def test_the_hardest_class_line_reads_any_stored_rows_safely():
         "hardest class: 5 (FG-Acc 0.56 on its 800 pixels of 1,000 test images; most often taken for 3, 18%)"
     perfect = [{"class": "1", "pixels": 9, "fg_acc": 1.0, "confused_with": None, "confused_share": 0.0}]
     for junk in (None, {}, {"rows": None}, {"rows": ["x", {"fg_acc": "high"}, {"pixels": 0, "fg_acc": 0.1}]},
-                 {"rows": perfect}, "rows"):
+                 {"rows": perfect}, "rows", {"rows": 5}, {"rows": [{"pixels": float("inf"), "fg_acc": 0.1}]}):
         assert entry(junk).hardest is None, junk
+    huge = [dict(rows[1], confused_share=10 ** 400)]  # too large for a float: dropped, not a crash
+    assert entry({"n": 10 ** 400, "rows": huge}).hardest == "hardest class: 5 (FG-Acc 0.56 on its 800 pixels)"
     assert entry({"n": "many", "rows": rows[1:]}).hardest == \
         "hardest class: 5 (FG-Acc 0.56 on its 800 pixels; most often taken for 3, 18%)"

@@ -233,6 +233,7 @@ def gate_activity(model: torch.nn.Module, x: torch.Tensor, masks: torch.Tensor) 
     f_ω / f_α (not an NWM) or without foreground pixels. Leaves the model in eval mode."""
     if not callable(getattr(model, "encode", None)) or not hasattr(model, "f_omega"):
         return None
+    x = x.to(next(model.parameters()).device)
     fg = masks.to(x.device) > 0
     if not bool(fg.any()):
         return None

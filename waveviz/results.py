@@ -10,6 +10,8 @@ faithful set by `rescore` (`waveviz results --rescore`), which stores `faithful_
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -62,17 +64,26 @@ def per_class_entry(confusion: torch.Tensor, dataset: str, n: int, seed: int) ->
     return {"n": n, "on": f"paper-faithful test images (data seed {seed})", "rows": rows}
 
 
+def finite_number(v) -> bool:
+    """A real, finite int or float (not a bool, NaN, ±inf or an int too large for a float): what stored
+    metadata must hold before it is formatted."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def per_class_rows(meta: dict) -> tuple[list[dict], str] | None:
     """A checkpoint's stored `meta["per_class"]` as table rows {class, pixels, FG-Acc, FG-IoU, most
     often taken for}, worst FG-Acc first, and a caption saying what it was measured on; None when it
     stores none (or only malformed rows)."""
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
     pc = meta.get("per_class")
-    if not isinstance(pc, dict):
+    if not isinstance(pc, dict) or not isinstance(pc.get("rows"), (list, tuple)):
         return None
-    rows = [r for r in pc.get("rows") or () if isinstance(r, dict) and number(r.get("fg_acc"))
+    number = finite_number
+    rows = [r for r in pc["rows"] if isinstance(r, dict) and number(r.get("fg_acc"))
             and number(r.get("fg_iou")) and number(r.get("pixels"))]
     if not rows:
         return None
@@ -81,8 +92,8 @@ def per_class_rows(meta: dict) -> tuple[list[dict], str] | None:
               "most often taken for": (f"{r['confused_with']} ({r['confused_share']:.0%})"
                                        if r.get("confused_with") is not None and number(r.get("confused_share")) else "–")}
              for r in sorted(rows, key=lambda r: r["fg_acc"])]
-    n = f"{pc['n']:,} " if number(pc.get("n")) else ""
-    return table, f"Each class's foreground pixels on {n}{pc.get('on', 'test images')}, worst first."
+    n = f"{int(pc['n']):,} images, " if number(pc.get("n")) else ""
+    return table, f"Each class's foreground pixels over {n}{pc.get('on', 'test images')}; worst first."
 
 
 def store_per_class(path: str | Path, n: int = 1000, seed: int = 0) -> dict:

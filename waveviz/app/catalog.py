@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointError, read_checkpoint, trained_dataset
 from ..data import DATASETS
 from ..models import is_recurrent
 from ..paths import find_checkpoints, shipped_checkpoints
-from ..results import PAPER, stored_metrics
+from ..results import PAPER, finite_number, stored_metrics
 
 UNDER_TRAINED = 0.9  # below this share of the paper's number a model is marked under-trained
 HIDDEN_JOB_STATES = ("canceled", "failed", "crashed")  # their best.pt is not offered
@@ -45,11 +45,9 @@ class ModelEntry:
         """The class it gets wrong most, e.g. "hardest class: 5 (FG-Acc 0.56 on its 8,000 pixels of 1,000
         test images; most often taken for 3, 18%)"; None without per-class metrics or when it gets every
         class right."""
-        def number(v) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
-
+        number = finite_number
         pc = self.per_class if isinstance(self.per_class, dict) else {}
-        rows = [r for r in pc.get("rows") or () if isinstance(r, dict)
+        rows = [r for r in (pc.get("rows") if isinstance(pc.get("rows"), (list, tuple)) else ()) if isinstance(r, dict)
                 and number(r.get("fg_acc")) and number(r.get("pixels")) and r["pixels"] > 0]
         if not rows:
             return None
@@ -59,7 +57,7 @@ class ModelEntry:
         share = r.get("confused_share")
         taken = (f"; most often taken for {r['confused_with']}, {share:.0%}"
                  if r.get("confused_with") is not None and number(share) else "")
-        on = f" of {pc['n']:,} test images" if number(pc.get("n")) else ""
+        on = f" of {int(pc['n']):,} test images" if number(pc.get("n")) else ""
         return f"hardest class: {r.get('class', '?')} (FG-Acc {r['fg_acc']:.2f} on its {int(r['pixels']):,} pixels{on}{taken})"
 
     @property
