@@ -75,16 +75,22 @@ def finite_number(v) -> bool:
         return False
 
 
+def stored_class_rows(per_class, *keys: str) -> list[dict]:
+    """The well-formed rows of a stored `meta["per_class"]` entry: dicts whose `keys` all hold finite
+    numbers; [] for anything malformed (what the model card and the Results page read)."""
+    rows = per_class.get("rows") if isinstance(per_class, dict) else None
+    if not isinstance(rows, (list, tuple)):
+        return []
+    return [r for r in rows if isinstance(r, dict) and all(finite_number(r.get(k)) for k in keys)]
+
+
 def per_class_rows(meta: dict) -> tuple[list[dict], str] | None:
     """A checkpoint's stored `meta["per_class"]` as table rows {class, pixels, FG-Acc, FG-IoU, most
     often taken for}, worst FG-Acc first, and a caption saying what it was measured on; None when it
     stores none (or only malformed rows)."""
     pc = meta.get("per_class")
-    if not isinstance(pc, dict) or not isinstance(pc.get("rows"), (list, tuple)):
-        return None
     number = finite_number
-    rows = [r for r in pc["rows"] if isinstance(r, dict) and number(r.get("fg_acc"))
-            and number(r.get("fg_iou")) and number(r.get("pixels"))]
+    rows = stored_class_rows(pc, "fg_acc", "fg_iou", "pixels")
     if not rows:
         return None
     table = [{"class": str(r.get("class", "?")), "pixels": int(r["pixels"]), "FG-Acc": round(r["fg_acc"], 3),

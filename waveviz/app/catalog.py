@@ -18,7 +18,7 @@ from ..checkpoint import CheckpointError, read_checkpoint, trained_dataset
 from ..data import DATASETS
 from ..models import is_recurrent
 from ..paths import find_checkpoints, shipped_checkpoints
-from ..results import PAPER, finite_number, stored_metrics
+from ..results import PAPER, finite_number, stored_class_rows, stored_metrics
 
 UNDER_TRAINED = 0.9  # below this share of the paper's number a model is marked under-trained
 HIDDEN_JOB_STATES = ("canceled", "failed", "crashed")  # their best.pt is not offered
@@ -47,8 +47,7 @@ class ModelEntry:
         class right."""
         number = finite_number
         pc = self.per_class if isinstance(self.per_class, dict) else {}
-        rows = [r for r in (pc.get("rows") if isinstance(pc.get("rows"), (list, tuple)) else ()) if isinstance(r, dict)
-                and number(r.get("fg_acc")) and number(r.get("pixels")) and r["pixels"] > 0]
+        rows = [r for r in stored_class_rows(pc, "fg_acc", "pixels") if r["pixels"] > 0]
         if not rows:
             return None
         r = min(rows, key=lambda r: r["fg_acc"])
