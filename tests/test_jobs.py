@@ -173,6 +173,31 @@ def test_jobs_start_takes_the_recipe_for_the_presets_data_set(home):
         assert store.status(job)["state"] == "queued" and store.spec(job).lr == lr, args
     assert TrainConfig.from_recipe("fast", "mnist").lr != TrainConfig().lr
 
+def test_a_job_spec_built_in_python_takes_its_recipe_for_its_data_set():
+    """A training field not given to `JobSpec` is the recipe's value for the preset's data set, as
+    `jobs start` and the Train page give it; a value given (None included: "no limit") wins; a job
+    stored before a field existed reads it from its own recipe."""
+    import dataclasses
+
+    from waveviz.training import TrainConfig
+
+    def train(spec):
+        return dataclasses.asdict(spec.train_config())
+
+    assert train(JobSpec("nwm-linear-mnist")) == dataclasses.asdict(TrainConfig.from_recipe("fast", "mnist"))
+    assert JobSpec("nwm-linear-mnist").lr != JobSpec("nwm-linear-tetrominoes").lr == TrainConfig().lr
+    assert train(JobSpec("nwm-linear-tetrominoes", recipe="paper")) == dataclasses.asdict(TrainConfig.from_recipe("paper"))
+    given = JobSpec("nwm-linear-mnist", lr=1e-2, max_minutes=None, recipe="paper")
+    assert (given.lr, given.max_minutes, given.batch_size) == (1e-2, None, 64)
+    old = {k: v for k, v in dataclasses.asdict(JobSpec("lstm-linear-mnist", recipe="paper")).items() if k != "beta2"}
+    assert JobSpec.from_dict(old).beta2 == TrainConfig.from_recipe("paper").beta2
+    assert "FROM_RECIPE" not in json.dumps(dataclasses.asdict(JobSpec("nwm-linear-mnist")))
+    with pytest.raises(JobError, match="recipe must be one of"):
+        JobSpec("nwm-linear-mnist", recipe="slow")
+    with pytest.raises(JobError, match="preset must be one of"):
+        JobSpec(["not", "a", "name"])
+
+
 @pytest.mark.parametrize("change, says", [
     (dict(preset="nope"), "preset must be one of"),
     (dict(epochs=0), "epochs must be"),

@@ -49,7 +49,7 @@ from . import settings
 from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
-from .training import DataConfig, TrainConfig
+from .training import RECIPES, DataConfig, TrainConfig
 from .validate import Range, check_fields, clip_repr
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
@@ -158,7 +158,14 @@ def is_job_id(job_id) -> bool:
 
 # ------------------------------------------------------------------ what to train
 
-_TRAIN = TrainConfig()
+class _FromRecipe:
+    """The default of JobSpec's training fields: the job's recipe's value for its preset's data set."""
+
+    def __repr__(self) -> str:
+        return "FROM_RECIPE"
+
+
+FROM_RECIPE = _FromRecipe()
 
 
 @dataclass
@@ -168,28 +175,29 @@ class JobSpec:
     preset: str  # name in PRESETS
     npz: str | None = None  # train on this file (90 / 10 train / val) instead of generated images
     readout: str | None = None  # replace the preset's readout (recurrent presets only)
-    # the training settings: TrainConfig's fields and defaults (the "fast" recipe, without its per-data-set
-    # DATASET_CHANGES, which `waveviz jobs start` and the Train page apply), see waveviz.training
-    recipe: str = _TRAIN.recipe
-    epochs: int = _TRAIN.epochs
-    batch_size: int = _TRAIN.batch_size  # global: split over the processes when nproc > 1
-    lr: float = _TRAIN.lr
-    seed: int = _TRAIN.seed
-    device: str = _TRAIN.device
-    amp: bool = _TRAIN.amp
-    patience: int | None = _TRAIN.patience
-    grad_clip: float | None = _TRAIN.grad_clip
-    max_minutes: float | None = _TRAIN.max_minutes  # time budget of each run (a resumed job gets it afresh)
-    engine: str | None = _TRAIN.engine  # auto | fast | fast-bf16 | reference; None: the default (WAVEVIZ_ENGINE or auto)
-    schedule: str = _TRAIN.schedule
-    warmup: float = _TRAIN.warmup
-    schedule_minutes: float | None = _TRAIN.schedule_minutes
-    points: float | None = _TRAIN.points
-    fg_weight: float = _TRAIN.fg_weight
-    point_weights: str = _TRAIN.point_weights
-    beta2: float = _TRAIN.beta2
-    gate_bias_init: float | None = _TRAIN.gate_bias_init
-    val_images: int | None = _TRAIN.val_images
+    # the training settings: TrainConfig's fields; one not given takes `TrainConfig.from_recipe(recipe,
+    # the preset's data set)`'s value (so `JobSpec("nwm-linear-mnist")` trains at MNIST's 2e-3 and
+    # `JobSpec(p, recipe="paper")` is SPEC §8), see waveviz.training
+    recipe: str = "fast"
+    epochs: int = FROM_RECIPE
+    batch_size: int = FROM_RECIPE  # global: split over the processes when nproc > 1
+    lr: float = FROM_RECIPE
+    seed: int = FROM_RECIPE
+    device: str = FROM_RECIPE
+    amp: bool = FROM_RECIPE
+    patience: int | None = FROM_RECIPE
+    grad_clip: float | None = FROM_RECIPE
+    max_minutes: float | None = FROM_RECIPE  # time budget of each run (a resumed job gets it afresh)
+    engine: str | None = FROM_RECIPE  # auto | fast | fast-bf16 | reference; None: the default (WAVEVIZ_ENGINE or auto)
+    schedule: str = FROM_RECIPE
+    warmup: float = FROM_RECIPE
+    schedule_minutes: float | None = FROM_RECIPE
+    points: float | None = FROM_RECIPE
+    fg_weight: float = FROM_RECIPE
+    point_weights: str = FROM_RECIPE
+    beta2: float = FROM_RECIPE
+    gate_bias_init: float | None = FROM_RECIPE
+    val_images: int | None = FROM_RECIPE
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None
     n_test: int | None = None
@@ -202,7 +210,18 @@ class JobSpec:
                               "nproc": Range(1, 1024)}
 
     def __post_init__(self) -> None:
+        self._fill_from_recipe()
         check_fields(self, error=JobError)
+
+    def _fill_from_recipe(self) -> None:
+        unset = [name for name in self.train_fields() if getattr(self, name) is FROM_RECIPE]
+        if not unset:
+            return
+        recipe = self.recipe if isinstance(self.recipe, str) and self.recipe in RECIPES else "fast"  # (check_fields refuses an unknown one)
+        known = isinstance(self.preset, str) and self.preset in PRESETS
+        values = TrainConfig.from_recipe(recipe, PRESETS.get(self.preset).dataset if known else None)
+        for name in unset:
+            setattr(self, name, getattr(values, name))
 
     @classmethod
     def from_dict(cls, d: dict) -> "JobSpec":

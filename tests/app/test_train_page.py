@@ -48,7 +48,7 @@ def test_form_defaults_are_the_training_configs(home, monkeypatch):
     assert at.number_input(key="train_lr").value == pytest.approx(3e-3)
     assert at.number_input(key="train_points").value == pytest.approx(0.125)
     d = jobs_view.form_defaults()
-    assert d["batch_size"] == JobSpec.batch_size and d["epochs"] == 7  # JobSpec's, then the recipe's
+    assert d["batch_size"] == RECIPES["fast"]["batch_size"] and d["epochs"] == 7  # the recipe's
 
 
 def test_the_form_takes_the_recipes_learning_rate_for_the_presets_data_set(home):
