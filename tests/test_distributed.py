@@ -20,21 +20,25 @@ SET = ["--set", "T=8", "--set", "head=(16,)", "--set", "width=4"]
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_processes_match_one(tmp_path):
+@pytest.mark.parametrize("points", [None, 1.0], ids=["full-loss", "point-sampled"])
+def test_torchrun_two_cpu_processes_match_one(tmp_path, points):
     # 23 images → 21 train, 2 val; global batch 10 → batches of 10, 10, 1: uneven shards and, in the
-    # last batch, a rank with no image at all
+    # last batch, a rank with no image at all. Point-sampled on every pixel with equal odds, the loss
+    # is the full one up to rounding, so the two must agree there too (the batch's image count, not
+    # the points', scales each rank's loss)
     npz = tiny_npz(tmp_path / "tiny.npz", n=23)
     out = tmp_path / "ddp.pt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.pop("WAVEVIZ_DEBUG", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "waveviz",
            "train", "nwm-linear-polygons", "--data", npz, "--recipe", "paper", "--epochs", "2", "--batch-size", "10", "--device", "cpu",
-           *SET, "--out", str(out)]
+           *SET, *(["--points", str(points), "--fg-weight", "1"] if points else []), "--out", str(out)]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
 
     one = train_preset("nwm-linear-polygons", str(tmp_path / "one.pt"), data=DataConfig(dataset="polygons", npz=npz),
-                       train=TrainConfig.from_recipe("paper", epochs=2, batch_size=10, device="cpu"), overrides=TINY)
+                       train=TrainConfig.from_recipe("paper", epochs=2, batch_size=10, device="cpu", points=points),
+                       overrides=TINY)
     ddp = read_checkpoint(out)
     assert ddp["meta"]["world_size"] == 2 and ddp["meta"]["hardware"].startswith("2 × cpu")
     for a, b in zip(one["history"], ddp["meta"]["history"], strict=True):

@@ -263,22 +263,22 @@ class Trainer:
         steps = math.ceil(len(x) / B)
         total, seen = 0.0, 0
         for step in range(steps):
-            idx = order[step * B: (step + 1) * B]
-            mine = self.dist.shard(idx)
+            batch = order[step * B: (step + 1) * B]  # the global batch's images
+            mine = self.dist.shard(batch)  # this rank's share
             n = len(mine)
             if n == 0:  # fewer images than ranks in the last batch: run one with zero weight
-                mine = idx[:1]
+                mine = batch[:1]
             xb, yb = x[mine].to(self.device, non_blocking=True), y[mine].to(self.device, non_blocking=True)
             with self._autocast():
                 if self.config.points:  # the head and the loss on a share of the pixels
                     n_points = max(1, round(self.config.points * yb[0].numel()))
-                    idx, weight = sample_points(yb, n_points, fg_weight=self.config.fg_weight,
+                    pts, weight = sample_points(yb, n_points, fg_weight=self.config.fg_weight,
                                                 weights=self.config.point_weights, generator=self.point_generator)
-                    logits = self.net(xb, idx)  # (B, N, P, 1)
+                    logits = self.net(xb, pts)  # (B, N, P, 1)
                 else:
                     logits = self.net(xb)
             if self.config.points:
-                loss = sampled_cross_entropy(logits, yb, idx, weight)
+                loss = sampled_cross_entropy(logits, yb, pts, weight)
             else:
                 loss = F.cross_entropy(logits.float(), yb)
             # one reduction per step: the global batch's summed loss, whether any rank must stop, and
@@ -287,7 +287,7 @@ class Trainer:
             flags = torch.tensor([float(self.stop_reason is not None), float(late)], device=self.device)
             stats = torch.cat([(loss.detach() * n).reshape(1), flags])
             self.dist.all_reduce_sum(stats)
-            batch_loss = stats[0].item() / len(idx)
+            batch_loss = stats[0].item() / len(batch)
             if stats[1].item() > 0:
                 raise TrainingCanceled(self.stop_reason or "stopped by another training process")
             if stats[2].item() > 0:  # out of time: this epoch ends here (its batches so far count)
@@ -297,7 +297,7 @@ class Trainer:
                 raise DivergenceError(f"loss became {batch_loss} at epoch {self.epoch + 1}, step {step + 1}")
             self.optimizer.zero_grad(set_to_none=True)
             with self._backward_products():
-                (loss * (n * W / len(idx))).backward()  # DDP averages over ranks → the global batch's mean
+                (loss * (n * W / len(batch))).backward()  # DDP averages over ranks → the global batch's mean
             if self.config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             lr = self.learning_rate(self.progress(steps))
@@ -305,9 +305,9 @@ class Trainer:
                 group["lr"] = lr
             self.optimizer.step()
             self.step += 1
-            self.images_seen += len(idx)
-            total += batch_loss * len(idx)
-            seen += len(idx)
+            self.images_seen += len(batch)
+            total += batch_loss * len(batch)
+            seen += len(batch)
             self.emit("batch", step=step + 1, steps=steps, loss=batch_loss)
         return total / seen if seen else math.nan
 
