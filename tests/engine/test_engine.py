@@ -446,6 +446,17 @@ def test_divergence_stays_visible(backend):
     assert torch.isnan(Y[1]).any() and torch.isfinite(Y[0]).all()
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_mixed_dtypes_are_refused(backend):
+    """float32 y0 with float64 ω: one clear line, never a kernel reading a buffer as the wrong type
+    (the reference refuses such a mix too)."""
+    y0, om, al, w = (t.detach() for t in wave_inputs(2, 2, 5, 4, torch.float64))
+    with pytest.raises(AssertionError, match="must share a dtype"):
+        engine.nwm_recurrence(y0.float(), om, al, w, 0.1, 9, backend=backend)
+    with pytest.raises(RuntimeError):
+        nwm_recurrence_ref(y0.float(), om, al, w, 0.1, 9)
+
+
 @pytest.mark.parametrize("name", ["nwm-linear-polygons", "lstm-linear-polygons"])
 def test_empty_batch(name):
     """A data-parallel rank can get no image in the last batch: forward and backward still work."""

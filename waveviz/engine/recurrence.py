@@ -189,6 +189,8 @@ def _prepare(y0, omega, alpha, weight, dt, T, backend, segment):
     low = (torch.float16, torch.bfloat16)
     if y0.dtype in low or omega.dtype in low or alpha.dtype in low:  # autocast: the recurrence stays in float32
         y0, omega, alpha = y0.float(), omega.float(), alpha.float()
+    assert omega.dtype == alpha.dtype == y0.dtype, \
+        f"y0, omega, alpha must share a dtype, got {y0.dtype}, {omega.dtype}, {alpha.dtype}"  # (the kernels read raw buffers)
     weight = weight.to(y0.dtype)
     name = resolve_backend(backend, y0)
     seg = segment or auto_segment(T, y0.numel(), y0.element_size(), y0.device.type)
