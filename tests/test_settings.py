@@ -36,6 +36,12 @@ def test_read_again_when_the_environment_changes(monkeypatch):
     assert first.engine == "fast" and settings.get() is first  # read once while nothing changes
     monkeypatch.setenv("WAVEVIZ_ENGINE", "reference")
     assert settings.get().engine == "reference"
+    # every variable a setting comes from is watched, however from_env is changed later
+    source = Path(settings.__file__).read_text()
+    from_env = source[source.index("def from_env"):source.index("def _names_read")]
+    assert set(re.findall(r"\"([A-Z][A-Z0-9_]+)\"", from_env)) | {"HOME"} == set(settings._READS)
+    monkeypatch.setenv("WAVEVIZ_READ_PATHS", "/srv")
+    assert settings.get().read_paths == "/srv"
 
 
 def test_override_reaches_the_engine_without_the_environment(monkeypatch):

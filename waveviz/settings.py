@@ -87,10 +87,22 @@ class Settings:
         )
 
 
+def _names_read() -> tuple[str, ...]:
+    """The variables `from_env` reads, found by calling it on a mapping that notes each lookup (so the
+    list cannot fall behind it), and HOME, which `Path.home()` reads."""
+    seen: list[str] = []
+
+    class Noting(dict):
+        def get(self, name, default=None):
+            seen.append(name)
+            return default
+
+    Settings.from_env(Noting())
+    return tuple(dict.fromkeys([*seen, "HOME"]))
+
+
 # What `from_env` reads: a change to any of these makes `get()` read the environment again.
-_READS = ("WAVEVIZ_ENGINE", "WAVEVIZ_BF16", "WAVEVIZ_CPU_KERNEL", "WAVEVIZ_CPU_OPENMP", "WAVEVIZ_CACHE",
-          "XDG_CACHE_HOME", "CC", "WAVEVIZ_TRITON", "WAVEVIZ_ONEDNN_BWD", "WAVEVIZ_MALLOC", "WAVEVIZ_DEBUG",
-          "WAVEVIZ_HOME", "HOME", "WAVEVIZ_CHECKPOINTS", "WAVEVIZ_MAX_JOBS", "WAVEVIZ_MNIST_DIR", "WAVEVIZ_DATA", "WAVEVIZ_READ_PATHS")
+_READS = _names_read()
 _read: tuple[tuple, Settings] | None = None
 _overrides: list[Settings] = []
 

@@ -12,6 +12,7 @@ import torch
 from .. import analysis
 from ..data import DATASETS, make_dataset, to_tensors
 from ..metrics import segmentation_metrics
+from ..readouts import num_freqs
 from . import common, figures
 from .figures import CHART_CONFIG
 
@@ -210,7 +211,7 @@ def _view_bins(picked, mi, res, row, col, timings) -> None:
     if not _needs_waves(picked, res):
         return
     T, C = res.hidden.shape[:2]
-    K = T // 2 + 1
+    K = num_freqs(T)
     st.markdown("How strongly each pixel oscillates at a few frequencies (paper Fig. 4, left): inside a shape "
                 "and outside it, different frequencies light up, which is what lets a per-pixel readout tell them apart.")
     with timings.stage("analysis"):

@@ -1,5 +1,6 @@
 """The NWM recurrence as one autograd Function (`WaveFunction`) over a backend, with time-segment
-checkpointing and the linear time readout fused in: `nwm_recurrence`, `nwm_linear_features`.
+checkpointing and the linear time readout fused in: `nwm_recurrence`, `nwm_linear_features`, and
+`nwm_point_features` (the readout at sampled pixels only, for point-sampled training).
 (The adjoint's equations: the package docstring.)
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ ENGINES = ("auto", "fast", "fast-bf16", "reference")
 
 
 def default_engine() -> str:
-    """The engine new models start with: `WAVEVIZ_ENGINE` (auto | fast | reference), else "auto"."""
+    """The engine new models start with: `WAVEVIZ_ENGINE` (one of `ENGINES`), else "auto"."""
     return check_engine(settings.get().engine)
 
 
@@ -39,7 +39,7 @@ class EngineSelectable:
 
     @property
     def engine(self) -> str:
-        """auto | fast | reference: how the model is computed (the function is the same)."""
+        """One of `ENGINES`: how the model is computed (the function is the same; fast-bf16 to bf16 rounding)."""
         return self._engine
 
     @engine.setter
