@@ -66,7 +66,7 @@ from .bf16 import Bf16Products, bf16_autocast, bf16_emulated, bf16_products, cpu
 from .clib import cpu_kernel, cpu_kernel_status, cpu_sigmoid, cpu_tanh, torch_openmp
 from .convlstm import convlstm_sequence, convlstm_usable
 from .cpu import cpu_model, usable_cores
-from .head import NARROW_MAX, fast_head, forward_head, linear_time_features, narrow_layer_backward, pixel_mlp
+from .head import NARROW_MAX, fast_head, linear_time_features, narrow_layer_backward, pixel_mlp
 from .recurrence import (CPU_KEEP_STATES_BYTES, CPU_MAX_SEGMENTS, SEGMENT_BUFFER_BYTES, WaveFunction, auto_segment, nwm_linear_features,
                          nwm_point_features, nwm_recurrence)
 from .selection import ENGINES, EngineSelectable, check_engine, default_engine
@@ -76,6 +76,6 @@ __all__ = [
     "TritonBackend", "WaveFunction", "load_triton_kernels", "narrow_layer_backward", "torch_openmp",
     "auto_segment", "bf16_autocast", "bf16_emulated", "bf16_products", "check_engine", "convlstm_sequence",
     "convlstm_usable", "cpu_bf16_native", "cpu_kernel", "cpu_kernel_status", "cpu_sigmoid", "cpu_tanh",
-    "default_engine", "fast_head", "forward_head", "linear_time_features", "nwm_linear_features", "nwm_point_features",
+    "default_engine", "fast_head", "linear_time_features", "nwm_linear_features", "nwm_point_features",
     "nwm_recurrence", "pixel_mlp", "resolve_backend", "retain_freed_memory", "tf32_off", "triton_usable", "cpu_model", "usable_cores",
 ]

@@ -1,7 +1,7 @@
 """The per-pixel MLP head on one contiguous (pixels, features) matrix: oneDNN's fused linear + ReLU
 forward, a hand-written backward that writes each layer's input gradient over the activation it no
 longer needs, and on CPU the narrow last layer's backward (one output per class) in one C pass
-(`mlp_narrow_bwd_f32`) instead of three BLAS calls. `fast_head` / `forward_head` are what the models call.
+(`mlp_narrow_bwd_f32`) instead of three BLAS calls. `fast_head` is what the models call.
 """
 from __future__ import annotations
 
@@ -231,14 +231,3 @@ def linear_time_features(Y: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
     B, T, C, H, W = Y.shape
     f = torch.matmul(Y.reshape(B, T, C * H * W).transpose(1, 2), proj.t())  # (B, C·H·W, K)
     return f.view(B, C, H, W, proj.shape[0]).permute(0, 4, 1, 2, 3)
-
-
-def forward_head(readout: torch.nn.Module, mlp: torch.nn.Module, Y: torch.Tensor, bf16: bool = False) -> torch.Tensor:
-    """Fast `SequenceSegmenter.forward_head`: Y (B, T, C, H, W) → logits (B, N, H, W)."""
-    from ..readouts import LinearReadout
-
-    if isinstance(readout, LinearReadout):
-        f = linear_time_features(Y, readout.proj.weight)
-    else:
-        f = readout.time_features(Y)  # (B, K', C, H, W)
-    return fast_head(f, mlp, bf16=bf16)

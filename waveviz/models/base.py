@@ -52,6 +52,9 @@ class SequenceSegmenter(Segmenter):
 
     readout: nn.Module
     head: nn.Module
+    # families with a fast engine mix in `engine.EngineSelectable`, whose properties come first
+    uses_fast_engine: bool = False
+    bf16_head: bool = False
 
     def add_readout_and_head(self, c) -> None:
         """The readout over c.T steps of c.C channels and the per-pixel MLP head on its features (both
@@ -69,7 +72,16 @@ class SequenceSegmenter(Segmenter):
 
     def forward_head(self, Y: torch.Tensor) -> torch.Tensor:
         """(B, T, C, H, W) → logits (B, N, H, W)."""
+        if self.uses_fast_engine:
+            return fast.fast_head(self.readout_features(Y), self.head, bf16=self.bf16_head)
         return self.head(self.readout(Y))
+
+    def readout_features(self, Y: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, H, W) → the readout's per-pixel features (B, K', C, H, W); under the fast engine
+        the linear readout is one batched matrix product (`engine.linear_time_features`)."""
+        if self.uses_fast_engine and isinstance(self.readout, LinearReadout):
+            return fast.linear_time_features(Y, self.readout.proj.weight)
+        return self.readout.time_features(Y)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         Y, _ = self.forward_features(x)
@@ -78,15 +90,13 @@ class SequenceSegmenter(Segmenter):
     def time_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in, H, W) → the readout's per-pixel features (B, K', C, H, W), before the head."""
         Y, _ = self.forward_features(x)
-        if getattr(self, "uses_fast_engine", False) and isinstance(self.readout, LinearReadout):
-            return fast.linear_time_features(Y, self.readout.proj.weight)
-        return self.readout.time_features(Y)
+        return self.readout_features(Y)
 
     def forward_points(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The logits at flat pixel indices idx (B, P) only → (B, N, P, 1); the head runs on those
         points alone (point-sampled training, `waveviz.sampling`). Equals gathering `forward(x)`."""
         f = gather_points(self.time_features(x), idx)  # (B, K', C, P, 1)
-        if getattr(self, "uses_fast_engine", False):
+        if self.uses_fast_engine:
             return fast.fast_head(f, self.head, bf16=self.bf16_head)
         B, K, C, P, _ = f.shape
         return self.head(f.reshape(B, K * C, P, 1))

@@ -84,8 +84,3 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
         in_c = self.uses_fast_engine and fast.convlstm_usable(u, self.gates, self.input_mlp)
         steps = fast.convlstm_sequence if in_c else convlstm_sequence_ref
         return steps(u, h, cell, self.gates, self.input_mlp, self.config.T), {}  # (B, T, C, H, W)
-
-    def forward_head(self, Y):
-        if self.uses_fast_engine:
-            return fast.forward_head(self.readout, self.head, Y, bf16=self.bf16_head)
-        return super().forward_head(Y)

@@ -108,6 +108,11 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    @property
+    def fuses_readout(self) -> bool:
+        """Whether the fast recurrence computes the linear readout itself (Y never materialised)."""
+        return self.uses_fast_engine and isinstance(self.readout, LinearReadout)
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, in, H, W) → y_0, ω, α, each (B, C, H, W)."""
         x = self.engine_input(x)
@@ -120,14 +125,9 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         Y = recurrence(y0, omega, alpha, self.rec.weight, self.config.dt, self.config.T)
         return Y, {"y0": y0, "omega": omega, "alpha": alpha}
 
-    def forward_head(self, Y):
-        if self.uses_fast_engine:
-            return fast.forward_head(self.readout, self.head, Y, bf16=self.bf16_head)
-        return super().forward_head(Y)
-
     def time_features(self, x):
         """(B, in, H, W) → (B, K', C, H, W); the fast linear readout fused into the recurrence."""
-        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+        if not self.fuses_readout:
             return super().time_features(x)
         y0, omega, alpha = self.encode(x)
         c = self.config
@@ -136,7 +136,7 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
     def forward_points(self, x, idx):
         """(B, in, H, W), idx (B, P) → the logits at those pixels (B, N, P, 1) (`Segmenter.forward_points`);
         the fast linear readout computes its features at the points alone (`nwm_point_features`)."""
-        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+        if not self.fuses_readout:
             return super().forward_points(x, idx)
         y0, omega, alpha = self.encode(x)
         c = self.config
@@ -146,6 +146,6 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
     def forward(self, x):
         """(B, in, H, W) → logits (B, N, H, W). The fast engine never materialises Y here when the
         readout is linear: the readout is accumulated inside the recurrence."""
-        if not (self.uses_fast_engine and isinstance(self.readout, LinearReadout)):
+        if not self.fuses_readout:
             return super().forward(x)
         return fast.fast_head(self.time_features(x), self.head, bf16=self.bf16_head)  # features (B, K, C, H, W)
