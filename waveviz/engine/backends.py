@@ -255,7 +255,14 @@ def resolve_backend(name: str, like: torch.Tensor) -> str:
     return name
 
 
+# name → the backend for tensors like `like` (`resolve_backend` has checked that it can run them)
+_MAKE_BACKEND = {
+    "c": lambda like: CBackend(cpu_kernel(), like.dtype),
+    "triton": lambda like: TritonBackend(),
+    "torch": lambda like: TorchBackend(),
+}
+assert ("auto", *_MAKE_BACKEND) == BACKENDS
+
+
 def _backend(name: str, like: torch.Tensor):
-    if name == "c":
-        return CBackend(cpu_kernel(), like.dtype)
-    return TritonBackend() if name == "triton" else TorchBackend()
+    return _MAKE_BACKEND[name](like)
