@@ -21,7 +21,7 @@ import torch
 
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
                          trained_dataset, trained_with_amp)
-from .data import DATA_VERSION, class_names, make_dataset, to_tensors
+from .data import DATA_VERSION, DATASETS, class_names, make_dataset, to_tensors
 from .metrics import class_report
 from .paths import shipped_checkpoints
 
@@ -166,8 +166,6 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     """Score a checkpoint on the first n images of the paper-faithful test split (data seed `seed`,
     MNIST's official test digits when fetched) and store them in it as `faithful_test_metrics`, each
     class's as `per_class` (`per_class_entry`)."""
-    from .data.mnist import mnist_source
-
     model, info = load_checkpoint(path)
     meta = dict(info.get("meta", {}))
     dataset = trained_dataset(info)
@@ -178,7 +176,7 @@ def rescore(path: str | Path, n: int = 300, seed: int = 0) -> dict:
     meta["per_class"] = per_class_entry(m.pop("confusion"), dataset, n, seed)
     meta["faithful_test_metrics"] = m
     meta["faithful_test"] = {"n": n, "data_seed": seed, "data_version": DATA_VERSION,
-                             "digits": mnist_source() if dataset in ("mnist", "multi_mnist") else None}
+                             "digits": DATASETS.get(dataset).digits()}
     _rewrite(path, model, info, meta)
     return m
 
@@ -292,7 +290,6 @@ def checkpoint_class_spectra(model, info: dict, n: int = 16, seed: int = FRESH_S
     → rfft frequencies (K,), spectra (N, C, K), pixel counts (N,), class names; None for a model
     without a hidden sequence (CNN, U-Net)."""
     from .analysis import model_class_spectra, rfft_freqs
-    from .data import DATASETS
     from .models import is_recurrent
 
     if not is_recurrent(model):

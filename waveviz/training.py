@@ -476,13 +476,6 @@ class DataConfig:
         check_fields(self)
 
 
-def default_sizes(dataset: str, mnist_dir: str | None) -> tuple[int, int, int]:
-    if dataset == "mnist":  # the pool in use: the paper's with full MNIST, else the 5,000-digit fallback
-        from .data.mnist import split_sizes
-        return split_sizes(mnist_dir)
-    return DATASETS.get(dataset).paper_splits
-
-
 def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:
     """train / val (/ test) splits: from an npz (90 / 10, no test) or freshly generated."""
     if dc.npz:
@@ -492,7 +485,7 @@ def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(dc.data_seed)).numpy()
         n_val = max(1, len(data) // 10)
         return {"train": data.subset(order[n_val:]), "val": data.subset(order[:n_val])}
-    sizes = default_sizes(dc.dataset, dc.mnist_dir)
+    sizes = DATASETS.get(dc.dataset).split_sizes(dc.mnist_dir)  # MNIST: the pool in use
     n = {"train": dc.n_train or sizes[0], "val": dc.n_val or sizes[1], "test": dc.n_test if dc.n_test is not None else sizes[2]}
     return {s: make_dataset(dc.dataset, k, seed=dc.data_seed, split=s, mnist_dir=dc.mnist_dir) for s, k in n.items() if k > 0}
 
@@ -590,10 +583,7 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
         if before and hardware not in before.split(" + "):  # a run continued elsewhere names both
             hardware = f"{before} + {hardware}"
 
-    digits = None  # which MNIST digits the MNIST-based sets used
-    if data.dataset in ("mnist", "multi_mnist") and not data.npz:
-        from .data.mnist import mnist_source
-        digits = mnist_source(data.mnist_dir)
+    digits = None if data.npz else DATASETS.get(data.dataset).digits(data.mnist_dir)  # which MNIST digits
 
     def meta(status: str) -> dict:
         return {

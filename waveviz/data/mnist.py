@@ -183,11 +183,11 @@ def make_multi_mnist(n: int, *, seed: int, split: str, mnist_dir: str | None = N
 _DIGITS = ("background",) + tuple(str(d) for d in range(10))
 DATASETS.register("mnist", DatasetSpec(
     name="mnist", in_channels=1, num_classes=11, size=56, class_names=_DIGITS,
-    paper_splits=(51_000, 9_000, 10_000), make=make_mnist,
+    paper_splits=(51_000, 9_000, 10_000), make=make_mnist, source=mnist_source, sizes=split_sizes,
     description="one real MNIST digit upsampled to 56²; class = digit + 1",
 ))
 DATASETS.register("multi_mnist", DatasetSpec(
     name="multi_mnist", in_channels=1, num_classes=11, size=128, class_names=_DIGITS,
-    paper_splits=(10_000, 1_000, 1_000), make=make_multi_mnist,
+    paper_splits=(10_000, 1_000, 1_000), make=make_multi_mnist, source=mnist_source,
     description="1–4 binarised real MNIST digits (42²) on a 128² canvas, touching allowed; class = digit + 1",
 ))
