@@ -156,6 +156,8 @@ BAD = [
     (["data", "make", "polygons", "--n", "3", "--seed", "-1", "--out", "{d}/x.npz"], "must be ≥ 0"),
     (["data", "make", "mnist", "--n", "99999", "--out", "{d}/x.npz"], "at most"),
     (["frobnicate"], "invalid choice"),
+    (["train", "cnn2-tetrominoes", "--schedule", "linear", "--out", "{d}/x.pt"], "invalid choice: 'linear'"),
+    (["jobs", "start", "cnn2-tetrominoes", "--point-weights", "balanced"], "invalid choice: 'balanced'"),
 ]
 
 
@@ -167,6 +169,22 @@ def test_bad_input_is_one_line_never_a_traceback(argv, match, files, capsys):
     assert len(lines) == 1, err
     assert lines[0].startswith("waveviz: error:") and match in lines[0], lines[0]
     assert "Traceback" not in err
+
+
+def test_train_help_reads_each_recipes_values(monkeypatch, capsys):
+    """The help of every training flag ends with the recipes' values as RECIPES and DATASET_CHANGES
+    hold them now, the default recipe first, so the help cannot fall behind a recipe change."""
+    from waveviz.cli.train import recipe_values
+    from waveviz.training import DATASET_CHANGES, RECIPES
+
+    assert recipe_values("lr") == "(fast: 0.006, on mnist 0.002; paper: 0.001)"
+    assert recipe_values("beta2") == "(default: 0.999)" and recipe_values("schedule_minutes") == ""
+    monkeypatch.setitem(RECIPES, "paper", {**RECIPES["paper"], "batch_size": 48})
+    monkeypatch.setitem(DATASET_CHANGES, "fast", {**DATASET_CHANGES["fast"], "polygons": dict(batch_size=8)})
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "images per step (fast: 16, on polygons 8; paper: 48)" in help_text
 
 
 def test_unwritable_folder(tmp_path, capsys):

@@ -38,37 +38,60 @@ def share_below_one(s: str) -> float:
     return v
 
 
-# TrainConfig field → (flag type, help). Flags default to "not given": the recipe's value applies.
+# TrainConfig field → (flag type, help). Flags default to "not given": the recipe's value applies, and
+# each help line ends with the recipes' values, read from RECIPES and DATASET_CHANGES (`recipe_values`).
 TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
-    "epochs": (positive_int, "most epochs (fast: 300, the time budget ends it first; paper: 300)"),
-    "batch_size": (positive_int, "images per step (fast: 16; paper: 64)"),
-    "lr": (positive_float, "peak Adam learning rate (fast: 6e-3, on MNIST 2e-3; paper: 1e-3)"),
-    "max_minutes": (or_off(positive_float), "time budget in minutes, or off (fast: 10; paper: off)"),
-    "schedule": (str, "constant | cosine: the learning rate after the warm-up (fast: cosine)"),
-    "warmup": (share_below_one, "share of the run with a linear warm-up (fast: 0.05)"),
+    "epochs": (positive_int, "most epochs (a time budget may end the run first)"),
+    "batch_size": (positive_int, "images per step"),
+    "lr": (positive_float, "peak Adam learning rate"),
+    "max_minutes": (or_off(positive_float), "time budget in minutes, or off"),
+    "schedule": (str, "the learning rate after the warm-up"),
+    "warmup": (share_below_one, "share of the run with a linear warm-up"),
     "schedule_minutes": (positive_float, "the cosine's length in training minutes over all resumes "
                                          "(default: the time budget)"),
-    "points": (or_off(share), "share of each image's pixels the head and loss see, or off for all (fast: 0.125)"),
-    "fg_weight": (positive_float, "draw foreground points this many times as often, importance-weighted (fast: 4; paper: 1)"),
+    "points": (or_off(share), "share of each image's pixels the head and loss see, or off for all"),
+    "fg_weight": (positive_float, "draw foreground points this many times as often, importance-weighted"),
     "point_weights": (str, "unbiased (importance weights: the full loss in expectation) | equal (foreground "
-                           "weighs fg-weight times more) (default unbiased)"),
-    "beta2": (share_below_one, "Adam's second-moment decay (default 0.999)"),
+                           "weighs fg-weight times more)"),
+    "beta2": (share_below_one, "Adam's second-moment decay"),
     "gate_bias_init": (or_off(positive_float), "NWM from scratch: the last biases of f_ω and f_α start here, "
-                                              "or off for PyTorch's default init (fast: 0.1; paper: off)"),
-    "val_images": (or_off(positive_int), "validate on this many images, or off for all (fast: 300)"),
-    "patience": (or_off(positive_int), "early-stopping patience in epochs, or off (default off)"),
-    "grad_clip": (or_off(positive_float), "max gradient norm, or off (fast: 1; paper: off)"),
+                                              "or off for PyTorch's default init"),
+    "val_images": (or_off(positive_int), "validate on this many images, or off for all"),
+    "patience": (or_off(positive_int), "early-stopping patience in epochs, or off"),
+    "grad_clip": (or_off(positive_float), "max gradient norm, or off"),
 }
+
+
+def recipe_values(name: str) -> str:
+    """"(fast: 0.006, on mnist 0.002; paper: 0.001)": what each recipe sets field `name` to, the
+    default recipe first; "(default: v)" for a field no recipe sets ("" when that is None)."""
+    from ..training import DATASET_CHANGES, RECIPES, TrainConfig
+
+    show = lambda v: "off" if v is None else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    if not any(name in values for values in RECIPES.values()):
+        default = getattr(TrainConfig, name)
+        return "" if default is None else f"(default: {show(default)})"
+    parts = []
+    for recipe in sorted(RECIPES, key=lambda r: r != TrainConfig.recipe):
+        text = f"{recipe}: {show(TrainConfig.from_recipe(recipe).__dict__[name])}"
+        for dataset, changes in DATASET_CHANGES.get(recipe, {}).items():
+            if name in changes:
+                text += f", on {dataset} {show(changes[name])}"
+        parts.append(text)
+    return "(" + "; ".join(parts) + ")"
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The training flags of `train` and `jobs start`, one per TrainConfig field (TRAIN_FLAGS)."""
-    from ..training import RECIPES
+    from ..sampling import POINT_WEIGHTS
+    from ..training import RECIPES, SCHEDULES
 
     p.add_argument("--recipe", choices=tuple(RECIPES), default="fast",
                    help="fast: a demo-ready model in ~10 CPU-minutes (default); paper: SPEC §8 exactly (Adam 1e-3, batch 64, full loss)")
+    choices = {"schedule": SCHEDULES, "point_weights": tuple(POINT_WEIGHTS)}
     for name, (kind, text) in TRAIN_FLAGS.items():
-        p.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, choices=choices.get(name),
+                       help=f"{text} {recipe_values(name)}".strip())
     p.add_argument("--seed", type=nonneg_int, default=0, help="model init and shuffling")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--amp", action="store_true", help="bf16 mixed precision")
