@@ -39,7 +39,7 @@ from .engine import ENGINES
 from .metrics import METRIC_NAMES, MetricAccumulator, class_report, foreground_confusion
 from .presets import PRESETS, count_params, create_model
 from .sampling import POINT_WEIGHTS, PointSampled, sample_points, sampled_cross_entropy
-from .validate import PATH, Range, check_fields
+from .validate import PATH, Checked, Range
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -88,7 +88,7 @@ DATASET_CHANGES: dict[str, dict[str, dict]] = {
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     recipe: str = "fast"  # the recipe these values started from: fast | paper (RECIPES)
     epochs: int = 300
     batch_size: int = 16
@@ -133,12 +133,6 @@ class TrainConfig:
         "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
         "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True), "gate_bias_init": Range(0, 100, lo_open=True),
     }
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 class Callback(Protocol):
@@ -458,7 +452,7 @@ def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 64, de
 # ------------------------------------------------------------------ presets → checkpoints
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     dataset: str  # name in DATASETS
     npz: str | None = None  # train from this file instead (split 90 / 10 into train / val)
     n_train: int | None = None  # default: the paper's split size (capped by the MNIST pool)
@@ -471,9 +465,6 @@ class DataConfig:
         "dataset": DATASETS, "npz": PATH, "n_train": Range(1, 1_000_000), "n_val": Range(1, 1_000_000),
         "n_test": Range(0, 1_000_000), "data_seed": Range(0, 2**32 - 1), "mnist_dir": PATH,
     }
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
 
 def load_training_data(dc: DataConfig) -> dict[str, SegmentationData]:

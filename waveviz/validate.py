@@ -173,3 +173,15 @@ def check_fields(obj, error: type[Exception] = ConfigError) -> None:
             continue
         what = _describe(base, allowed, v) + (" or None" if optional else "")
         raise error(f"{name} must be {what}, got {_show(v, base)}")
+
+
+class Checked:
+    """Mixin of the config dataclasses: each field checked against its type and its `RANGES` entry
+    (`check_fields`) on creation and by `validate()`. It has no fields, so a config's fields, their
+    order and `asdict` are its own."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        check_fields(self)

@@ -10,13 +10,13 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..validate import Range, check_fields
+from ..validate import Checked, Range
 from .base import SHARED_RANGES, Segmenter
 from .layers import PixelMLP, conv_stack
 
 
 @dataclass
-class CNNConfig:
+class CNNConfig(Checked):
     in_channels: int = 3
     num_classes: int = 6
     image_size: int = 64
@@ -31,12 +31,6 @@ class CNNConfig:
     @property
     def receptive_field(self) -> int:
         return 2 * self.L + 1
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 class CNN(Segmenter):

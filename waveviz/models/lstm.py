@@ -20,13 +20,13 @@ from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, num_freqs
-from ..validate import check_fields
+from ..validate import Checked
 from .base import SHARED_RANGES, SequenceSegmenter
 from .layers import PixelMLP, conv_stack
 
 
 @dataclass
-class ConvLSTMConfig:
+class ConvLSTMConfig(Checked):
     in_channels: int = 3
     num_classes: int = 6
     image_size: int = 64
@@ -43,12 +43,6 @@ class ConvLSTMConfig:
     @property
     def K(self) -> int:
         return num_freqs(self.T)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 def convlstm_sequence_ref(u: torch.Tensor, h: torch.Tensor, cell: torch.Tensor, gates: nn.Conv2d, mlp: nn.Module,

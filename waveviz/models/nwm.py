@@ -24,13 +24,13 @@ from torch import nn
 
 from .. import engine as fast
 from ..readouts import READOUTS, LinearReadout, num_freqs
-from ..validate import Range, check_fields
+from ..validate import Checked, Range
 from .base import SHARED_RANGES, SequenceSegmenter
 from .layers import conv_stack, laplacian_kernel_
 
 
 @dataclass
-class NWMConfig:
+class NWMConfig(Checked):
     in_channels: int = 3  # 1 grey, 3 RGB
     num_classes: int = 6  # N, class 0 is background
     image_size: int = 64  # the size it is trained on; the model itself is fully convolutional
@@ -52,12 +52,6 @@ class NWMConfig:
     @property
     def K(self) -> int:
         return num_freqs(self.T)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 def nwm_recurrence_ref(

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..validate import Range, check_fields
+from ..validate import Checked, Range
 from .base import SHARED_RANGES, Segmenter
 
 
@@ -36,7 +36,7 @@ class Up(nn.Module):
 
 
 @dataclass
-class UNetConfig:
+class UNetConfig(Checked):
     in_channels: int = 1
     num_classes: int = 11
     image_size: int = 128
@@ -44,12 +44,6 @@ class UNetConfig:
 
     # four 2×2 poolings need images of at least 16 pixels a side
     RANGES: ClassVar[dict] = {**SHARED_RANGES, "image_size": Range(16, 4096), "c": Range(1, 256)}
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        check_fields(self)
 
 
 class UNet(Segmenter):
