@@ -54,7 +54,7 @@ class CBackend:
                 *self._seq(Yv), *self._seq(Zv))
         if self.fwd_omp is not None:
             return self._omp(self.fwd_omp, B, *args)
-        _check_rc(_parallel(lambda b0, b1: self.fwd(b0, b1, *args), B))
+        _check_rc(_parallel(lambda i, b0, b1: self.fwd(b0, b1, *args), B))
 
     def adjoint(self, y, z, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW):
         B, n, C, H, W = Yv.shape
@@ -65,7 +65,7 @@ class CBackend:
         if self.bwd_omp is not None:
             self._omp(self.bwd_omp, B, *args, parts.data_ptr())
         else:
-            _check_rc(_parallel(lambda b0, b1: self.bwd(b0, b1, *args, parts[b0].data_ptr()), B))
+            _check_rc(_parallel(lambda i, b0, b1: self.bwd(b0, b1, *args, parts[b0].data_ptr()), B))
         dW += parts.sum(0).view(dW.shape)
         return ybar, zbar
 

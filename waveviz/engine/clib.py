@@ -281,15 +281,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def _parallel(fn, B: int) -> list:
-    """fn(b0, b1) over contiguous chunks of the batch, one per torch thread (ctypes releases the GIL)."""
+    """fn(i, b0, b1) for the i-th of n contiguous chunks [b0, b1) of the batch, one per torch thread
+    (ctypes releases the GIL) → their results in chunk order."""
     global _pool, _pool_size
     n = max(1, min(torch.get_num_threads(), B))
     bounds = [(B * i // n, B * (i + 1) // n) for i in range(n)]
     if n == 1:
-        return [fn(0, B)]
+        return [fn(0, 0, B)]
     if _pool is None or _pool_size < n:
         _pool, _pool_size = ThreadPoolExecutor(max_workers=n, thread_name_prefix="waveviz"), n
-    return list(_pool.map(lambda b: fn(*b), bounds))
+    return list(_pool.map(lambda ib: fn(ib[0], *ib[1]), enumerate(bounds)))
 
 
 def _check_rc(rcs) -> None:

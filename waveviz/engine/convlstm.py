@@ -64,9 +64,7 @@ def _lstm_call(lib, kind: str, suf: str, B: int, dims: list[int], ptrs: list, dp
         _check_rc(list(rc))
         return
     fn = getattr(lib, f"lstm_{kind}_{suf}")
-    n = max(1, min(torch.get_num_threads(), B))
-    slot = {B * i // n: i for i in range(n)}  # _parallel's ranges, in its order
-    _check_rc(_parallel(lambda b0, b1: fn(b0, b1, *dims, *ptrs, *(d[slot[b0]].data_ptr() for d in extra)), B))
+    _check_rc(_parallel(lambda i, b0, b1: fn(b0, b1, *dims, *ptrs, *(d[i].data_ptr() for d in extra)), B))
 
 
 def convlstm_usable(u0: torch.Tensor, gates: torch.nn.Module, mlp: torch.nn.Module) -> bool:

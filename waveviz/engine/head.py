@@ -149,7 +149,7 @@ def narrow_layer_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> 
         _check_rc(list(rc))
         return dw.sum(0)
 
-    def rows(p0: int, p1: int):
+    def rows(i: int, p0: int, p1: int):
         d = torch.zeros(N, K, dtype=torch.float64)
         return lib.mlp_narrow_bwd_f32(p0, p1, *args, d.data_ptr()), d
 
