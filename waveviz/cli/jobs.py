@@ -80,10 +80,10 @@ def run_start(args) -> int:
     from ..presets import PRESETS
 
     dataset = PRESETS.get(args.preset).dataset if args.preset in PRESETS else None  # (JobSpec refuses a bad name)
-    train = dataclasses.asdict(train_config_from(args, dataset))
+    train = dataclasses.asdict(train_config_from(args, dataset))  # every TrainConfig field is a JobSpec one
     spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, n_train=args.n_train, n_val=args.n_val,
                    n_test=args.n_test, data_seed=args.data_seed, overrides=parse_overrides(args.set),
-                   nproc=args.nproc, **{k: v for k, v in train.items() if k in JobSpec.train_fields()})
+                   nproc=args.nproc, **train)
     store = _store()
     job_id = store.submit(spec)
     st = store.status(job_id)

@@ -73,7 +73,7 @@ def recipe_values(name: str) -> str:
         return "" if default is None else f"(default: {show(default)})"
     parts = []
     for recipe in sorted(RECIPES, key=lambda r: r != TrainConfig.recipe):
-        text = f"{recipe}: {show(TrainConfig.from_recipe(recipe).__dict__[name])}"
+        text = f"{recipe}: {show(getattr(TrainConfig.from_recipe(recipe), name))}"
         for dataset, changes in DATASET_CHANGES.get(recipe, {}).items():
             if name in changes:
                 text += f", on {dataset} {show(changes[name])}"
