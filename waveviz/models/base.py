@@ -94,8 +94,11 @@ class SequenceSegmenter(Segmenter):
 
     def forward_points(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The logits at flat pixel indices idx (B, P) only → (B, N, P, 1); the head runs on those
-        points alone (point-sampled training, `waveviz.sampling`). Equals gathering `forward(x)`."""
-        f = gather_points(self.time_features(x), idx)  # (B, K', C, P, 1)
+        points alone (point-sampled training, `waveviz.sampling`). Equals gathering `forward(x)`.
+        Every readout acts on each pixel's time series alone, so Y is gathered first and the readout
+        (an FFT over T = 500 on Polygons) runs on the points' series only."""
+        Y, _ = self.forward_features(x)
+        f = self.readout_features(gather_points(Y, idx))  # Y at the points (B, T, C, P, 1) → (B, K', C, P, 1)
         if self.uses_fast_engine:
             return fast.fast_head(f, self.head, bf16=self.bf16_head)
         B, K, C, P, _ = f.shape
