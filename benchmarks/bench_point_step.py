@@ -2,7 +2,10 @@
 timed four ways in one run, interleaved so that a shared machine slows all alike:
 
 - `reference`: the plain equations under autograd, the full logits gathered at the points;
-- `fast, gathered`: the fast engine's full readout features, gathered at the points (before 2026-12-02);
+- `fast, all-pixel readout`: the fast engine's readout features at every pixel, gathered at the points
+  (what every readout but the fused linear one did before 2026-12-03; an FFT over all pixels);
+- `fast, gathered`: `SequenceSegmenter.forward_points`: Y gathered at the points, then the readout
+  there (the fused linear readout's path before 2026-12-02);
 - `fast, points, recomputed`: the readout computed at the points only (`nwm_point_features`), the
   backward recomputing all but the last time segment;
 - `fast, points` (what training runs): the same, the forward's states kept for the backward.
@@ -21,7 +24,7 @@ from pathlib import Path
 import torch
 
 from waveviz import engine
-from waveviz.engine import recurrence
+from waveviz.engine import fast_head, recurrence
 from waveviz.models.base import SequenceSegmenter
 from waveviz.presets import PRESETS, create_model
 from waveviz.sampling import gather_points, sample_points, sampled_cross_entropy
@@ -33,6 +36,11 @@ def gathered(model, x, idx):
     return SequenceSegmenter.forward_points(model, x, idx)
 
 
+def all_pixel_readout(model, x, idx):
+    """The readout's features at every pixel, then the points gathered (before 2026-12-03)."""
+    return fast_head(gather_points(model.time_features(x), idx), model.head, bf16=model.bf16_head)
+
+
 def reference(model, x, idx):
     return gather_points(model(x), idx)
 
@@ -40,6 +48,7 @@ def reference(model, x, idx):
 # name → (engine, forward at points, keep states)
 WAYS = {
     "reference": ("reference", reference, True),
+    "fast, all-pixel readout": ("fast", all_pixel_readout, True),
     "fast, gathered": ("fast", gathered, True),
     "fast, points, recomputed": ("fast", lambda m, x, idx: m.forward_points(x, idx), False),
     "fast, points": ("fast", lambda m, x, idx: m.forward_points(x, idx), True),
