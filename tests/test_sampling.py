@@ -107,3 +107,16 @@ def test_point_features_backward_twice_reuses_a_clean_buffer(backend):
         want = torch.autograd.grad(full.pow(2).sum(), ref_ins)
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("preset", ["nwm-fft-tetrominoes", "nwm-last-tetrominoes", "lstm-linear-tetrominoes"])
+def test_points_forward_runs_the_readout_on_the_points_series_only(preset, monkeypatch):
+    """Point-sampled training gathers Y at the points before the readout: the readout (an FFT over
+    T = 500 on Polygons) sees (B, T, C, P, 1), never every pixel's series."""
+    model = waveviz.create_model(preset, T=6, head=(8,))
+    seen = []
+    inner = model.readout_features  # (the fast linear readout is a product there, not time_features)
+    monkeypatch.setattr(model, "readout_features", lambda Y: seen.append(tuple(Y.shape)) or inner(Y))
+    idx, _ = sample_points(torch.randint(0, 6, (2, 16, 16)), 10, generator=torch.Generator().manual_seed(0))
+    PointSampled(model)(torch.rand(2, 3, 16, 16), idx)
+    assert seen == [(2, 6, model.config.C, 10, 1)]
