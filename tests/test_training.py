@@ -188,6 +188,40 @@ def test_cosine_schedule_follows_the_training_clock(monkeypatch):
     assert lrs[0] == pytest.approx(0.001) and lrs[1] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
 
 
+def _resumed_trainer(ended_lr: float, **cfg) -> Trainer:
+    """A trainer as a resume leaves it: 60 training seconds spent, the last epoch ended at `ended_lr`."""
+    x = torch.rand(8, 1, 4, 4)
+    tr = Trainer(torch.nn.Conv2d(1, 2, 1), (x, (x[:, 0] > 0.5).long()), (x, (x[:, 0] > 0.5).long()),
+                 TrainConfig(lr=0.1, device="cpu", **cfg))
+    tr.history, tr.elapsed = [{"epoch": 1, "lr": ended_lr}], 60.0
+    tr.fit_start, tr.elapsed_before = __import__("time").perf_counter(), 60.0
+    return tr
+
+
+def test_a_resume_that_raises_the_rate_warms_up_again():
+    """A run whose cosine ended (lr 0) resumed with a cosine stretched to 2 minutes would jump to
+    ~0.054 at once; it ramps from 0 over 5 % of the schedule left, then follows the cosine."""
+    tr = _resumed_trainer(0.0, schedule_minutes=2.0)
+    with pytest.warns(RuntimeWarning, match="ramping up"):
+        tr.ramp = tr.resume_ramp(2)
+    p0, p1, start = tr.ramp
+    assert p0 == pytest.approx(0.5, abs=1e-3) and p1 == pytest.approx(p0 + 0.05 * (1 - p0)) and start == 0.0
+    cosine = lambda p: 0.1 * 0.5 * (1 + math.cos(math.pi * (p - 0.05) / 0.95))  # noqa: E731
+    assert tr.learning_rate(p0) == pytest.approx(0.0, abs=1e-12)
+    assert tr.learning_rate((p0 + p1) / 2) == pytest.approx(cosine((p0 + p1) / 2) / 2)
+    assert tr.learning_rate(p1) == pytest.approx(cosine(p1)) and tr.learning_rate(0.9) == pytest.approx(cosine(0.9))
+
+
+def test_a_resume_that_continues_its_schedule_or_asks_to_jump_does_not_ramp(recwarn):
+    """The same schedule (the rate it ended at, give or take), a lower rate, or --rewarm 0: no ramp."""
+    cosine_at_half = 0.1 * 0.5 * (1 + math.cos(math.pi * 0.45 / 0.95))
+    assert _resumed_trainer(cosine_at_half, schedule_minutes=2.0).resume_ramp(2) is None
+    assert _resumed_trainer(0.1, schedule_minutes=2.0).resume_ramp(2) is None
+    assert _resumed_trainer(0.0, schedule_minutes=2.0, rewarm=0.0).resume_ramp(2) is None
+    assert _resumed_trainer(0.1, schedule="constant").resume_ramp(2) is None
+    assert not [w for w in recwarn if "ramping" in str(w.message)]
+
+
 def test_paper_recipe_is_spec_section_8():
     """`--recipe paper`: Adam at 1e-3, batch 64, the full loss, up to 300 epochs, the best validation
     loss kept, nothing else (no schedule, clipping, time budget, point sampling or validation subset)."""
@@ -197,6 +231,7 @@ def test_paper_recipe_is_spec_section_8():
     assert c.patience is None and c.max_minutes is None and c.val_images is None and not c.amp
     assert c.beta2 == 0.999  # torch's Adam default, as the authors' code uses
     assert c.gate_bias_init is None  # the model's own init (PyTorch's default, as the authors' code)
+    assert c.rewarm == 0  # a resume takes the rate it is given at once
     assert recipe_model_overrides("nwm-linear-tetrominoes", c) == {}
     torch.manual_seed(0)
     x = torch.rand(8, 1, 4, 4)

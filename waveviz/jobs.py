@@ -192,6 +192,7 @@ class JobSpec:
     schedule: str = FROM_RECIPE
     warmup: float = FROM_RECIPE
     schedule_minutes: float | None = FROM_RECIPE
+    rewarm: float = FROM_RECIPE
     points: float | None = FROM_RECIPE
     fg_weight: float = FROM_RECIPE
     point_weights: str = FROM_RECIPE

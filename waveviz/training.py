@@ -73,7 +73,7 @@ SCHEDULES = ("constant", "cosine")
 # Each recipe: the TrainConfig values it sets (`TrainConfig.from_recipe`); the dataclass defaults are "fast".
 RECIPES: dict[str, dict] = {
     "paper": dict(epochs=300, batch_size=64, lr=1e-3, patience=None, grad_clip=None, max_minutes=None,
-                  schedule="constant", warmup=0.0, points=None, fg_weight=1.0, val_images=None, gate_bias_init=None),
+                  schedule="constant", warmup=0.0, rewarm=0.0, points=None, fg_weight=1.0, val_images=None, gate_bias_init=None),
     "fast": dict(epochs=300, batch_size=16, lr=6e-3, patience=None, grad_clip=1.0, max_minutes=10.0,
                  schedule="cosine", warmup=0.05, points=0.125, fg_weight=4.0, val_images=300, gate_bias_init=0.1),
 }
@@ -104,6 +104,9 @@ class TrainConfig(Checked):
     warmup: float = 0.05  # share of the run over which the learning rate rises linearly from 0
     schedule_minutes: float | None = None  # the cosine's length in training minutes over all resumes;
     #   None: the time budget (time spent before a resume + max_minutes), or the epochs without one
+    rewarm: float = 0.05  # a resume whose schedule raises the rate by over a quarter of `lr` (e.g. a
+    #   stretched `schedule_minutes`) ramps linearly from the rate the run ended at, over this share of
+    #   the schedule left; 0: jump at once
     points: float | None = 0.125  # share of each image's pixels the head and the loss see; None = all
     fg_weight: float = 4.0  # sample foreground points this many times as often (importance-weighted)
     point_weights: str = "unbiased"  # unbiased: importance weights (E = the full loss) | equal: every drawn point
@@ -130,6 +133,7 @@ class TrainConfig(Checked):
         "patience": Range(1, 1_000_000), "grad_clip": Range(0, 1e6, lo_open=True),
         "max_minutes": Range(0, 1e6, lo_open=True), "engine": ENGINES, "recipe": tuple(RECIPES),
         "schedule": SCHEDULES, "warmup": Range(0, 1, hi_open=True), "schedule_minutes": Range(0, 1e6, lo_open=True),
+        "rewarm": Range(0, 1, hi_open=True),
         "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
         "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True), "gate_bias_init": Range(0, 100, lo_open=True),
     }
@@ -192,6 +196,8 @@ class Trainer:
         self.fit_start: float | None = None  # perf_counter() when this `fit` began
         self.elapsed_before = 0.0  # seconds of training before this `fit` (resumes)
         self.paused = 0.0  # seconds of this `fit` spent outside training (`pause`)
+        self.ramp: tuple[float, float, float] | None = None  # a resume's re-warm-up: (from progress,
+        #   to progress, from rate), see `resume_ramp`
 
     def emit(self, event: str, **info) -> None:
         if not self.dist.is_main:
@@ -227,11 +233,37 @@ class Trainer:
         cosine decay to 0 at its end."""
         c = self.config
         if progress < c.warmup:
-            return c.lr * max(progress / c.warmup, 0.01)
-        if c.schedule == "constant":
-            return c.lr
-        q = (progress - c.warmup) / (1 - c.warmup)
-        return c.lr * 0.5 * (1 + math.cos(math.pi * q))
+            rate = c.lr * max(progress / c.warmup, 0.01)
+        elif c.schedule == "constant":
+            rate = c.lr
+        else:
+            q = (progress - c.warmup) / (1 - c.warmup)
+            rate = c.lr * 0.5 * (1 + math.cos(math.pi * q))
+        if self.ramp and progress < self.ramp[1]:
+            p0, p1, start = self.ramp
+            rate = start + (rate - start) * max(0.0, progress - p0) / (p1 - p0)
+        return rate
+
+    def resume_ramp(self, steps_per_epoch: int) -> tuple[float, float, float] | None:
+        """A resume's re-warm-up, or None: when this run's schedule would continue at a rate above the
+        one the last epoch ended at by more than a quarter of `lr` (a longer `schedule_minutes`, a
+        higher `--lr`), the rate ramps linearly from the ended rate over `rewarm` of the schedule
+        left, as a fresh run's warm-up does; a jump without one can undo what the run had learnt
+        (nwm-fft-polygons: validation FG-IoU 0.838 → 0.492 on a jump from ~0 to 1.1e-3)."""
+        c = self.config
+        ended = self.history[-1].get("lr") if self.history else None
+        if ended is None or not c.rewarm:
+            return None
+        self.ramp = None
+        p0 = self.progress(steps_per_epoch)
+        resumed = self.learning_rate(p0)
+        if resumed - ended <= 0.25 * c.lr or p0 >= 1:
+            return None
+        p1 = p0 + c.rewarm * (1 - p0)
+        warnings.warn(f"waveviz: the resumed schedule continues at lr {resumed:.2g} where the run ended at "
+                      f"{ended:.2g}; ramping up over {c.rewarm:.0%} of the schedule left (--rewarm 0: jump at once)",
+                      RuntimeWarning, stacklevel=2)
+        return p0, p1, ended
 
     def request_stop(self, reason: str = "canceled") -> None:
         """Stop at the next batch with `TrainingCanceled(reason)`, in every process together (a callback
@@ -323,6 +355,7 @@ class Trainer:
         self.deadline = start + budget if budget else None
         self.fit_start, self.elapsed_before, self.paused = start, self.elapsed, 0.0
         self.out_of_time = False
+        self.ramp = self.resume_ramp(math.ceil(len(self.train_data[0]) / self.config.batch_size))
         durations: list[float] = []
         # a constant learning rate gains nothing from a cut epoch; a decaying one ends at the deadline
         whole_epochs_only = self.config.schedule == "constant"

@@ -49,6 +49,8 @@ TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
     "warmup": (share_below_one, "share of the run with a linear warm-up"),
     "schedule_minutes": (positive_float, "the cosine's length in training minutes over all resumes "
                                          "(default: the time budget)"),
+    "rewarm": (share_below_one, "on a resume whose schedule raises the rate by over a quarter of the peak, "
+                                "ramp up from the rate the run ended at over this share of the schedule left; 0: jump"),
     "points": (or_off(share), "share of each image's pixels the head and loss see, or off for all"),
     "fg_weight": (positive_float, "draw foreground points this many times as often, importance-weighted"),
     "point_weights": (str, "unbiased (importance weights: the full loss in expectation) | equal (foreground "
