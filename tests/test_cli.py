@@ -195,3 +195,19 @@ def test_unwritable_folder(tmp_path, capsys):
     ro.chmod(0o500)
     code, _, err = run(["data", "make", "polygons", "--n", "2", "--out", str(ro / "x.npz")], capsys)
     assert code != 0 and "not writable" in err
+
+
+def test_waveviz_warnings_print_as_one_line(monkeypatch):
+    """On the command line a waveviz warning (a resume that warms up again, emulated bf16) is its one
+    line on stderr, without Python's file, line number and source; other warnings keep Python's form."""
+    import warnings
+
+    from waveviz.cli import format_warning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    main(["presets", "--json"])
+    assert warnings.formatwarning is format_warning
+    ours = "waveviz: the resumed schedule continues at lr 0.001 where the run ended at 0.0001"
+    assert format_warning(RuntimeWarning(ours), RuntimeWarning, "/x/training.py", 241) == ours + "\n"
+    other = format_warning(DeprecationWarning("old"), DeprecationWarning, "/x/y.py", 7, line="f()")
+    assert other == "/x/y.py:7: DeprecationWarning: old\n  f()\n"

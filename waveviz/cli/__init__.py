@@ -16,6 +16,7 @@ Every user error ends in one line on stderr and a non-zero exit.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from .. import settings
 from . import bench, data, drum, evaluate, jobs, presets, results, train
@@ -40,6 +41,18 @@ def build_parser() -> Parser:
     return parser
 
 
+PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def format_warning(message, category, filename, lineno, line=None) -> str:
+    """`warnings.formatwarning` for the command line: waveviz's own warnings ("waveviz: …") as the one
+    line they are, others as Python shows them."""
+    text = str(message)
+    if text.startswith("waveviz:"):
+        return text + "\n"
+    return PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..checkpoint import CheckpointError
     from ..data import DataError
@@ -47,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..registry import UnknownNameError
     from ..training import DivergenceError
 
+    warnings.formatwarning = format_warning
     try:
         args = build_parser().parse_args(argv)
         return args.func(args)
