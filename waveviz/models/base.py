@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import READOUTS, LinearReadout, create_readout
+from ..readouts import READOUTS, LinearReadout, create_readout, num_freqs
 from ..sampling import gather_points
 
-from ..validate import Range
+from ..validate import Checked, Range
 from .layers import PixelMLP
 
 
@@ -18,6 +19,31 @@ from .layers import PixelMLP
 READOUT_INITS = ("uniform", "fourier")  # the linear readout's initialisation (LinearReadout.fourier_init_)
 SHARED_RANGES = {"readout_init": READOUT_INITS, "in_channels": Range(1, 16), "num_classes": Range(1, 256), "image_size": Range(1, 4096),
                  "C": Range(1, 1024), "T": Range(1, 10_000), "width": Range(1, 4096), "head": Range(1, 65_536)}
+
+
+@dataclass
+class SequenceConfig(Checked):
+    """The fields both recurrent families (NWM, ConvLSTM) share: the encoders' in/out, the recurrence's
+    size, the readout over its T steps and the per-pixel head. A family's config adds its own fields
+    (and its own T default)."""
+
+    in_channels: int = 3  # 1 grey, 3 RGB
+    num_classes: int = 6  # N, class 0 is background
+    image_size: int = 64  # the size it is trained on; the model itself is fully convolutional
+    C: int = 2  # hidden (oscillator) channels
+    T: int = 100  # time steps
+    width: int = 16  # middle channels of the encoders
+    readout: str = "linear"  # last | mean | max | fft | linear
+    head: tuple[int, ...] = (256, 256, 256)  # hidden widths of the per-pixel MLP
+    paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
+    readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
+
+    RANGES: ClassVar[dict] = {**SHARED_RANGES, "readout": READOUTS}
+
+    @property
+    def K(self) -> int:
+        """Frequencies of a T-step series (rfft bins): the linear and fft readouts' K."""
+        return num_freqs(self.T)
 
 
 @dataclass

@@ -13,36 +13,18 @@ adjoint); under autocast (an --amp model) the loop stays as written, in bf16 as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import READOUTS, num_freqs
-from ..validate import Checked
-from .base import SHARED_RANGES, SequenceSegmenter
+from .base import SequenceConfig, SequenceSegmenter
 from .layers import PixelMLP, conv_stack
 
 
 @dataclass
-class ConvLSTMConfig(Checked):
-    in_channels: int = 3
-    num_classes: int = 6
-    image_size: int = 64
-    C: int = 2  # hidden channels
+class ConvLSTMConfig(SequenceConfig):
     T: int = 20  # time steps
-    width: int = 16  # middle channels of the encoders
-    readout: str = "linear"
-    head: tuple[int, ...] = (256, 256, 256)
-    paper_unused_linear: bool = False
-    readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
-
-    RANGES: ClassVar[dict] = {**SHARED_RANGES, "readout": READOUTS}
-
-    @property
-    def K(self) -> int:
-        return num_freqs(self.T)
 
 
 def convlstm_sequence_ref(u: torch.Tensor, h: torch.Tensor, cell: torch.Tensor, gates: nn.Conv2d, mlp: nn.Module,

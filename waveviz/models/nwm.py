@@ -23,35 +23,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import engine as fast
-from ..readouts import READOUTS, LinearReadout, num_freqs
-from ..validate import Checked, Range
-from .base import SHARED_RANGES, SequenceSegmenter
+from ..readouts import LinearReadout
+from ..validate import Range
+from .base import SequenceConfig, SequenceSegmenter
 from .layers import conv_stack, laplacian_kernel_
 
 
 @dataclass
-class NWMConfig(Checked):
-    in_channels: int = 3  # 1 grey, 3 RGB
-    num_classes: int = 6  # N, class 0 is background
-    image_size: int = 64  # the size it is trained on; the model itself is fully convolutional
-    C: int = 2  # oscillator channels
-    T: int = 100  # time steps
+class NWMConfig(SequenceConfig):
+    T: int = 100  # time steps (500 for Polygons)
     dt: float = 0.1  # Δt of the IMEX step
-    width: int = 16  # middle channels of the encoders
-    readout: str = "linear"  # last | mean | max | fft | linear
-    head: tuple[int, ...] = (256, 256, 256)  # hidden widths of the per-pixel MLP
     omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
-    paper_unused_linear: bool = False  # keep the authors' unused Linear(T → K) for non-linear readouts
-    readout_init: str = "uniform"  # linear readout: uniform (PyTorch's default, as the paper) | fourier
     gate_bias_init: float | None = None  # the last biases of f_ω and f_α start at this (ReLUs alive
     #   everywhere); None: PyTorch's default init, as the authors' code
 
-    RANGES: ClassVar[dict] = {**SHARED_RANGES, "dt": Range(0, 1, lo_open=True), "readout": READOUTS,
+    RANGES: ClassVar[dict] = {**SequenceConfig.RANGES, "dt": Range(0, 1, lo_open=True),
                               "gate_bias_init": Range(0, 100, lo_open=True)}
-
-    @property
-    def K(self) -> int:
-        return num_freqs(self.T)
 
 
 def nwm_recurrence_ref(
