@@ -1,6 +1,7 @@
 """A short CPU training run in which the loss falls; best-validation weights; resume."""
 import copy
 import math
+import time
 
 import pytest
 import torch
@@ -194,7 +195,7 @@ def _resumed_trainer(ended_lr: float, **cfg) -> Trainer:
     tr = Trainer(torch.nn.Conv2d(1, 2, 1), (x, (x[:, 0] > 0.5).long()), (x, (x[:, 0] > 0.5).long()),
                  TrainConfig(lr=0.1, device="cpu", **cfg))
     tr.history, tr.elapsed = [{"epoch": 1, "lr": ended_lr}], 60.0
-    tr.fit_start, tr.elapsed_before = __import__("time").perf_counter(), 60.0
+    tr.fit_start, tr.elapsed_before = time.perf_counter(), 60.0
     return tr
 
 
