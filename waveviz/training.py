@@ -244,6 +244,10 @@ class Trainer:
             rate = start + (rate - start) * max(0.0, progress - p0) / (p1 - p0)
         return rate
 
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in an epoch: the training images in global batches."""
+        return math.ceil(len(self.train_data[0]) / self.config.batch_size)
+
     def resume_ramp(self, steps_per_epoch: int) -> tuple[float, float, float] | None:
         """A resume's re-warm-up, or None: when this run's schedule would continue at a rate above the
         one the last epoch ended at by more than a quarter of `lr` (a longer `schedule_minutes`, a
@@ -254,15 +258,15 @@ class Trainer:
         ended = self.history[-1].get("lr") if self.history else None
         if ended is None or not c.rewarm:
             return None
-        self.ramp = None
         p0 = self.progress(steps_per_epoch)
         resumed = self.learning_rate(p0)
         if resumed - ended <= 0.25 * c.lr or p0 >= 1:
             return None
         p1 = p0 + c.rewarm * (1 - p0)
-        warnings.warn(f"waveviz: the resumed schedule continues at lr {resumed:.2g} where the run ended at "
-                      f"{ended:.2g}; ramping up over {c.rewarm:.0%} of the schedule left (--rewarm 0: jump at once)",
-                      RuntimeWarning, stacklevel=2)
+        if self.dist.is_main:  # one line, not one per process
+            warnings.warn(f"waveviz: the resumed schedule continues at lr {resumed:.2g} where the run ended at "
+                          f"{ended:.2g}; ramping up over {c.rewarm:.0%} of the schedule left (--rewarm 0: jump at once)",
+                          RuntimeWarning, stacklevel=2)
         return p0, p1, ended
 
     def request_stop(self, reason: str = "canceled") -> None:
@@ -286,7 +290,7 @@ class Trainer:
         order = torch.randperm(len(x), generator=self.generator)
         B = self.config.batch_size  # global batch, split over the ranks
         W = self.dist.world_size
-        steps = math.ceil(len(x) / B)
+        steps = self.steps_per_epoch()
         total, seen = 0.0, 0
         for step in range(steps):
             batch = order[step * B: (step + 1) * B]  # the global batch's images
@@ -355,7 +359,8 @@ class Trainer:
         self.deadline = start + budget if budget else None
         self.fit_start, self.elapsed_before, self.paused = start, self.elapsed, 0.0
         self.out_of_time = False
-        self.ramp = self.resume_ramp(math.ceil(len(self.train_data[0]) / self.config.batch_size))
+        self.ramp = None  # the schedule as configured, which `resume_ramp` compares with the ended rate
+        self.ramp = self.resume_ramp(self.steps_per_epoch())
         durations: list[float] = []
         # a constant learning rate gains nothing from a cut epoch; a decaying one ends at the deadline
         whole_epochs_only = self.config.schedule == "constant"
