@@ -109,6 +109,25 @@ def test_laplacian_initialisation():
     assert model.rec.bias is None and model.rec.padding_mode == "circular"
 
 
+def test_coupling_init_scales_the_stencil_and_the_reach_of_a_pulse():
+    """coupling_init s: W_rec starts as s × the Laplacian, so waves start √s times faster (1: the paper)."""
+    fast = create_model("nwm-linear-mnist", coupling_init=9.0)
+    paper = create_model("nwm-linear-mnist")
+    torch.testing.assert_close(fast.rec.weight, 9.0 * paper.rec.weight)
+    assert count_params(fast) == count_params(paper)
+
+    def reach(W):  # the farthest pixel right of a central pulse above 1 % of its peak after 60 steps
+        y0 = torch.zeros(1, 2, 1, 81)
+        y0[..., 40] = 0.5
+        zeros = torch.zeros_like(y0)
+        y = nwm_recurrence_ref(y0, zeros, zeros, W, dt=0.1, T=60)[0, -1, 0, 0, 40:].abs()
+        return int((y > 0.01 * y.max()).nonzero().max())
+
+    assert reach(fast.rec.weight) > 2 * reach(paper.rec.weight)
+    with pytest.raises(ValueError, match="coupling_init"):
+        create_model("nwm-linear-mnist", coupling_init=0.0)
+
+
 def test_circular_padding_wraps_a_pulse_around_the_edge():
     """A pulse at the left edge reaches the right edge's column at once through the coupling."""
     W = laplacian_kernel_(torch.empty(1, 1, 3, 3))

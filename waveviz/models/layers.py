@@ -54,13 +54,13 @@ class PixelMLP(nn.Module):
         return x.permute(0, 3, 1, 2)  # (B, N, H, W)
 
 
-def laplacian_kernel_(weight: torch.Tensor) -> torch.Tensor:
-    """Initialise a (C, C, 3, 3) kernel to the 5-point Laplacian on each channel, 0 across channels."""
+def laplacian_kernel_(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Initialise a (C, C, 3, 3) kernel to scale × the 5-point Laplacian on each channel, 0 across channels."""
     C = weight.shape[0]
     assert weight.shape == (C, C, 3, 3), f"expected a (C, C, 3, 3) kernel, got {tuple(weight.shape)}"
     lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
     with torch.no_grad():
         weight.zero_()
         for c in range(C):
-            weight[c, c] = lap
+            weight[c, c] = scale * lap
     return weight

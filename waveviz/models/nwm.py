@@ -36,9 +36,12 @@ class NWMConfig(SequenceConfig):
     omega_identity_init: bool = False  # the paper's text: f_ω starts as identity, f_α at zero
     gate_bias_init: float | None = None  # the last biases of f_ω and f_α start at this (ReLUs alive
     #   everywhere); None: PyTorch's default init, as the authors' code
+    coupling_init: float = 1.0  # W_rec starts as this × the Laplacian stencil: waves start at √(it) pixels
+    #   per unit time (1: the paper); how far a pixel hears in T steps at the start of training
 
     RANGES: ClassVar[dict] = {**SequenceConfig.RANGES, "dt": Range(0, 1, lo_open=True),
-                              "gate_bias_init": Range(0, 100, lo_open=True)}
+                              "gate_bias_init": Range(0, 100, lo_open=True),
+                              "coupling_init": Range(0, 50, lo_open=True)}
 
 
 def nwm_recurrence_ref(
@@ -68,7 +71,7 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
         self.f_alpha = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
         self.rec = nn.Conv2d(c.C, c.C, 3, padding=1, padding_mode="circular", bias=False)
-        laplacian_kernel_(self.rec.weight)
+        laplacian_kernel_(self.rec.weight, scale=c.coupling_init)
         self.add_readout_and_head(c)
         if c.omega_identity_init:
             self._identity_init()
