@@ -257,7 +257,12 @@ def test_c_kernel_without_openmp_uses_its_own_pool():
         g = torch.Generator().manual_seed(0)
         y0, om, al = (torch.rand(3, 2, 8, 6, generator=g, dtype=torch.float64) for _ in range(3))
         w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64) * 0.4
-        err = (engine.nwm_recurrence(y0, om, al, w, 0.1, 11, backend="c") - nwm_recurrence_ref(y0, om, al, w, 0.1, 11)).abs().max()
+        ins = [t.requires_grad_() for t in (y0, om, al, w)]
+        got = engine.nwm_recurrence(*ins, 0.1, 11, backend="c")  # forward and adjoint on the pool
+        ref = nwm_recurrence_ref(*ins, 0.1, 11)
+        gg = torch.autograd.grad(got.square().sum(), ins)
+        gr = torch.autograd.grad(ref.square().sum(), ins)
+        err = max((got - ref).abs().max(), *((a - b).abs().max() for a, b in zip(gg, gr)))
         gn, wn, h = torch.randn(900, 6, generator=g), torch.randn(6, 40, generator=g), torch.rand(900, 40, generator=g) - 0.3
         want = torch.where(h > 0, gn @ wn, 0.0), gn.t().double() @ h.double()
         dw = engine.narrow_layer_backward(gn, wn, h)  # the head's narrow layer, on the pool too

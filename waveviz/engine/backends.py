@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import settings
-from .clib import _check_rc, _parallel, cpu_kernel, cpu_kernel_status
+from .clib import cpu_kernel, cpu_kernel_status, over_batch
 
 BACKENDS = ("auto", "c", "triton", "torch")
 
@@ -22,17 +22,7 @@ class CBackend:
     name = "c"
 
     def __init__(self, lib: ctypes.CDLL, dtype: torch.dtype):
-        suf = {torch.float32: "f32", torch.float64: "f64"}[dtype]
-        self.fwd, self.bwd = getattr(lib, f"nwm_fwd_{suf}"), getattr(lib, f"nwm_bwd_{suf}")
-        # on torch's OpenMP team when built so: no second pool competing with torch's spinning threads
-        self.fwd_omp, self.bwd_omp = getattr(lib, f"nwm_fwd_omp_{suf}", None), getattr(lib, f"nwm_bwd_omp_{suf}", None)
-
-    @staticmethod
-    def _omp(fn, B: int, *args) -> None:
-        nt = max(1, torch.get_num_threads())
-        rc = (ctypes.c_int * nt)()
-        fn(B, nt, rc, *args)
-        _check_rc(list(rc))
+        self.lib, self.suf = lib, {torch.float32: "f32", torch.float64: "f64"}[dtype]
 
     @staticmethod
     def _p(t: torch.Tensor | None):
@@ -52,9 +42,8 @@ class CBackend:
         B, n, C, H, W = Yv.shape
         args = (n, C, H, W, dt, self._p(y), self._p(z), self._p(om), self._p(al), self._p(w),
                 *self._seq(Yv), *self._seq(Zv))
-        if self.fwd_omp is not None:
-            return self._omp(self.fwd_omp, B, *args)
-        _check_rc(_parallel(lambda i, b0, b1: self.fwd(b0, b1, *args), B))
+        # with fewer images than threads, the OpenMP forward splits each image's rows over the team
+        over_batch(self.lib, f"nwm_fwd_{self.suf}", B, args, share_items=True)
 
     def adjoint(self, y, z, om, al, w, dt, Yv, Zv, Gv, ybar, zbar, dom, dal, dW):
         B, n, C, H, W = Yv.shape
@@ -62,10 +51,7 @@ class CBackend:
         args = (n, C, H, W, dt, self._p(y), self._p(z), self._p(om), self._p(al), self._p(w),
                 *self._seq(Yv), *self._seq(Zv), *self._seq(Gv),
                 self._p(ybar), self._p(zbar), self._p(dom), self._p(dal))
-        if self.bwd_omp is not None:
-            self._omp(self.bwd_omp, B, *args, parts.data_ptr())
-        else:
-            _check_rc(_parallel(lambda i, b0, b1: self.bwd(b0, b1, *args, parts[b0].data_ptr()), B))
+        over_batch(self.lib, f"nwm_bwd_{self.suf}", B, args, grads=parts, grad_rows="item")
         dW += parts.sum(0).view(dW.shape)
         return ybar, zbar
 

@@ -296,3 +296,35 @@ def _parallel(fn, B: int) -> list:
 def _check_rc(rcs) -> None:
     if any(rcs):
         raise MemoryError("the CPU wave kernel could not allocate its scratch memory")
+
+
+def chunks(B: int) -> int:
+    """How many contiguous ranges `over_batch` splits B items into: one per torch thread, at most B."""
+    return max(1, min(torch.get_num_threads(), B))
+
+
+def over_batch(lib: ctypes.CDLL, name: str, B: int, args: tuple, *, grads: torch.Tensor | None = None,
+               grad_rows: str = "chunk", share_items: bool = False) -> None:
+    """Run the kernel's `name` over B items (images, or the head's pixels) on every torch thread.
+
+    Built with OpenMP: `{name}_omp_{suffix}`(B, nt, rc, *args[, grads]) on torch's own team, where
+    `name` ends in its dtype suffix (`nwm_fwd_f32` → `nwm_fwd_omp_f32`). Without: `name`(b0, b1, *args[,
+    row]) on `chunks(B)` contiguous ranges [b0, b1) from the pool. `grads`: float64, the rows the calls
+    add their parameter gradients into, one per chunk (`grad_rows="chunk"`, `chunks(B)` rows) or one
+    per item (`"item"`, B rows: each range at the row of its first item). `share_items`: the OpenMP
+    function gets a thread per torch thread even when B is smaller (it splits an item's rows then).
+    A kernel that could not allocate its scratch memory raises MemoryError."""
+    assert grad_rows in ("chunk", "item"), grad_rows
+    stem, suf = name.rsplit("_", 1)
+    omp = getattr(lib, f"{stem}_omp_{suf}", None)
+    if omp is not None:
+        nt = max(1, torch.get_num_threads()) if share_items else chunks(B)
+        rc = (ctypes.c_int * nt)()
+        omp(B, nt, rc, *args, *(() if grads is None else (grads.data_ptr(),)))
+        _check_rc(list(rc))
+        return
+    fn = getattr(lib, name)
+    if grads is None:
+        _check_rc(_parallel(lambda i, b0, b1: fn(b0, b1, *args), B))
+    else:
+        _check_rc(_parallel(lambda i, b0, b1: fn(b0, b1, *args, grads[b0 if grad_rows == "item" else i].data_ptr()), B))

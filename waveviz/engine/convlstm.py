@@ -7,12 +7,11 @@ convolution's ∂W and its transpose (csrc/convlstm.h). Images are split over th
 """
 from __future__ import annotations
 
-import ctypes
 import math
 
 import torch
 
-from .clib import _check_rc, _parallel, cpu_kernel
+from .clib import chunks, cpu_kernel, over_batch
 from .head import _mlp_layers
 
 
@@ -43,8 +42,7 @@ class _ConvLSTMSequence(torch.autograd.Function):
         du0, dh0, dc0 = (torch.empty_like(u0) for _ in range(3))
         shapes = [wg.shape, bg.shape, w1.shape, b1.shape, w2.shape, b2.shape]
         npar = sum(math.prod(sh) for sh in shapes)
-        parts = max(1, min(torch.get_num_threads(), B))
-        dp = torch.zeros(parts, npar, dtype=torch.float64)
+        dp = torch.zeros(chunks(B), npar, dtype=torch.float64)
         ptrs = [t.data_ptr() for t in (u0, h0, c0, wg, w1, b1, w2, U, Hs, Cs, A, gU, du0, dh0, dc0)]
         _lstm_call(cpu_kernel(), "bwd", suf, B, [T, C, M, H, W], ptrs, dp)
         grads = torch.split(dp.sum(0), [math.prod(sh) for sh in shapes])
@@ -53,18 +51,9 @@ class _ConvLSTMSequence(torch.autograd.Function):
 
 
 def _lstm_call(lib, kind: str, suf: str, B: int, dims: list[int], ptrs: list, dp: torch.Tensor | None = None) -> None:
-    """Run lstm_fwd / lstm_bwd (`kind`) over the batch: on torch's OpenMP team when built so, else
-    the pool; the adjoint's parameter gradients go to row i of dp for the i-th range of images."""
-    omp = getattr(lib, f"lstm_{kind}_omp_{suf}", None)
-    extra = [] if dp is None else [dp]
-    if omp is not None:
-        nt = max(1, min(torch.get_num_threads(), B))
-        rc = (ctypes.c_int * nt)()
-        omp(B, nt, rc, *dims, *ptrs, *(d.data_ptr() for d in extra))
-        _check_rc(list(rc))
-        return
-    fn = getattr(lib, f"lstm_{kind}_{suf}")
-    _check_rc(_parallel(lambda i, b0, b1: fn(b0, b1, *dims, *ptrs, *(d[i].data_ptr() for d in extra)), B))
+    """Run lstm_fwd / lstm_bwd (`kind`) over the batch (`clib.over_batch`); the adjoint's parameter
+    gradients go to row i of dp (`chunks(B)` rows) for the i-th range of images."""
+    over_batch(lib, f"lstm_{kind}_{suf}", B, (*dims, *ptrs), grads=dp)
 
 
 def convlstm_usable(u0: torch.Tensor, gates: torch.nn.Module, mlp: torch.nn.Module) -> bool:

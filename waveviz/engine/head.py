@@ -6,14 +6,13 @@ longer needs, and on CPU the narrow last layer's backward (one output per class)
 from __future__ import annotations
 
 import contextlib
-import ctypes
 
 import torch
 import torch.nn.functional as F
 
 from .. import settings
 from .bf16 import Bf16Products, bf16_emulated
-from .clib import _check_rc, _parallel, cpu_kernel
+from .clib import chunks, cpu_kernel, over_batch
 
 _onednn_linear_ok: dict[torch.dtype, bool] = {}
 
@@ -141,21 +140,9 @@ def narrow_layer_backward(g: torch.Tensor, w: torch.Tensor, h: torch.Tensor) -> 
     K = h.shape[1]
     g, w = g.contiguous(), w.contiguous()
     args = (N, K, g.data_ptr(), w.data_ptr(), h.data_ptr())
-    if hasattr(lib, "mlp_narrow_bwd_omp_f32"):
-        nt = max(1, min(torch.get_num_threads(), P))
-        dw = torch.zeros(nt, N, K, dtype=torch.float64)
-        rc = (ctypes.c_int * nt)()
-        lib.mlp_narrow_bwd_omp_f32(P, nt, rc, *args, dw.data_ptr())
-        _check_rc(list(rc))
-        return dw.sum(0)
-
-    def rows(i: int, p0: int, p1: int):
-        d = torch.zeros(N, K, dtype=torch.float64)
-        return lib.mlp_narrow_bwd_f32(p0, p1, *args, d.data_ptr()), d
-
-    parts = _parallel(rows, P)
-    _check_rc([rc for rc, _ in parts])
-    return sum(d for _, d in parts)
+    dw = torch.zeros(chunks(P), N, K, dtype=torch.float64)  # ∂W per range of rows, summed below
+    over_batch(lib, "mlp_narrow_bwd_f32", P, args, grads=dw)
+    return dw.sum(0)
 
 
 def _products(dtype: torch.dtype, device_type: str):
