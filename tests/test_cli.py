@@ -211,3 +211,49 @@ def test_waveviz_warnings_print_as_one_line(monkeypatch):
     assert format_warning(RuntimeWarning(ours), RuntimeWarning, "/x/training.py", 241) == ours + "\n"
     other = format_warning(DeprecationWarning("old"), DeprecationWarning, "/x/y.py", 7, line="f()")
     assert other == "/x/y.py:7: DeprecationWarning: old\n  f()\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_finishes_the_epoch_and_writes_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """`waveviz train`: the first Ctrl-C ends the run at the next batch like a spent --max-minutes
+    (the partial epoch validated, the checkpoint written, exit 0); a second one quits at once."""
+    import signal
+
+    import torch
+
+    from waveviz.training import ProgressBar
+
+    data, ckpt = str(tmp_path / "d.npz"), str(tmp_path / "m.pt")
+    assert run(["data", "make", "tetrominoes", "--n", "40", "--seed", "1", "--out", data], capsys)[0] == 0
+    seen = []
+    bar = ProgressBar.__call__
+
+    def ctrl_c_at_step_2(self, event, trainer, info):  # the user presses Ctrl-C after step 2
+        bar(self, event, trainer, info)
+        if event == "batch":
+            seen.append(info["step"])
+            if info["step"] == 2:
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(ProgressBar, "__call__", ctrl_c_at_step_2)
+    code, out, err = run(["train", "nwm-linear-tetrominoes", "--data", data, "--epochs", "5", "--batch-size", "4",
+                          "--set", "T=6", "--set", "head=(16,)", "--out", ckpt], capsys)
+    assert code == 0, err
+    assert seen == [1, 2]  # step 3's forward saw the request and ended the epoch before its update
+    assert "stopped by SIGINT: finishing at the next batch" in err
+    assert "(partial: stopped by SIGINT)" in err and "stopped by SIGINT after epoch 1 (best 1)" in err
+    meta = torch.load(ckpt, weights_only=True)["meta"]
+    assert meta["status"] == "finished" and meta["epochs"] == 1 and meta["history"][-1]["partial"]
+    assert meta["history"][-1]["images_seen"] == 8 and "test_metrics" not in meta  # (--data: train/val only)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+    def ctrl_c_twice(self, event, trainer, info):
+        if event == "batch" and info["step"] == 1:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(ProgressBar, "__call__", ctrl_c_twice)
+    os.remove(ckpt)
+    code, out, err = run(["train", "nwm-linear-tetrominoes", "--data", data, "--epochs", "5", "--batch-size", "4",
+                          "--set", "T=6", "--set", "head=(16,)", "--out", ckpt], capsys)
+    assert code == 130 and err.strip().endswith("waveviz: interrupted") and not os.path.exists(ckpt)

@@ -160,6 +160,23 @@ def test_time_budget_ends_an_overlong_epoch_and_keeps_what_it_learned(monkeypatc
     assert events[-2:] == ["budget_stop", "end"] and tr.deadline is None
 
 
+def test_finish_now_ends_like_a_spent_budget_and_refuses_to_keep_nothing(monkeypatch):
+    """`finish_now` (Ctrl-C in `waveviz train`): the epoch so far counts, without any budget; asked
+    before the first step, nothing is worth writing."""
+    from waveviz.training import TrainingCanceled
+
+    tr, events = _clocked_trainer(monkeypatch, n=64, batch=4, minutes=None, batch_s=1.0)
+    tr.callbacks.append(lambda e, t, i: t.finish_now("stopped by SIGINT") if e == "batch" and i["step"] == 5 else None)
+    tr.fit()
+    assert events.count("batch") == 5 and len(tr.history) == 1 and tr.history[0]["partial"] and tr.best_epoch == 1
+    assert events[-2:] == ["finished_early", "end"] and tr.history[0]["images_seen"] == 20
+    tr, events = _clocked_trainer(monkeypatch, n=64, batch=4, minutes=None, batch_s=1.0)
+    tr.callbacks.append(lambda e, t, i: t.finish_now("stopped by SIGTERM") if e == "start" else None)
+    with pytest.raises(TrainingCanceled, match="stopped by SIGTERM before the first step ended: nothing written"):
+        tr.fit()
+    assert events == ["start"]
+
+
 def test_time_budget_does_not_begin_an_epoch_that_would_not_fit(monkeypatch):
     """Under a constant learning rate (the paper's recipe); a decaying one runs to the deadline instead."""
     tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0, schedule="constant")

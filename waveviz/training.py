@@ -23,7 +23,9 @@ import math
 import os
 import platform
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from dataclasses import MISSING, asdict, dataclass, fields
@@ -143,6 +145,54 @@ class Callback(Protocol):
     def __call__(self, event: str, trainer: "Trainer", info: dict) -> None: ...
 
 
+class FinishOnSignal:
+    """Ctrl-C (SIGINT) or SIGTERM during `fit` ends the run at the next batch as a spent time budget
+    does (`Trainer.finish_now`): the epoch so far is validated and counts, and the best weights are
+    written with their test score; a second one stops at once (KeyboardInterrupt). Before training
+    has begun (data loading) the first one stops at once. A callback and a context manager:
+
+        stopper = FinishOnSignal()
+        with stopper:
+            train_preset(..., callbacks=[stopper, ...])
+
+    Installs its handlers only in the main thread of a single process (under torchrun a signal stops
+    every rank at once, as without it)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.trainer: Trainer | None = None
+        self.reason: str | None = None
+        self._saved: dict = {}
+
+    def __call__(self, event: str, trainer: "Trainer", info: dict) -> None:
+        self.trainer = trainer
+        if event == "end":
+            self.trainer = None  # the final scoring: a signal now stops at once
+
+    def _handle(self, signum, frame) -> None:
+        if self.reason is not None or self.trainer is None:
+            raise KeyboardInterrupt
+        self.reason = f"stopped by {signal.Signals(signum).name}"
+        self.trainer.finish_now(self.reason)
+        self.stream.write(f"\nwaveviz: {self.reason}: finishing at the next batch (the epoch so far is validated "
+                          "and the checkpoint written); press Ctrl-C again to quit at once\n")
+        self.stream.flush()
+
+    def __enter__(self) -> "FinishOnSignal":
+        if threading.current_thread() is threading.main_thread() and distributed.launch_env().world_size == 1:
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        self._saved.clear()
+
+
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -191,6 +241,7 @@ class Trainer:
         self.elapsed = 0.0  # wall seconds spent in fit, over resumes
         self.generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
         self.stop_reason: str | None = None
+        self.finish_reason: str | None = None  # `finish_now`: end like a spent budget, keeping the epoch
         self.deadline: float | None = None  # perf_counter() time at which `fit` stops (max_minutes)
         self.out_of_time = False
         self.fit_start: float | None = None  # perf_counter() when this `fit` began
@@ -274,6 +325,12 @@ class Trainer:
         on rank 0 may ask; raising from a callback would leave the other ranks waiting)."""
         self.stop_reason = reason
 
+    def finish_now(self, reason: str = "stopped by hand") -> None:
+        """End the run at the next batch the way a spent time budget does: the epoch so far is
+        validated and counts (its record says `partial`), the best weights are kept and the caller
+        writes them as usual (`request_stop` instead discards the epoch). Safe from a signal handler."""
+        self.finish_reason = reason
+
     def _autocast(self):
         if self.device.type in ("cpu", "cuda"):  # bf16; emulated on a CPU without it (engine.bf16_autocast)
             return engine.bf16_autocast(self.device.type, enabled=self.config.amp)
@@ -313,7 +370,7 @@ class Trainer:
                 loss = F.cross_entropy(logits.float(), yb)
             # one reduction per step: the global batch's summed loss, whether any rank must stop, and
             # whether any rank's clock passed the deadline (so that all ranks end the epoch together)
-            late = self.deadline is not None and time.perf_counter() > self.deadline
+            late = self.finish_reason is not None or (self.deadline is not None and time.perf_counter() > self.deadline)
             flags = torch.tensor([float(self.stop_reason is not None), float(late)], device=self.device)
             stats = torch.cat([(loss.detach() * n).reshape(1), flags])
             self.dist.all_reduce_sum(stats)
@@ -361,14 +418,16 @@ class Trainer:
         self.out_of_time = False
         self.ramp = None  # the schedule as configured, which `resume_ramp` compares with the ended rate
         self.ramp = self.resume_ramp(self.steps_per_epoch())
+        self.emit("start")
         durations: list[float] = []
         # a constant learning rate gains nothing from a cut epoch; a decaying one ends at the deadline
         whole_epochs_only = self.config.schedule == "constant"
         try:
             while self.epoch < self.config.epochs:
                 t0, paused0 = time.perf_counter(), self.paused
-                if (budget and whole_epochs_only and durations
-                        and self._any_rank(t0 - start - self.paused + sum(durations) / len(durations) > budget)):
+                if self._any_rank(self.finish_reason is not None or bool(
+                        budget and whole_epochs_only and durations
+                        and t0 - start - self.paused + sum(durations) / len(durations) > budget)):
                     self.out_of_time = True
                     break
                 train_loss = self.train_epoch()
@@ -397,7 +456,11 @@ class Trainer:
         finally:
             self.elapsed = self.train_seconds()  # this fit's wall time, paused time left out
             self.deadline = self.fit_start = None
-        if self.out_of_time:
+        if self.out_of_time and self.finish_reason is not None:
+            if self.epoch == 0:  # not one step was taken: no weights worth writing
+                raise TrainingCanceled(f"{self.finish_reason} before the first step ended: nothing written")
+            self.emit("finished_early", epoch=self.epoch, reason=self.finish_reason)
+        elif self.out_of_time:
             self.emit("budget_stop", epoch=self.epoch, minutes=self.config.max_minutes)
         self.emit("end")
         return self.history
@@ -678,12 +741,16 @@ class ProgressBar:
             eta = trainer.elapsed / max(1, len(trainer.history)) * (E - done)
             if trainer.deadline is not None:  # a time budget ends the run first
                 eta = min(eta, max(0.0, trainer.deadline - time.perf_counter()))
-            mark = (" *" if info["improved"] else "") + (" (partial: the time budget ended it)" if r.get("partial") else "")
+            ended_by = trainer.finish_reason or "the time budget ended it"
+            mark = (" *" if info["improved"] else "") + (f" (partial: {ended_by})" if r.get("partial") else "")
             self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
                               f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")
             self.stream.flush()
         elif event == "early_stop":
             self.stream.write(f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})\n")
+        elif event == "finished_early":
+            self.stream.write(("\n" if self.tty else "") + f"{info['reason']} after epoch {info['epoch']} "
+                              f"(best {trainer.best_epoch})\n")
         elif event == "budget_stop":
             self.stream.write(("\n" if self.tty else "") + f"time budget of {info['minutes']:g} min spent after "
                               f"epoch {info['epoch']} (best {trainer.best_epoch})\n")

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..data import DataError
     from ..drum import DrumError
     from ..registry import UnknownNameError
-    from ..training import DivergenceError
+    from ..training import DivergenceError, TrainingCanceled
 
     warnings.formatwarning = format_warning
     try:
@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(e, (UserError, DrumError)) else 1
     except KeyboardInterrupt:
         print("waveviz: interrupted", file=sys.stderr)
+        return 130
+    except TrainingCanceled as e:  # `waveviz train` stopped by a signal before it had anything to write
+        print(f"waveviz: {' '.join(str(e).split())}", file=sys.stderr)
         return 130
     except OSError as e:
         print(f"waveviz: error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)

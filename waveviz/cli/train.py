@@ -117,7 +117,9 @@ def train_config_from(args, dataset: str | None = None):
 
 
 def add_subparser(sub) -> None:
-    p = sub.add_parser("train", help="train a preset and write its best checkpoint")
+    p = sub.add_parser("train", help="train a preset and write its best checkpoint",
+                       epilog="Ctrl-C (or SIGTERM) once ends the run at the next batch as a spent --max-minutes "
+                              "does: the epoch so far is validated and the checkpoint written; twice quits at once.")
     p.add_argument("preset")
     p.add_argument("--data", help="train on this .npz (90 / 10 train / val split) instead of fresh samples")
     add_train_flags(p)
@@ -135,7 +137,7 @@ def add_subparser(sub) -> None:
 
 def run_train(args) -> int:
     from ..presets import PRESETS
-    from ..training import DataConfig, ProgressBar, train_preset
+    from ..training import DataConfig, FinishOnSignal, ProgressBar, train_preset
 
     preset = PRESETS.get(args.preset)
     writable_target(args.out)
@@ -144,8 +146,9 @@ def run_train(args) -> int:
     data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = train_config_from(args, preset.dataset)
-    info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
-                        resume=args.resume, callbacks=[ProgressBar(), wave_share_probe], init=args.init)
+    with FinishOnSignal() as stopper:  # Ctrl-C once: finish at the next batch and write what was learnt
+        info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
+                            resume=args.resume, callbacks=[stopper, ProgressBar(), wave_share_probe], init=args.init)
     from ..distributed import launch_env
 
     if not launch_env().is_main:  # under torchrun only rank 0 reports
