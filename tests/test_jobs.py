@@ -141,6 +141,22 @@ def test_a_time_budget_finishes_a_job_early(home, npz):
 
 
 @pytest.mark.slow
+def test_finish_ends_a_running_job_early_keeping_its_partial_epoch(home, npz, capsys):
+    store = JobStore()
+    job = store.submit(spec(npz, epochs=10_000))
+    wait_for(store, job, lambda s: s["epoch"] >= 1)
+    assert main(["jobs", "finish", job]) == 0
+    assert "finish requested" in capsys.readouterr().out
+    st = store.wait(job, timeout=60)
+    assert st["state"] == "finished" and st["message"].startswith("finished early by the user: best epoch"), st["message"]
+    assert 1 <= st["epoch"] < 10_000 and st["checkpoint"] and not st["finishing"]
+    with pytest.raises(JobError, match="is finished; only a running job can finish early"):
+        store.finish(job)
+    assert main(["jobs", "finish", job]) == 1
+    assert capsys.readouterr().err.strip() == f"waveviz: error: job {job} is finished; only a running job can finish early"
+
+
+@pytest.mark.slow
 def test_sigkill_reads_as_crashed_and_resumable(home, npz, capsys):
     store = JobStore()
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--epochs", "10000", "--batch-size", "8",

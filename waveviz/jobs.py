@@ -10,6 +10,7 @@ memory, so an app or shell that starts later sees every job):
     metrics.json   one record per finished epoch: losses, metrics, long-wavelength share
     best.pt        the best weights so far (every model picker lists it); best.pt.last: resume state
     cancel         present while the user wants the job stopped
+    finish         present while the user wants the job to finish early, keeping its partial epoch
 
 Every JSON write is atomic (temp file, fsync, rename), and so are the checkpoints.
 
@@ -22,7 +23,8 @@ the CLI call it, so a queue moves on even after a crash.
 
 The worker is `python -m waveviz.jobs run DIR` (under torchrun when `nproc` > 1), started in its own
 session with no terminal, so neither a reload nor a stopped Streamlit server touches it. It stops at
-the next batch once `cancel` appears.
+the next batch once `cancel` appears (canceled: the partial epoch is dropped, resumable), or once
+`finish` appears (finished: the epoch so far is validated and counts, as when a time budget ends it).
 """
 from __future__ import annotations
 
@@ -58,6 +60,7 @@ RESUMABLE = ("canceled", "crashed", "failed")
 HEARTBEAT_S = 2.0  # the worker rewrites status.json at least this often
 CURVE_EVERY_S = 5.0  # a point of the live learning curve this often
 CURVE_FILE = "curve.jsonl"  # the live learning curve, a JSON line per point
+FINISH = "finish"  # present while the user wants a running job to finish early (`JobStore.finish`)
 STALE_S = 30.0  # a running job silent for longer than this has crashed
 DEFAULT_MAX_RUNNING = 1
 MIN_FREE_BYTES = 100 * 2**20  # refuse to start a job with less free disk than this
@@ -366,6 +369,7 @@ class JobStore:
             st["message"] = (f"the worker stopped without a word at epoch {st['epoch']} (killed or out of memory?); "
                              "resume to continue")
         st["cancelling"] = st["state"] == "running" and (d / "cancel").exists()  # asked to stop; stops at its next batch
+        st["finishing"] = st["state"] == "running" and not st["cancelling"] and (d / FINISH).exists()
         best = d / BEST
         st["checkpoint"] = str(best) if best.is_file() else None
         st["resumable"] = st["state"] in RESUMABLE
@@ -549,6 +553,16 @@ class JobStore:
                 raise JobError(f"job {job_id} is already {st['state']}")
         return self.status(job_id)
 
+    def finish(self, job_id: str) -> dict:
+        """End a running job early at its next batch, keeping what it learnt: the epoch so far is
+        validated and counts, the best weights are scored on the test split, and the job is finished."""
+        with self._lock():
+            st = self.status(job_id)
+            if st["state"] != "running":
+                raise JobError(f"job {job_id} is {st['state']}; only a running job can finish early")
+            (self.path(job_id) / FINISH).touch()
+        return self.status(job_id)
+
     def resume(self, job_id: str, *, epochs: int | None = None) -> dict:
         """Queue a canceled, crashed or failed job again; it continues from best.pt.last (or starts
         over when no epoch was finished). `epochs` raises or lowers the total."""
@@ -563,6 +577,7 @@ class JobStore:
                 spec = dataclasses.replace(self.spec(job_id), epochs=epochs)
                 write_json(d / "config.json", asdict(spec))
             (d / "cancel").unlink(missing_ok=True)
+            (d / FINISH).unlink(missing_ok=True)
             stored = read_json(d / "status.json", {}) or {}
             stored.update(state="queued", pid=None, queued_at=time.time(), epochs=self.spec(job_id).epochs,
                           message=f"queued to resume after epoch {st['epoch']}")
@@ -738,6 +753,8 @@ class JobMonitor:
             self.epoch_t0 = time.perf_counter()
         if (self.dir / "cancel").exists():
             trainer.request_stop("canceled by the user")
+        elif trainer.finish_reason is None and (self.dir / FINISH).exists():
+            trainer.finish_now("finished early by the user")
         self._curve_point(trainer, info["loss"])
         now = time.perf_counter()
         if now - self.last_write >= 1.0 or info["step"] == info["steps"]:
@@ -782,7 +799,8 @@ def _outcome(e: BaseException | None, info: dict | None, monitor: JobMonitor, jo
     if e is None:
         m = info.get("test_metrics") or info["val_metrics"]
         which = "test" if "test_metrics" in info else "val"
-        return {"state": "finished", "message": f"best epoch {info['best_epoch']}/{info['epochs']}: {which} FG-IoU "
+        early = "finished early by the user: " if (job_dir / FINISH).exists() else ""
+        return {"state": "finished", "message": f"{early}best epoch {info['best_epoch']}/{info['epochs']}: {which} FG-IoU "
                 f"{m['fg_iou']:.3f}, FG-Acc {m['fg_acc']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})"}
     if isinstance(e, TrainingCanceled):
         return {"state": "canceled", "message": f"{_one_line(e)} during epoch {monitor.epoch + 1}; resume to continue"}

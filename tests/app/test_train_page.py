@@ -172,6 +172,17 @@ def test_cancel_reads_cancelling_at_once(home):
     assert "cancelling…" in at.selectbox(key="train_job").options[0]
 
 
+def test_finish_now_reads_finishing_at_once(home):
+    store = JobStore()
+    job = fake_job(store, "running", pid=os.getpid(), host=HOST)  # alive: this test's own process
+    at = _page().run()
+    at = at.button(key=f"train_finish_{job}").click().run()
+    assert not at.exception
+    assert "finishing…" in at.markdown[-1].value and store.status(job)["finishing"]
+    assert any("Finishing at the end of the current batch" in c.value for c in at.caption)
+    assert not [b for b in at.button if b.key in (f"train_finish_{job}", f"train_cancel_{job}")]  # asked once
+
+
 def test_a_job_that_learnt_nothing_is_flagged(home):
     store = JobStore()
     job = fake_job(store, "finished", epoch=2, epochs=2, message="best epoch 2/2")

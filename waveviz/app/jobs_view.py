@@ -165,10 +165,12 @@ def fmt_seconds(s: float | None) -> str:
 # ---------------------------------------------------------------------------- states
 
 def state_label(status: dict) -> str:
-    """How a job's state reads: "cancelling…" from the moment Cancel is pressed until the worker
-    stops (it does at its next batch), else the state itself."""
+    """How a job's state reads: "cancelling…" / "finishing…" from the moment Cancel / Finish now is
+    pressed until the worker stops (it does at its next batch), else the state itself."""
     if status.get("cancelling"):
         return "cancelling…"
+    if status.get("finishing"):
+        return "finishing…"
     return status.get("state", "?")
 
 

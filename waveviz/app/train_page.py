@@ -1,4 +1,4 @@
-"""The Train page: launch background training jobs and watch, cancel, resume or delete them.
+"""The Train page: launch background training jobs and watch, finish early, cancel, resume or delete them.
 
 Layout and widgets only; jobs, their files and every number shown come from :mod:`waveviz.jobs`.
 """
@@ -19,7 +19,7 @@ from waveviz.training import POINT_WEIGHTS, RECIPES, SCHEDULES
 REFRESH_S = 2.0  # live view refresh while a job is queued or running
 NPZ = "an .npz file"
 DEVICES = ("auto", "cpu", "cuda", "mps")
-STATE_ICONS = {"queued": "⏳", "running": "▶️", "cancelling…": "⏸️", "finished": "✅", "failed": "❌", "canceled": "⏹️",
+STATE_ICONS = {"queued": "⏳", "running": "▶️", "cancelling…": "⏸️", "finishing…": "⏭️", "finished": "✅", "failed": "❌", "canceled": "⏹️",
                "crashed": "💥"}
 
 INTRO = """
@@ -207,7 +207,16 @@ def _actions(store: jobs.JobStore, status: dict) -> None:
     job_id = status["id"]
     c1, c2, c3 = st.columns(3)
     try:
-        if status["state"] in jobs.ACTIVE and not status.get("cancelling") and c1.button("Cancel", key=f"train_cancel_{job_id}"):
+        stopping = status.get("cancelling") or status.get("finishing")
+        if status["state"] == "running" and not stopping and c1.button(
+                "Finish now", key=f"train_finish_{job_id}", type="primary",
+                help="Stop at the next batch and keep the model as it is now: the epoch so far is validated "
+                     "and the model scored on the test images."):
+            store.finish(job_id)
+            st.rerun(scope="app")
+        if status["state"] in jobs.ACTIVE and not stopping and c2.button(
+                "Cancel", key=f"train_cancel_{job_id}",
+                help="Stop at the next batch, dropping the epoch in progress; the job can be resumed."):
             store.cancel(job_id)
             st.rerun(scope="app")
         if status["resumable"]:
@@ -240,6 +249,9 @@ def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
     st.progress(status["progress"], text=f"epoch {status['epoch']}/{epochs} · ETA {jobs_view.fmt_seconds(status['eta_s'])}")
     if status.get("cancelling"):
         st.caption("Stopping at the end of the current batch; the best checkpoint so far is kept and the job can be resumed.")
+    if status.get("finishing"):
+        st.caption("Finishing at the end of the current batch: the epoch so far is validated, then the best "
+                   "weights are scored on the test images.")
     if status["message"]:
         (st.error if state in ("failed", "crashed") else st.caption)(status["message"])
     records = store.metrics(job_id)

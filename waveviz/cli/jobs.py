@@ -3,7 +3,7 @@
     waveviz jobs start PRESET [--data NPZ] [--epochs E] [--batch-size B] … [--json]   → {"id": …}
     waveviz jobs status ID [--json]      id, state, pid, epoch, epochs, checkpoint, message, …
     waveviz jobs list [--json]
-    waveviz jobs cancel ID | resume ID [--epochs E] | delete ID | wait ID | log ID
+    waveviz jobs cancel ID | finish ID | resume ID [--epochs E] | delete ID | wait ID | log ID
     waveviz jobs limit [N]               how many jobs may run at once
 """
 from __future__ import annotations
@@ -58,6 +58,8 @@ def add_subparser(sub) -> None:
     ls.add_argument("--json", action="store_true", help="a JSON list of statuses")
     ls.set_defaults(func=run_list)
     _with_id(jsub.add_parser("cancel", help="stop a job (a running one at its next batch)"), run_cancel)
+    _with_id(jsub.add_parser("finish", help="end a running job early at its next batch, keeping the epoch so far "
+                                            "(validated, scored on the test split: finished)"), run_finish)
     r = jsub.add_parser("resume", help="continue a canceled, crashed or failed job from its last checkpoint")
     _with_id(r, run_resume)
     r.add_argument("--epochs", type=positive_int, help="new total number of epochs")
@@ -114,6 +116,13 @@ def run_cancel(args) -> int:
     st = _store().cancel(args.id)
     if st["state"] == "running":
         st["message"] = "cancel requested; it stops at its next batch"
+    _status_out(st, args.json)
+    return 0
+
+
+def run_finish(args) -> int:
+    st = _store().finish(args.id)
+    st["message"] = "finish requested; at its next batch it validates the epoch so far and writes its checkpoint"
     _status_out(st, args.json)
     return 0
 
