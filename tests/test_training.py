@@ -177,6 +177,24 @@ def test_finish_now_ends_like_a_spent_budget_and_refuses_to_keep_nothing(monkeyp
     assert events == ["start"]
 
 
+def test_finish_on_signal_leaves_ignored_signals_alone_and_puts_handlers_back():
+    import signal
+
+    from waveviz.training import FinishOnSignal
+
+    before_int, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a shell leaves a background job's SIGINT
+    try:
+        with FinishOnSignal() as stopper:
+            assert signal.getsignal(signal.SIGINT) == stopper._handle
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+            with pytest.raises(KeyboardInterrupt):  # no training begun yet: stops at once
+                signal.raise_signal(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is before_int and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, before_term)
+
+
 def test_time_budget_does_not_begin_an_epoch_that_would_not_fit(monkeypatch):
     """Under a constant learning rate (the paper's recipe); a decaying one runs to the deadline instead."""
     tr, events = _clocked_trainer(monkeypatch, n=4, batch=4, minutes=1.0, batch_s=25.0, schedule="constant")

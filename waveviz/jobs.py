@@ -716,6 +716,7 @@ class JobMonitor:
         self.last_write = 0.0
         self.probe_on = True
         self.curve_every_s, self.curve_t, self.loss_avg = curve_every_s, 0.0, None
+        self.finished_early = False  # the run ended at the user's Finish (not at its last epoch)
 
     def eta(self, trainer, step: int, steps: int) -> float | None:
         """Seconds left: the epochs left at the recent epochs' pace, or the time budget's rest if sooner."""
@@ -786,6 +787,9 @@ class JobMonitor:
                            eta_s=self.eta(trainer, 0, 0), eta_at=time.time(),
                            message=f"epoch {trainer.epoch}: val loss {r['val_loss']:.4f}, FG-IoU {r['val_fg_iou']:.3f}")
 
+    def on_finished_early(self, trainer, info) -> None:
+        self.finished_early = True
+
     def on_early_stop(self, trainer, info) -> None:
         self.writer.update(message=f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})")
 
@@ -799,7 +803,7 @@ def _outcome(e: BaseException | None, info: dict | None, monitor: JobMonitor, jo
     if e is None:
         m = info.get("test_metrics") or info["val_metrics"]
         which = "test" if "test_metrics" in info else "val"
-        early = "finished early by the user: " if (job_dir / FINISH).exists() else ""
+        early = "finished early by the user: " if monitor.finished_early else ""
         return {"state": "finished", "message": f"{early}best epoch {info['best_epoch']}/{info['epochs']}: {which} FG-IoU "
                 f"{m['fg_iou']:.3f}, FG-Acc {m['fg_acc']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})"}
     if isinstance(e, TrainingCanceled):

@@ -176,20 +176,26 @@ class FinishOnSignal:
             raise KeyboardInterrupt
         self.reason = f"stopped by {signal.Signals(signum).name}"
         self.trainer.finish_now(self.reason)
-        self.stream.write(f"\nwaveviz: {self.reason}: finishing at the next batch (the epoch so far is validated "
-                          "and the checkpoint written); press Ctrl-C again to quit at once\n")
-        self.stream.flush()
+        line = (f"\nwaveviz: {self.reason}: finishing at the next batch (the epoch so far is validated and the "
+                "checkpoint written); press Ctrl-C again to quit at once\n")
+        try:
+            self.stream.write(line)
+            self.stream.flush()
+        except (RuntimeError, OSError, ValueError):  # the signal came in the middle of a write to it
+            with contextlib.suppress(OSError):
+                os.write(2, line.encode())
 
     def __enter__(self) -> "FinishOnSignal":
         if threading.current_thread() is threading.main_thread() and distributed.launch_env().world_size == 1:
             for name in self.SIGNALS:
                 sig = getattr(signal, name)
-                self._saved[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored
+                    self._saved[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: one set outside Python
         self._saved.clear()
 
 
@@ -242,6 +248,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)  # the same permutation on every rank
         self.stop_reason: str | None = None
         self.finish_reason: str | None = None  # `finish_now`: end like a spent budget, keeping the epoch
+        self.finished_early = False  # whether any rank's `finish_now` ended this fit (shared by all ranks)
         self.deadline: float | None = None  # perf_counter() time at which `fit` stops (max_minutes)
         self.out_of_time = False
         self.fit_start: float | None = None  # perf_counter() when this `fit` began
@@ -368,16 +375,20 @@ class Trainer:
                 loss = sampled_cross_entropy(logits, yb, pts, weight)
             else:
                 loss = F.cross_entropy(logits.float(), yb)
-            # one reduction per step: the global batch's summed loss, whether any rank must stop, and
-            # whether any rank's clock passed the deadline (so that all ranks end the epoch together)
-            late = self.finish_reason is not None or (self.deadline is not None and time.perf_counter() > self.deadline)
-            flags = torch.tensor([float(self.stop_reason is not None), float(late)], device=self.device)
+            # one reduction per step: the global batch's summed loss, whether any rank must stop, whether
+            # any rank's clock passed the deadline and whether any was asked to finish (so that all ranks
+            # end the epoch together)
+            late = self.deadline is not None and time.perf_counter() > self.deadline
+            flags = torch.tensor([float(self.stop_reason is not None), float(late), float(self.finish_reason is not None)],
+                                 device=self.device)
             stats = torch.cat([(loss.detach() * n).reshape(1), flags])
             self.dist.all_reduce_sum(stats)
             batch_loss = stats[0].item() / len(batch)
             if stats[1].item() > 0:
                 raise TrainingCanceled(self.stop_reason or "stopped by another training process")
-            if stats[2].item() > 0:  # out of time: this epoch ends here (its batches so far count)
+            if stats[3].item() > 0:  # asked to finish: as when out of time
+                self.finished_early = True
+            if stats[2].item() > 0 or self.finished_early:  # out of time: this epoch ends here (its batches so far count)
                 self.out_of_time = True
                 break
             if not math.isfinite(batch_loss):
@@ -415,7 +426,8 @@ class Trainer:
         budget = self.config.max_minutes * 60 if self.config.max_minutes else None
         self.deadline = start + budget if budget else None
         self.fit_start, self.elapsed_before, self.paused = start, self.elapsed, 0.0
-        self.out_of_time = False
+        self.out_of_time = self.finished_early = False
+        self.finish_reason = None
         self.ramp = None  # the schedule as configured, which `resume_ramp` compares with the ended rate
         self.ramp = self.resume_ramp(self.steps_per_epoch())
         self.emit("start")
@@ -425,9 +437,11 @@ class Trainer:
         try:
             while self.epoch < self.config.epochs:
                 t0, paused0 = time.perf_counter(), self.paused
-                if self._any_rank(self.finish_reason is not None or bool(
-                        budget and whole_epochs_only and durations
-                        and t0 - start - self.paused + sum(durations) / len(durations) > budget)):
+                if self._any_rank(self.finish_reason is not None):
+                    self.finished_early = self.out_of_time = True
+                    break
+                if (budget and whole_epochs_only and durations
+                        and self._any_rank(t0 - start - self.paused + sum(durations) / len(durations) > budget)):
                     self.out_of_time = True
                     break
                 train_loss = self.train_epoch()
@@ -456,10 +470,11 @@ class Trainer:
         finally:
             self.elapsed = self.train_seconds()  # this fit's wall time, paused time left out
             self.deadline = self.fit_start = None
-        if self.out_of_time and self.finish_reason is not None:
-            if self.epoch == 0:  # not one step was taken: no weights worth writing
-                raise TrainingCanceled(f"{self.finish_reason} before the first step ended: nothing written")
-            self.emit("finished_early", epoch=self.epoch, reason=self.finish_reason)
+        if self.finished_early:
+            reason = self.finish_reason or "finished by another training process"
+            if self.epoch == 0:  # not one step was ever taken: no weights worth writing
+                raise TrainingCanceled(f"{reason} before the first step ended: nothing written")
+            self.emit("finished_early", epoch=self.epoch, reason=reason)
         elif self.out_of_time:
             self.emit("budget_stop", epoch=self.epoch, minutes=self.config.max_minutes)
         self.emit("end")
@@ -741,7 +756,7 @@ class ProgressBar:
             eta = trainer.elapsed / max(1, len(trainer.history)) * (E - done)
             if trainer.deadline is not None:  # a time budget ends the run first
                 eta = min(eta, max(0.0, trainer.deadline - time.perf_counter()))
-            ended_by = trainer.finish_reason or "the time budget ended it"
+            ended_by = (trainer.finish_reason or "finished early") if trainer.finished_early else "the time budget ended it"
             mark = (" *" if info["improved"] else "") + (f" (partial: {ended_by})" if r.get("partial") else "")
             self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
                               f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")

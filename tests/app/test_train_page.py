@@ -180,7 +180,9 @@ def test_finish_now_reads_finishing_at_once(home):
     assert not at.exception
     assert "finishing…" in at.markdown[-1].value and store.status(job)["finishing"]
     assert any("Finishing at the end of the current batch" in c.value for c in at.caption)
-    assert not [b for b in at.button if b.key in (f"train_finish_{job}", f"train_cancel_{job}")]  # asked once
+    assert not [b for b in at.button if b.key == f"train_finish_{job}"]  # asked once
+    at = at.button(key=f"train_cancel_{job}").click().run()  # a finish that takes too long can still be canceled
+    assert "cancelling…" in at.markdown[-1].value and store.status(job)["cancelling"]
 
 
 def test_a_job_that_learnt_nothing_is_flagged(home):

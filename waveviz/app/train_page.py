@@ -207,14 +207,13 @@ def _actions(store: jobs.JobStore, status: dict) -> None:
     job_id = status["id"]
     c1, c2, c3 = st.columns(3)
     try:
-        stopping = status.get("cancelling") or status.get("finishing")
-        if status["state"] == "running" and not stopping and c1.button(
+        if status["state"] == "running" and not status.get("cancelling") and not status.get("finishing") and c1.button(
                 "Finish now", key=f"train_finish_{job_id}", type="primary",
                 help="Stop at the next batch and keep the model as it is now: the epoch so far is validated "
                      "and the model scored on the test images."):
             store.finish(job_id)
             st.rerun(scope="app")
-        if status["state"] in jobs.ACTIVE and not stopping and c2.button(
+        if status["state"] in jobs.ACTIVE and not status.get("cancelling") and c2.button(
                 "Cancel", key=f"train_cancel_{job_id}",
                 help="Stop at the next batch, dropping the epoch in progress; the job can be resumed."):
             store.cancel(job_id)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("waveviz: interrupted", file=sys.stderr)
         return 130
-    except TrainingCanceled as e:  # `waveviz train` stopped by a signal before it had anything to write
+    except TrainingCanceled as e:  # a run stopped before it had anything to write (a signal, another rank)
         print(f"waveviz: {' '.join(str(e).split())}", file=sys.stderr)
         return 130
     except OSError as e:

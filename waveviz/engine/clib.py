@@ -280,11 +280,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
+def chunks(B: int) -> int:
+    """How many contiguous ranges `over_batch` splits B items into: one per torch thread, at most B."""
+    return max(1, min(torch.get_num_threads(), B))
+
+
 def _parallel(fn, B: int) -> list:
     """fn(i, b0, b1) for the i-th of n contiguous chunks [b0, b1) of the batch, one per torch thread
     (ctypes releases the GIL) → their results in chunk order."""
     global _pool, _pool_size
-    n = max(1, min(torch.get_num_threads(), B))
+    n = chunks(B)
     bounds = [(B * i // n, B * (i + 1) // n) for i in range(n)]
     if n == 1:
         return [fn(0, 0, B)]
@@ -296,11 +301,6 @@ def _parallel(fn, B: int) -> list:
 def _check_rc(rcs) -> None:
     if any(rcs):
         raise MemoryError("the CPU wave kernel could not allocate its scratch memory")
-
-
-def chunks(B: int) -> int:
-    """How many contiguous ranges `over_batch` splits B items into: one per torch thread, at most B."""
-    return max(1, min(torch.get_num_threads(), B))
 
 
 def over_batch(lib: ctypes.CDLL, name: str, B: int, args: tuple, *, grads: torch.Tensor | None = None,
