@@ -1,5 +1,6 @@
 """A short CPU training run in which the loss falls; best-validation weights; resume."""
 import copy
+import io
 import math
 import time
 
@@ -190,6 +191,15 @@ def test_finish_on_signal_leaves_ignored_signals_alone_and_puts_handlers_back():
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
             with pytest.raises(KeyboardInterrupt):  # no training begun yet: stops at once
                 signal.raise_signal(signal.SIGINT)
+
+        class Terminal(io.StringIO):
+            def isatty(self):
+                return True
+
+        for stream, hint in ((Terminal(), True), (io.StringIO(), False)):  # the hint on a terminal, not in logs
+            with FinishOnSignal(stream=stream) as stopper:
+                stopper("start", None, {})
+            assert ("Ctrl-C once: finish at the next batch" in stream.getvalue()) is hint
         assert signal.getsignal(signal.SIGINT) is before_int and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, before_term)

@@ -168,6 +168,8 @@ class FinishOnSignal:
 
     def __call__(self, event: str, trainer: "Trainer", info: dict) -> None:
         self.trainer = trainer
+        if event == "start" and signal.SIGINT in self._saved and getattr(self.stream, "isatty", lambda: False)():
+            self.stream.write("(Ctrl-C once: finish at the next batch and keep what was learnt; twice: quit)\n")
         if event == "end":
             self.trainer = None  # the final scoring: a signal now stops at once
 
