@@ -2,6 +2,7 @@
 process on the same data, and the helpers are the identity without torchrun."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -87,3 +88,47 @@ def test_request_stop_cancels_at_the_next_batch():
     with pytest.raises(TrainingCanceled, match="enough"):
         trainer.fit()
     assert steps == [1, 2] and trainer.epoch == 0
+
+
+FINISH_ON_ONE_RANK = r'''
+import json, sys, torch
+from waveviz import distributed
+from waveviz.presets import create_model
+from waveviz.training import Trainer, TrainConfig
+
+
+class FinishOnRankOne(Trainer):
+    """Rank 1 alone is asked to finish, from inside its loop, after its second step (callbacks run on
+    rank 0 only, so a callback cannot ask rank 1)."""
+
+    def learning_rate(self, progress):
+        if self.dist.rank == 1 and self.step == 1:
+            self.finish_now("asked on rank 1")
+        return super().learning_rate(progress)
+
+
+with distributed.process_group("cpu") as env:
+    torch.manual_seed(0)
+    model = create_model("nwm-linear-polygons", image_size=16, T=8, head=(16,), width=4)
+    x, y = torch.rand(16, 1, 16, 16), torch.randint(0, 5, (16, 16, 16))
+    trainer = FinishOnRankOne(model, (x, y), (x[:4], y[:4]), TrainConfig(epochs=3, batch_size=4, device="cpu",
+                                                                        max_minutes=None))
+    history = trainer.fit()
+    json.dump({"step": trainer.step, "epoch": trainer.epoch, "finished_early": trainer.finished_early,
+               "partial": [r.get("partial", False) for r in history]}, open(sys.argv[1] + f".{env.rank}", "w"))
+'''
+
+
+@pytest.mark.slow
+def test_finishing_on_one_rank_finishes_every_rank_at_the_same_batch(tmp_path):
+    # the finish flag travels in the per-step all-reduce: rank 1's request after its second step ends
+    # both ranks before the third, in the same epoch, with the epoch kept (validated, `partial`)
+    script = tmp_path / "finish.py"
+    script.write_text(FINISH_ON_ONE_RANK)
+    out = tmp_path / "rank"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(out)]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank.{r}").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == {"step": 2, "epoch": 1, "finished_early": True, "partial": [True]}

@@ -128,6 +128,29 @@ def test_coupling_init_scales_the_stencil_and_the_reach_of_a_pulse():
         create_model("nwm-linear-mnist", coupling_init=0.0)
 
 
+def test_gate_act_softplus_keeps_every_gate_positive_and_trainable():
+    """gate_act "softplus": ω, α > 0 everywhere, and a gate whose pre-activation is negative everywhere
+    still gets a gradient (with the paper's ReLU it is dead: zero value, zero gradient)."""
+    x = torch.rand(2, 1, 56, 56)
+    grads = {}
+    for act in ("relu", "softplus"):
+        torch.manual_seed(0)
+        model = create_model("nwm-linear-mnist", gate_act=act)
+        last = [m for m in model.f_omega if isinstance(m, torch.nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.bias.fill_(-50.0)  # far below zero on every pixel
+        _, omega, alpha = model.encode(x)
+        (omega.sum() + alpha.sum()).backward()
+        grads[act] = last.bias.grad.abs().sum().item()
+        assert count_params(model) == 176_545
+        if act == "softplus":
+            assert bool((alpha > 0).all()) and bool((omega >= 0).all())
+    assert grads["relu"] == 0.0 and grads["softplus"] > 0.0
+    assert create_model("nwm-linear-mnist").config.gate_act == "relu"  # the paper
+    with pytest.raises(ValueError, match="gate_act"):
+        create_model("nwm-linear-mnist", gate_act="sigmoid")
+
+
 def test_circular_padding_wraps_a_pulse_around_the_edge():
     """A pulse at the left edge reaches the right edge's column at once through the coupling."""
     W = laplacian_kernel_(torch.empty(1, 1, 3, 3))

@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "none": nn.Identity}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "none": nn.Identity}
 
 
 def conv_stack(

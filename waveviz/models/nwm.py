@@ -38,10 +38,12 @@ class NWMConfig(SequenceConfig):
     #   everywhere); None: PyTorch's default init, as the authors' code
     coupling_init: float = 1.0  # W_rec starts as this × the Laplacian stencil: waves start at √(it) pixels
     #   per unit time (1: the paper); how far a pixel hears in T steps at the start of training
+    gate_act: str = "relu"  # the last activation of f_ω and f_α, both ≥ 0: relu (the paper; a channel
+    #   that falls below 0 everywhere is dead for good) | softplus (never dead: its gradient never vanishes)
 
     RANGES: ClassVar[dict] = {**SequenceConfig.RANGES, "dt": Range(0, 1, lo_open=True),
                               "gate_bias_init": Range(0, 100, lo_open=True),
-                              "coupling_init": Range(0, 50, lo_open=True)}
+                              "coupling_init": Range(0, 50, lo_open=True), "gate_act": ("relu", "softplus")}
 
 
 def nwm_recurrence_ref(
@@ -68,8 +70,8 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
         super().__init__(config)  # (EngineSelectable: model.engine = default_engine())
         c = config
         self.f_y = conv_stack(c.in_channels, c.C, layers=4, hidden=c.width, final="tanh")
-        self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
-        self.f_alpha = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final="relu")
+        self.f_omega = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final=c.gate_act)
+        self.f_alpha = conv_stack(c.in_channels, c.C, layers=3, hidden=c.width, final=c.gate_act)
         self.rec = nn.Conv2d(c.C, c.C, 3, padding=1, padding_mode="circular", bias=False)
         laplacian_kernel_(self.rec.weight, scale=c.coupling_init)
         self.add_readout_and_head(c)
