@@ -337,6 +337,37 @@ def test_point_weights_choose_what_the_sampled_loss_estimates(monkeypatch, point
         assert torch.allclose(w[fg].max() * 4, w[~fg].min()) or w[fg].mean() * 3 < w[~fg].mean()
 
 
+def test_coupling_lr_trains_the_coupling_at_its_own_rate_and_resumes_only_alike(tmp_path):
+    """coupling_lr m: W_rec (NWM) or the gate convolution (ConvLSTM) in a second Adam group at m × lr; 1 keeps
+    one group (the paper; old runs resume). A resume must keep whether it has one; a model without a
+    coupling refuses it."""
+    from waveviz.presets import create_model
+    from waveviz.training import param_groups
+
+    tiny = {"T": 8, "head": (16,), "width": 4}
+    for preset in ("nwm-linear-polygons", "lstm-linear-polygons"):
+        model = create_model(preset, image_size=16, **tiny)
+        coupling = model.coupling_parameters()
+        one, two = param_groups(model), param_groups(model, 30.0)
+        assert len(one) == 1 and [g["lr_mult"] for g in two] == [1.0, 30.0]
+        assert two[1]["params"] == coupling and len(two[0]["params"]) + 1 == len(one[0]["params"])
+    with pytest.raises(ValueError, match="coupling_lr needs a model with a recurrent coupling"):
+        param_groups(create_model("cnn2-polygons", image_size=16), 10.0)
+
+    out = str(tmp_path / "m.pt")
+    kw = dict(data=DataConfig("polygons", n_train=8, n_val=4, n_test=0), overrides=tiny)
+    seen = []
+    cb = lambda event, tr, info: seen.append([g["lr"] for g in tr.optimizer.param_groups]) if event == "epoch" else None  # noqa: E731
+    paper = dict(epochs=1, batch_size=8, lr=1e-3, coupling_lr=10.0)
+    train_preset("nwm-linear-polygons", out, train=TrainConfig.from_recipe("paper", **paper), callbacks=[cb], **kw)
+    train_preset("nwm-linear-polygons", out, train=TrainConfig.from_recipe("paper", **{**paper, "epochs": 2}),
+                 resume=True, callbacks=[cb], **kw)
+    assert seen == [[1e-3, 1e-2], [1e-3, 1e-2]]
+    with pytest.raises(ValueError, match="resume it with a coupling_lr other than 1"):
+        train_preset("nwm-linear-polygons", out, train=TrainConfig.from_recipe("paper", epochs=3, batch_size=8),
+                     resume=True, **kw)
+
+
 @pytest.mark.parametrize("bad,match", [
     (dict(point_weights="balanced"), "point_weights must be one of unbiased, equal, got 'balanced'"),
     (dict(beta2=1.0), "beta2 must be"),

@@ -202,6 +202,7 @@ class JobSpec:
     beta2: float = FROM_RECIPE
     gate_bias_init: float | None = FROM_RECIPE
     val_images: int | None = FROM_RECIPE
+    coupling_lr: float = FROM_RECIPE
     n_train: int | None = None  # generated images per split (default: the paper's)
     n_val: int | None = None
     n_test: int | None = None

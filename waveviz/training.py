@@ -117,6 +117,8 @@ class TrainConfig(Checked):
     gate_bias_init: float | None = 0.1  # NWM from scratch: f_ω's and f_α's last biases start here (the model
     #   config field of that name, `recipe_model_overrides`); None: the model's own init (PyTorch's default)
     val_images: int | None = 300  # validate on the first this-many validation images; None = all
+    coupling_lr: float = 1.0  # the recurrent coupling's learning rate (`Segmenter.coupling_parameters`:
+    #   the NWM's W_rec, the ConvLSTM's gate convolution) as a multiple of `lr` (1: one rate, the paper)
 
     @classmethod
     def from_recipe(cls, recipe: str = "fast", dataset: str | None = None, **changes) -> "TrainConfig":
@@ -138,7 +140,23 @@ class TrainConfig(Checked):
         "rewarm": Range(0, 1, hi_open=True),
         "points": Range(0, 1, lo_open=True), "fg_weight": Range(1, 1e6), "val_images": Range(1, 1_000_000),
         "point_weights": POINT_WEIGHTS, "beta2": Range(0, 1, hi_open=True), "gate_bias_init": Range(0, 100, lo_open=True),
+        "coupling_lr": Range(0, 1e4, lo_open=True),
     }
+
+
+def param_groups(model: torch.nn.Module, coupling_lr: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: one (every parameter at `lr`) when `coupling_lr` is 1, else the
+    rest at `lr` (first, so its rate is the one recorded) and the model's recurrent coupling
+    (`coupling_parameters()`) at `coupling_lr` × `lr` (each group's `lr_mult`)."""
+    if coupling_lr == 1.0:
+        return [{"params": list(model.parameters()), "lr_mult": 1.0}]
+    coupling = list(getattr(model, "coupling_parameters", lambda: [])())
+    if not coupling:
+        raise ValueError(f"coupling_lr needs a model with a recurrent coupling (NWM, ConvLSTM); "
+                         f"{type(model).__name__} has none")
+    ids = {id(p) for p in coupling}
+    return [{"params": [p for p in model.parameters() if id(p) not in ids], "lr_mult": 1.0},
+            {"params": coupling, "lr_mult": float(coupling_lr)}]
 
 
 class Callback(Protocol):
@@ -236,7 +254,8 @@ class Trainer:
         self.net = distributed.wrap(trains, self.device, self.dist, probe=train[0][:1])  # what trains
         self.train_data = train
         self.val_data = val if config.val_images is None else tuple(t[:config.val_images] for t in val)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=(0.9, config.beta2))
+        self.optimizer = torch.optim.Adam(param_groups(self.model, config.coupling_lr), lr=config.lr,
+                                          betas=(0.9, config.beta2))
         self.step = 0  # optimizer steps taken, over resumes
         self.images_seen = 0  # training images the steps saw, over resumes
         self.point_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -402,7 +421,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
             lr = self.learning_rate(self.progress(steps))
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_mult", 1.0)
             self.optimizer.step()
             self.step += 1
             self.images_seen += len(batch)
@@ -503,9 +522,14 @@ class Trainer:
 
     def load_state_dict(self, s: dict) -> None:
         self.model.load_state_dict(s["model"], strict=True)
+        groups = len(s["optimizer"]["param_groups"])
+        if groups != len(self.optimizer.param_groups):
+            raise ValueError(f"this run was trained with {'one learning rate' if groups == 1 else 'its own coupling_lr'}: "
+                             f"resume it with {'coupling_lr 1' if groups == 1 else 'a coupling_lr other than 1'}")
+        mults = [group.get("lr_mult", 1.0) for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(s["optimizer"])
-        for group in self.optimizer.param_groups:  # the learning rate is this run's (e.g. lower to fine-tune)
-            group["lr"] = self.config.lr
+        for group, mult in zip(self.optimizer.param_groups, mults):  # the rates are this run's (e.g. lower to fine-tune)
+            group["lr"], group["lr_mult"] = self.config.lr * mult, mult
         self.best_state = s["best_state"]
         self.best_val_loss, self.best_epoch = s["best_val_loss"], s["best_epoch"]
         self.epoch, self.history, self.elapsed = s["epoch"], list(s["history"]), s["elapsed"]

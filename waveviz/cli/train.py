@@ -59,6 +59,8 @@ TRAIN_FLAGS: dict[str, tuple[Callable, str]] = {
     "gate_bias_init": (or_off(positive_float), "NWM from scratch: the last biases of f_ω and f_α start here, "
                                               "or off for PyTorch's default init"),
     "val_images": (or_off(positive_int), "validate on this many images, or off for all"),
+    "coupling_lr": (positive_float, "the recurrent coupling's learning rate (NWM W_rec, ConvLSTM gate conv) as a "
+                                    "multiple of --lr"),
     "patience": (or_off(positive_int), "early-stopping patience in epochs, or off"),
     "grad_clip": (or_off(positive_float), "max gradient norm, or off"),
 }

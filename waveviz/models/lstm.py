@@ -54,6 +54,10 @@ class ConvLSTM(fast.EngineSelectable, SequenceSegmenter):
         self.input_mlp = PixelMLP(c.C, c.C, (2 * c.C,))
         self.add_readout_and_head(c)
 
+    def coupling_parameters(self) -> list[nn.Parameter]:
+        """The recurrent coupling: the gate convolution's weight (`TrainConfig.coupling_lr`)."""
+        return [self.gates.weight]
+
     def forward_features(self, x):
         x = self.engine_input(x)
         u, h, cell = (m(x).contiguous() for m in (self.f_u, self.f_h, self.f_c))  # each (B, C, H, W)

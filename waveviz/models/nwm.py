@@ -82,6 +82,10 @@ class NWM(fast.EngineSelectable, SequenceSegmenter):
                 for enc in (self.f_omega, self.f_alpha):
                     [m for m in enc if isinstance(m, nn.Conv2d)][-1].bias.fill_(c.gate_bias_init)
 
+    def coupling_parameters(self) -> list[nn.Parameter]:
+        """The recurrent coupling W_rec (`TrainConfig.coupling_lr`)."""
+        return [self.rec.weight]
+
     @torch.no_grad()
     def _identity_init(self) -> None:
         """f_ω as identity (Dirac kernels, zero bias) and f_α at zero, as the paper's text says."""
