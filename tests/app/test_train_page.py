@@ -266,7 +266,7 @@ def test_recorded_speed_comes_from_runs_on_this_kind_of_machine(home, tmp_path, 
     assert jobs_view.recorded_speed("nwm-fft-tetrominoes", "cpu") is None
 
 
-def test_point_weights_and_adam_beta2_reach_the_job(home):
+def test_point_weights_adam_beta2_and_coupling_lr_reach_the_job(home):
     from waveviz.jobs import JobStore
 
     store = JobStore()
@@ -276,7 +276,10 @@ def test_point_weights_and_adam_beta2_reach_the_job(home):
     assert at.number_input(key="train_beta2").value == pytest.approx(0.999)
     at = at.selectbox(key="train_point_weights").select("equal").run()
     at = at.number_input(key="train_beta2").set_value(0.99).run()
+    assert at.number_input(key="train_coupling_lr").value == 1.0 and not at.number_input(key="train_coupling_lr").disabled
+    at = at.number_input(key="train_coupling_lr").set_value(10.0).run()
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     spec = store.spec(store.ids()[-1])
-    assert (spec.point_weights, spec.beta2) == ("equal", pytest.approx(0.99))
+    assert (spec.point_weights, spec.beta2, spec.coupling_lr) == ("equal", pytest.approx(0.99), 10.0)
+    assert spec.train_config().coupling_lr == 10.0

@@ -12,6 +12,7 @@ from waveviz.app.figures import CHART_CONFIG, learning_curves_figure
 from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
 from waveviz.paths import page_readable_dirs
+from waveviz.models import MODELS
 from waveviz.presets import PRESETS
 from waveviz.readouts import READOUTS
 from waveviz.training import POINT_WEIGHTS, RECIPES, SCHEDULES
@@ -135,6 +136,11 @@ def _launch_form(store: jobs.JobStore) -> None:
                                     help="A small positive start keeps both ReLUs passing gradient from the first "
                                          "step, which helps a from-scratch run leave its first plateau (docs/training.md).")
         beta2 = c2.number_input("Adam β₂", 0.0, 0.999999, float(d["beta2"]), step=0.001, format="%g", key="train_beta2")
+        coupled = hasattr(MODELS.get(p.model)[0], "coupling_parameters")  # NWM W_rec, ConvLSTM gate conv
+        coupling_lr = c2.number_input("Recurrent coupling's learning rate (× the rate above)", 0.001, 10_000.0,
+                                      float(d["coupling_lr"]), step=1.0, format="%g", key="train_coupling_lr",
+                                      disabled=not coupled, help="The NWM's W_rec or the ConvLSTM's gate convolution "
+                                      "in its own Adam group at this multiple of the learning rate (1: the paper).")
         engines = list(ENGINES)
         engine = st.selectbox("Engine (NWM, ConvLSTM)", engines, key="train_engine",
                               index=engines.index(d["engine"] or default_engine()),
@@ -156,7 +162,7 @@ def _launch_form(store: jobs.JobStore) -> None:
     try:
         spec = jobs_view.spec_from_form(preset, dict(
             npz=npz, readout=readout if readout != p.readout else None, recipe=recipe, seed=int(seed), device=device,
-            amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2), n_train=int(n_train) or None, n_val=int(n_val) or None,
+            amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2), coupling_lr=float(coupling_lr) if coupled else 1.0, n_train=int(n_train) or None, n_val=int(n_val) or None,
             overrides={"T": int(T)} if T else {}, nproc=int(nproc), **trained))
     except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
         st.error(str(e))
