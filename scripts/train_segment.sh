@@ -13,7 +13,7 @@ n=$(( $(grep -c '^# segment' "$log" 2>/dev/null || true) + 1 ))
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
 {
   echo "# segment $n, $(date -u +%Y-%m-%dT%H:%M:%SZ): waveviz train $preset $* --out checkpoints/runs/$preset.pt"
-  echo "# hardware: ${cpu:-unknown CPU}, $(nproc) cores, ${NPROC:-1} process(es), torch $(python -c 'import torch; print(torch.__version__)'), git $(git rev-parse --short HEAD)"
+  echo "# hardware: ${cpu:-unknown CPU}, $(env -u OMP_NUM_THREADS nproc) cores, ${NPROC:-1} process(es), torch $(python -c 'import torch; print(torch.__version__)'), git $(git rev-parse --short HEAD)"
 } >> "$log"
 if [ "${NPROC:-1}" -gt 1 ]; then
   exec python -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m waveviz train "$preset" "$@" \
