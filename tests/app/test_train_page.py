@@ -283,3 +283,8 @@ def test_point_weights_adam_beta2_and_coupling_lr_reach_the_job(home):
     spec = store.spec(store.ids()[-1])
     assert (spec.point_weights, spec.beta2, spec.coupling_lr) == ("equal", pytest.approx(0.99), 10.0)
     assert spec.train_config().coupling_lr == 10.0
+    at = at.selectbox(key="train_preset").select("cnn8-tetrominoes").run()  # no recurrent coupling: off, and 1
+    assert at.number_input(key="train_coupling_lr").disabled
+    at = at.button(key="train_launch").click().run()
+    assert not at.exception and not at.error
+    assert store.spec(store.ids()[-1]).coupling_lr == 1.0
