@@ -162,7 +162,8 @@ def _launch_form(store: jobs.JobStore) -> None:
     try:
         spec = jobs_view.spec_from_form(preset, dict(
             npz=npz, readout=readout if readout != p.readout else None, recipe=recipe, seed=int(seed), device=device,
-            amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2), coupling_lr=float(coupling_lr) if coupled else 1.0, n_train=int(n_train) or None, n_val=int(n_val) or None,
+            amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2),
+            coupling_lr=float(coupling_lr) if coupled else 1.0, n_train=int(n_train) or None, n_val=int(n_val) or None,
             overrides={"T": int(T)} if T else {}, nproc=int(nproc), **trained))
     except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
         st.error(str(e))
