@@ -3,8 +3,8 @@
 # hardware to checkpoints/runs/PRESET.log, then runs `waveviz train PRESET ARGS... --out
 # checkpoints/runs/PRESET.pt` with its output appended to the same log.
 #   bash scripts/train_segment.sh nwm-linear-mnist --resume --max-minutes 60 --schedule-minutes 180
-# NPROC=2 runs it data-parallel under torchrun, one process per core (same global batch, so the same
-# run as one process up to rounding: docs/jobs.md "Several GPUs or machines").
+# NPROC=2 runs it data-parallel, one process per core (`--nproc`: same global batch, so the same run as
+# one process up to rounding; `kill -INT` on this script's process finishes it gracefully: docs/jobs.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=$1; shift
@@ -15,8 +15,4 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
   echo "# segment $n, $(date -u +%Y-%m-%dT%H:%M:%SZ): waveviz train $preset $* --out checkpoints/runs/$preset.pt"
   echo "# hardware: ${cpu:-unknown CPU}, $(env -u OMP_NUM_THREADS nproc) cores, ${NPROC:-1} process(es), torch $(python -c 'import torch; print(torch.__version__)'), git $(git rev-parse --short HEAD)"
 } >> "$log"
-if [ "${NPROC:-1}" -gt 1 ]; then
-  exec python -m torch.distributed.run --standalone --nproc_per_node="$NPROC" -m waveviz train "$preset" "$@" \
-    --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1
-fi
-exec waveviz train "$preset" "$@" --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1
+exec waveviz train "$preset" "$@" --nproc "${NPROC:-1}" --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -132,3 +134,55 @@ def test_finishing_on_one_rank_finishes_every_rank_at_the_same_batch(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank.{r}").read_text()) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"step": 2, "epoch": 1, "finished_early": True, "partial": [True]}
+
+
+def test_launch_local_gives_each_rank_its_place_and_a_failing_rank_stops_the_others(tmp_path):
+    # rank 1 fails at once while rank 0 would sleep a minute: the launcher ends it (SIGTERM) and
+    # reports rank 1's status; every rank saw RANK / WORLD_SIZE / MASTER_PORT and the launched mark
+    script = tmp_path / "rank.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"open(sys.argv[1] + os.environ['RANK'], 'w').write(' '.join(os.environ[k] for k in "
+        f"('WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'OMP_NUM_THREADS', '{distributed.LAUNCHED}')))\n"
+        "if os.environ['RANK'] == '1':\n    sys.exit(3)\ntime.sleep(60)\n")
+    t0 = time.monotonic()
+    status = distributed.launch_local([str(script), str(tmp_path / "seen.")], 2, grace_s=5)
+    assert status == 3 and time.monotonic() - t0 < 30
+    seen = [(tmp_path / f"seen.{r}").read_text().split() for r in (0, 1)]
+    assert [s[:3] for s in seen] == [["2", "0", "127.0.0.1"], ["2", "1", "127.0.0.1"]]
+    assert all(int(s[3]) >= 1 and s[4] == "1" for s in seen)
+    assert distributed.launch_local(["-c", "pass"], 2) == 0
+
+
+def test_nproc_beyond_the_cores_is_one_line(capsys):
+    from waveviz.cli import main
+
+    assert main(["train", "nwm-linear-polygons", "--nproc", "999", "--device", "cpu", "--out", "x.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--nproc 999 is more processes than this machine's" in err
+
+
+@pytest.mark.slow
+def test_train_nproc_two_finishes_gracefully_on_one_ctrl_c(tmp_path):
+    # `waveviz train --nproc 2`: one SIGINT to the command (a terminal's Ctrl-C) reaches each rank once,
+    # so the run ends at the next batch with the epoch so far validated and written, as in one process
+    npz = tiny_npz(tmp_path / "tiny.npz", n=400)
+    out, log = tmp_path / "two.pt", tmp_path / "log.txt"
+    env = dict(os.environ)
+    env.pop("WAVEVIZ_DEBUG", None)
+    cmd = [sys.executable, "-m", "waveviz", "train", "nwm-linear-polygons", "--data", npz, "--epochs", "500",
+           "--batch-size", "2", "--max-minutes", "off", "--device", "cpu", *SET, "--nproc", "2", "--out", str(out)]
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 200
+        while "epoch 1/500 train" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)  # in epoch 2 (180 steps), or while epoch 1 is saved on a slow machine
+        assert proc.wait(timeout=200) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.count("waveviz: stopped by SIGINT") == 1 and "interrupted" not in text, text[-3000:]
+    meta = read_checkpoint(out)["meta"]
+    assert meta["world_size"] == 2 and 1 <= meta["epochs"] < 500
+    # an epoch it stopped inside still counts, validated; one it had not begun leaves no record
+    assert meta["history"][-1].get("partial") is True or "after epoch 1" in text, text[-3000:]

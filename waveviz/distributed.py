@@ -13,6 +13,11 @@ batch's mean loss.
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -56,6 +61,8 @@ class DistEnv:
 
 
 SINGLE = DistEnv()
+
+LAUNCHED = "WAVEVIZ_LAUNCHED"  # set in the processes `launch_local` starts: each handles its own signals
 
 
 def launch_env() -> DistEnv:
@@ -130,3 +137,80 @@ def wrap(model: nn.Module, device: torch.device, env: DistEnv, probe: torch.Tens
     find_unused = bool(unused_parameters(model, probe.to(device)))
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
+    """Run `python ARGV` as `nproc` data-parallel processes on this machine and wait for them → the
+    exit status (0 when every process ended with 0, else the first failure's).
+
+    What torchrun --standalone does, with the signals a long CPU run wants: each signal this process
+    gets (Ctrl-C, SIGTERM) is passed once to every rank, so the first finishes the run at the next
+    batch with the epoch so far kept (`training.FinishOnSignal`, which every rank installs under
+    LAUNCHED) and a second stops it at once; torchrun forwards a signal, then kills the ranks 30 s
+    later, while a graceful finish validates and scores for minutes. The ranks run in their own
+    session, so a terminal's Ctrl-C reaches them only through here, once. A rank that fails stops the
+    others (SIGTERM, then SIGKILL after `grace_s`). Each rank gets RANK, LOCAL_RANK, WORLD_SIZE,
+    MASTER_ADDR / MASTER_PORT and, unless set, OMP_NUM_THREADS = cores // nproc (at least 1)."""
+    if nproc < 1:
+        raise ValueError(f"need at least 1 process, got {nproc}")
+    base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc),
+                **{LAUNCHED: "1"})
+    base.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // nproc)))
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum, frame) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    saved = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for rank in range(nproc):
+            env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdin=subprocess.DEVNULL,
+                                          start_new_session=True))
+        status = 0
+        while None in [p.poll() for p in procs]:  # a list: poll every rank, not up to the first running one
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                status = failed[0]
+                _stop(procs, grace_s)
+                break
+            time.sleep(0.2)
+        codes = [p.wait() for p in procs]
+        status = status or next((c for c in codes if c != 0), 0)
+        return 128 - status if status < 0 else status  # killed by signal n → 128 + n, as a shell says
+    finally:
+        for p in procs:  # an exception here (KeyboardInterrupt in the loop above): leave nothing behind
+            if p.poll() is None:
+                p.kill()
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGTERM to every rank still running, SIGKILL to those left after `grace_s` seconds."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()

@@ -173,10 +173,13 @@ class FinishOnSignal:
         with stopper:
             train_preset(..., callbacks=[stopper, ...])
 
-    Installs its handlers only in the main thread of a single process (under torchrun a signal stops
-    every rank at once, as without it)."""
+    Installs its handlers only in the main thread of a single process or of a rank that
+    `distributed.launch_local` started (`waveviz train --nproc N`), which passes each signal once to
+    every rank; under torchrun, which forwards a signal and kills the ranks 30 s later, a signal stops
+    every rank at once, as without it. Under several ranks only rank 0 writes the line."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
+    every_rank = True  # each rank must know its trainer to finish it (`Trainer.emit`)
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -186,7 +189,8 @@ class FinishOnSignal:
 
     def __call__(self, event: str, trainer: "Trainer", info: dict) -> None:
         self.trainer = trainer
-        if event == "start" and signal.SIGINT in self._saved and getattr(self.stream, "isatty", lambda: False)():
+        if (event == "start" and signal.SIGINT in self._saved and distributed.current().is_main
+                and getattr(self.stream, "isatty", lambda: False)()):
             self.stream.write("(Ctrl-C once: finish at the next batch and keep what was learnt; twice: quit)\n")
         if event == "end":
             self.trainer = None  # the final scoring: a signal now stops at once
@@ -196,6 +200,8 @@ class FinishOnSignal:
             raise KeyboardInterrupt
         self.reason = f"stopped by {signal.Signals(signum).name}"
         self.trainer.finish_now(self.reason)
+        if not distributed.current().is_main:
+            return
         line = (f"\nwaveviz: {self.reason}: finishing at the next batch (the epoch so far is validated and the "
                 "checkpoint written); press Ctrl-C again to quit at once\n")
         try:
@@ -206,7 +212,8 @@ class FinishOnSignal:
                 os.write(2, line.encode())
 
     def __enter__(self) -> "FinishOnSignal":
-        if threading.current_thread() is threading.main_thread() and distributed.launch_env().world_size == 1:
+        one_or_launched = distributed.launch_env().world_size == 1 or os.environ.get(distributed.LAUNCHED) == "1"
+        if threading.current_thread() is threading.main_thread() and one_or_launched:
             for name in self.SIGNALS:
                 sig = getattr(signal, name)
                 if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored
@@ -232,7 +239,8 @@ class Trainer:
     `train_preset` adds "saved" after writing the checkpoints of an epoch).
 
     x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels. Under torchrun each process
-    holds all the data and trains on its share of every batch; callbacks run on rank 0 only.
+    holds all the data and trains on its share of every batch; callbacks run on rank 0 only (but
+    those marked `every_rank = True`).
     """
 
     def __init__(self, model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
@@ -279,10 +287,10 @@ class Trainer:
         #   to progress, from rate), see `resume_ramp`
 
     def emit(self, event: str, **info) -> None:
-        if not self.dist.is_main:
-            return
+        """Call the callbacks: on rank 0 only, but every rank calls one marked `every_rank = True`."""
         for cb in self.callbacks:
-            cb(event, self, info)
+            if self.dist.is_main or getattr(cb, "every_rank", False):
+                cb(event, self, info)
 
     def pause(self, seconds: float) -> None:
         """Leave `seconds` just spent (by a callback, e.g. a benchmark's held-out evaluation) out of

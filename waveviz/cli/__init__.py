@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = format_warning
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `train --nproc` starts it again
         return args.func(args)
     except (UserError, DrumError, DataError, CheckpointError, UnknownNameError, DivergenceError, ValueError) as e:
         print(f"waveviz: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -134,10 +134,14 @@ def add_subparser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT.last when it exists")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
     p.add_argument("--out", required=True, help="CKPT.pt")
+    p.add_argument("--nproc", type=positive_int, default=1,
+                   help="data-parallel processes on this machine: one per GPU, or on a CPU up to one per core "
+                        "(same global batch; Ctrl-C still finishes gracefully)")
     p.set_defaults(func=run_train)
 
 
 def run_train(args) -> int:
+    from ..distributed import launch_env, launch_local
     from ..presets import PRESETS
     from ..training import DataConfig, FinishOnSignal, ProgressBar, train_preset
 
@@ -145,14 +149,19 @@ def run_train(args) -> int:
     writable_target(args.out)
     if args.data and not os.path.isfile(args.data):
         raise UserError(f"{args.data}: no such file")
+    world = launch_env().world_size
+    if args.nproc > 1 and world == 1:  # start the ranks, each this same command under WORLD_SIZE = nproc
+        train_config_from(args, preset.dataset)  # a bad setting: one line here, not one per rank
+        check_nproc(args.nproc, args.device)
+        return launch_local(["-m", "waveviz", *args.argv], args.nproc)
+    if args.nproc > 1 and args.nproc != world:
+        raise UserError(f"--nproc {args.nproc} under a launcher that started {world} processes; leave --nproc out")
     data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = train_config_from(args, preset.dataset)
     with FinishOnSignal() as stopper:  # Ctrl-C once: finish at the next batch and write what was learnt
         info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
                             resume=args.resume, callbacks=[stopper, ProgressBar(), wave_share_probe], init=args.init)
-    from ..distributed import launch_env
-
     if not launch_env().is_main:  # under torchrun only rank 0 reports
         return 0
     m = info.get("test_metrics") or info["val_metrics"]
@@ -160,6 +169,23 @@ def run_train(args) -> int:
     print(f"wrote {args.out}: best epoch {info['best_epoch']}/{info['epochs']}, {which} FG-Acc {m['fg_acc']:.3f} "
           f"FG-IoU {m['fg_iou']:.3f} FG-Loss {m['fg_loss']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})")
     return 0
+
+
+def check_nproc(nproc: int, device: str) -> None:
+    """`nproc` data-parallel processes fit this machine: one per GPU on cuda, at most one per core on
+    a CPU; other devices train in one process."""
+    import torch
+
+    from ..distributed import cpu_count
+    from ..training import pick_device
+
+    kind = pick_device(device).type
+    if kind == "cuda" and nproc > torch.cuda.device_count():
+        raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
+    if kind == "cpu" and nproc > cpu_count():
+        raise UserError(f"--nproc {nproc} is more processes than this machine's {cpu_count()} cores")
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"--nproc trains on cpu or cuda, not {kind}: leave it out or add --device cpu")
 
 
 def wave_share_probe(event, trainer, info) -> None:
