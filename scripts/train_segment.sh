@@ -4,7 +4,7 @@
 # checkpoints/runs/PRESET.pt` with its output appended to the same log.
 #   bash scripts/train_segment.sh nwm-linear-mnist --resume --max-minutes 60 --schedule-minutes 180
 # NPROC=2 runs it data-parallel, one process per core (`--nproc`: same global batch, so the same run as
-# one process up to rounding; `kill -INT` on this script's process finishes it gracefully: docs/jobs.md).
+# one process up to rounding; `kill PID` on this script's process finishes it gracefully: docs/jobs.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 preset=$1; shift

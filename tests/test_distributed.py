@@ -150,8 +150,21 @@ def test_launch_local_gives_each_rank_its_place_and_a_failing_rank_stops_the_oth
     assert status == 3 and time.monotonic() - t0 < 30
     seen = [(tmp_path / f"seen.{r}").read_text().split() for r in (0, 1)]
     assert [s[:3] for s in seen] == [["2", "0", "127.0.0.1"], ["2", "1", "127.0.0.1"]]
-    assert all(int(s[3]) >= 1 and s[4] == "1" for s in seen)
+    assert all(int(s[3]) >= 1 and s[4] == str(os.getpid()) for s in seen)
     assert distributed.launch_local(["-c", "pass"], 2) == 0
+
+
+def test_launch_local_leaves_an_ignored_sigint_ignored(tmp_path):
+    # a script's `waveviz train --nproc 2 &` ignores SIGINT: so do its ranks, and the launcher
+    # puts back the handlers it found
+    check = "import signal, sys; sys.exit(0 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 5)"
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert distributed.launch_local(["-c", check], 2) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert distributed.launch_local(["-c", check], 1) == 5
 
 
 def test_nproc_beyond_the_cores_is_one_line(capsys):
@@ -162,27 +175,52 @@ def test_nproc_beyond_the_cores_is_one_line(capsys):
     assert err.count("\n") == 0 and "--nproc 999 is more processes than this machine's" in err
 
 
-@pytest.mark.slow
-def test_train_nproc_two_finishes_gracefully_on_one_ctrl_c(tmp_path):
-    # `waveviz train --nproc 2`: one SIGINT to the command (a terminal's Ctrl-C) reaches each rank once,
-    # so the run ends at the next batch with the epoch so far validated and written, as in one process
+def nproc_run(tmp_path, log):
+    """`waveviz train --nproc 2` on 400 tiny images, batch 2 (an epoch of 180 steps), its output in
+    `log`; returned once the first epoch is reported."""
     npz = tiny_npz(tmp_path / "tiny.npz", n=400)
-    out, log = tmp_path / "two.pt", tmp_path / "log.txt"
     env = dict(os.environ)
     env.pop("WAVEVIZ_DEBUG", None)
     cmd = [sys.executable, "-m", "waveviz", "train", "nwm-linear-polygons", "--data", npz, "--epochs", "500",
-           "--batch-size", "2", "--max-minutes", "off", "--device", "cpu", *SET, "--nproc", "2", "--out", str(out)]
+           "--batch-size", "2", "--max-minutes", "off", "--device", "cpu", *SET, "--nproc", "2",
+           "--out", str(tmp_path / "two.pt")]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 200
-        while "epoch 1/500 train" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)  # in epoch 2 (180 steps), or while epoch 1 is saved on a slow machine
-        assert proc.wait(timeout=200) == 0, log.read_text()[-3000:]
+    deadline = time.monotonic() + 200
+    while "epoch 1/500 train" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # into epoch 2, or still saving epoch 1 on a slow machine
+    return proc
+
+
+@pytest.mark.slow
+def test_train_nproc_two_finishes_gracefully_on_one_ctrl_c(tmp_path):
+    # `waveviz train --nproc 2`: one SIGINT to the command (a terminal's Ctrl-C) goes to rank 0, whose
+    # finish the per-step all-reduce shares: the run ends at the next batch with the epoch so far
+    # validated and written, as in one process
+    log = tmp_path / "log.txt"
+    proc = nproc_run(tmp_path, log)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=200) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert text.count("waveviz: stopped by SIGINT") == 1 and "interrupted" not in text, text[-3000:]
-    meta = read_checkpoint(out)["meta"]
+    meta = read_checkpoint(tmp_path / "two.pt")["meta"]
     assert meta["world_size"] == 2 and 1 <= meta["epochs"] < 500
     # an epoch it stopped inside still counts, validated; one it had not begun leaves no record
     assert meta["history"][-1].get("partial") is True or "after epoch 1" in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_train_nproc_finishes_gracefully_when_its_launcher_is_killed(tmp_path):
+    # SIGKILL to the launcher (the OOM killer, say): rank 0 notices and finishes as on a SIGTERM,
+    # taking rank 1 along, instead of both training on with no one to stop them
+    log = tmp_path / "log.txt"
+    proc = nproc_run(tmp_path, log)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 200
+    while "wrote " not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    text = log.read_text()
+    assert "waveviz: stopped by SIGTERM" in text and "wrote " in text, text[-3000:]
+    assert read_checkpoint(tmp_path / "two.pt")["meta"]["world_size"] == 2

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +62,7 @@ class DistEnv:
 
 SINGLE = DistEnv()
 
-LAUNCHED = "WAVEVIZ_LAUNCHED"  # set in the processes `launch_local` starts: each handles its own signals
+LAUNCHED = "WAVEVIZ_LAUNCHED"  # the launcher's pid, in the processes `launch_local` starts
 
 
 def launch_env() -> DistEnv:
@@ -147,38 +147,41 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for the rendezvous)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
     """Run `python ARGV` as `nproc` data-parallel processes on this machine and wait for them → the
-    exit status (0 when every process ended with 0, else the first failure's).
+    exit status (0 when every process ended with 0, else the first failure's; 128 + n for signal n).
 
-    What torchrun --standalone does, with the signals a long CPU run wants: each signal this process
-    gets (Ctrl-C, SIGTERM) is passed once to every rank, so the first finishes the run at the next
-    batch with the epoch so far kept (`training.FinishOnSignal`, which every rank installs under
-    LAUNCHED) and a second stops it at once; torchrun forwards a signal, then kills the ranks 30 s
-    later, while a graceful finish validates and scores for minutes. The ranks run in their own
-    session, so a terminal's Ctrl-C reaches them only through here, once. A rank that fails stops the
-    others (SIGTERM, then SIGKILL after `grace_s`). Each rank gets RANK, LOCAL_RANK, WORLD_SIZE,
-    MASTER_ADDR / MASTER_PORT and, unless set, OMP_NUM_THREADS = cores // nproc (at least 1)."""
+    What torchrun --standalone does, with the signals a long run wants. The first Ctrl-C, SIGTERM or
+    SIGHUP this process gets goes to rank 0 as SIGINT / SIGTERM, whose `training.FinishOnSignal`
+    finishes the run at the next batch with the epoch so far kept (the per-step all-reduce takes every
+    rank along), exactly as in one process; any later one goes to every rank and stops them at once.
+    torchrun forwards a signal to every rank and kills them 30 s later, while a graceful finish
+    validates and scores for minutes. The ranks run in their own session, so a terminal's Ctrl-C
+    reaches them only through here; a signal this process ignores (a script's `cmd &`) stays ignored
+    (the ranks inherit that). Rank 0 finishes by itself if this process dies (`finish_if_orphaned`),
+    and a rank that fails stops the others (SIGTERM, then SIGKILL after `grace_s`). The rendezvous
+    store lives here on a port the OS picked, so no port is guessed; each rank gets RANK, LOCAL_RANK,
+    WORLD_SIZE, MASTER_ADDR / MASTER_PORT and, unless set, OMP_NUM_THREADS = cores // nproc (≥ 1).
+    POSIX only (sessions and signals)."""
     if nproc < 1:
         raise ValueError(f"need at least 1 process, got {nproc}")
-    base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc),
-                **{LAUNCHED: "1"})
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the ranks connect to it
+    base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port), WORLD_SIZE=str(nproc),
+                TORCHELASTIC_USE_AGENT_STORE="True", **{LAUNCHED: str(os.getpid())})
     base.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // nproc)))
     procs: list[subprocess.Popen] = []
+    seen = 0
 
     def forward(signum, frame) -> None:
-        for p in procs:
+        nonlocal seen
+        seen += 1
+        sig = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
+        for p in procs[:1] if seen == 1 else procs:  # the first: rank 0 finishes for all; then: stop all
             if p.poll() is None:
-                p.send_signal(signum)
+                p.send_signal(sig)
 
-    saved = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handled = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN]
+    saved = {sig: signal.signal(sig, forward) for sig in handled}
     try:
         for rank in range(nproc):
             env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
@@ -201,6 +204,29 @@ def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
                 p.kill()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def launched_by() -> int | None:
+    """The pid of the `launch_local` that started this process, None when it was not."""
+    value = os.environ.get(LAUNCHED, "")
+    return int(value) if value.isdigit() else None
+
+
+def finish_if_orphaned(poll_s: float = 2.0) -> None:
+    """In rank 0 of a `launch_local` run: when the launcher is gone (killed, or the OOM killer), send
+    this process SIGTERM once, so the run finishes gracefully (`training.FinishOnSignal`) rather
+    than training on with no one to stop it. The other ranks follow rank 0 (a finish, or a collective
+    that fails when it exits). A daemon thread; does nothing outside such a run."""
+    parent = launched_by()
+    if parent is None or launch_env().rank != 0:
+        return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="finish-if-orphaned").start()
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float) -> None:

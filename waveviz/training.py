@@ -173,13 +173,13 @@ class FinishOnSignal:
         with stopper:
             train_preset(..., callbacks=[stopper, ...])
 
-    Installs its handlers only in the main thread of a single process or of a rank that
-    `distributed.launch_local` started (`waveviz train --nproc N`), which passes each signal once to
-    every rank; under torchrun, which forwards a signal and kills the ranks 30 s later, a signal stops
-    every rank at once, as without it. Under several ranks only rank 0 writes the line."""
+    Installs its handlers only in the main thread of a single process or of rank 0 under
+    `distributed.launch_local` (`waveviz train --nproc N`), which sends the first signal to rank 0
+    alone (the per-step all-reduce then finishes every rank at the same batch) and later ones to all;
+    under torchrun, which forwards a signal to every rank and kills them 30 s later, a signal stops
+    every rank at once."""
 
     SIGNALS = ("SIGINT", "SIGTERM")
-    every_rank = True  # each rank must know its trainer to finish it (`Trainer.emit`)
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stderr
@@ -189,8 +189,7 @@ class FinishOnSignal:
 
     def __call__(self, event: str, trainer: "Trainer", info: dict) -> None:
         self.trainer = trainer
-        if (event == "start" and signal.SIGINT in self._saved and distributed.current().is_main
-                and getattr(self.stream, "isatty", lambda: False)()):
+        if event == "start" and signal.SIGINT in self._saved and getattr(self.stream, "isatty", lambda: False)():
             self.stream.write("(Ctrl-C once: finish at the next batch and keep what was learnt; twice: quit)\n")
         if event == "end":
             self.trainer = None  # the final scoring: a signal now stops at once
@@ -200,8 +199,6 @@ class FinishOnSignal:
             raise KeyboardInterrupt
         self.reason = f"stopped by {signal.Signals(signum).name}"
         self.trainer.finish_now(self.reason)
-        if not distributed.current().is_main:
-            return
         line = (f"\nwaveviz: {self.reason}: finishing at the next batch (the epoch so far is validated and the "
                 "checkpoint written); press Ctrl-C again to quit at once\n")
         try:
@@ -212,8 +209,9 @@ class FinishOnSignal:
                 os.write(2, line.encode())
 
     def __enter__(self) -> "FinishOnSignal":
-        one_or_launched = distributed.launch_env().world_size == 1 or os.environ.get(distributed.LAUNCHED) == "1"
-        if threading.current_thread() is threading.main_thread() and one_or_launched:
+        env = distributed.launch_env()  # rank 0 of `launch_local`'s ranks gets the first signal for all
+        if threading.current_thread() is threading.main_thread() and (
+                env.world_size == 1 or (env.rank == 0 and distributed.launched_by() is not None)):
             for name in self.SIGNALS:
                 sig = getattr(signal, name)
                 if signal.getsignal(sig) is not signal.SIG_IGN:  # a signal the caller ignores stays ignored
@@ -239,8 +237,7 @@ class Trainer:
     `train_preset` adds "saved" after writing the checkpoints of an epoch).
 
     x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels. Under torchrun each process
-    holds all the data and trains on its share of every batch; callbacks run on rank 0 only (but
-    those marked `every_rank = True`).
+    holds all the data and trains on its share of every batch; callbacks run on rank 0 only.
     """
 
     def __init__(self, model: torch.nn.Module, train: tuple[torch.Tensor, torch.Tensor],
@@ -287,10 +284,10 @@ class Trainer:
         #   to progress, from rate), see `resume_ramp`
 
     def emit(self, event: str, **info) -> None:
-        """Call the callbacks: on rank 0 only, but every rank calls one marked `every_rank = True`."""
+        if not self.dist.is_main:
+            return
         for cb in self.callbacks:
-            if self.dist.is_main or getattr(cb, "every_rank", False):
-                cb(event, self, info)
+            cb(event, self, info)
 
     def pause(self, seconds: float) -> None:
         """Leave `seconds` just spent (by a callback, e.g. a benchmark's held-out evaluation) out of

@@ -141,7 +141,7 @@ def add_subparser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..distributed import launch_env, launch_local
+    from ..distributed import finish_if_orphaned, launch_env, launch_local
     from ..presets import PRESETS
     from ..training import DataConfig, FinishOnSignal, ProgressBar, train_preset
 
@@ -156,6 +156,7 @@ def run_train(args) -> int:
         return launch_local(["-m", "waveviz", *args.argv], args.nproc)
     if args.nproc > 1 and args.nproc != world:
         raise UserError(f"--nproc {args.nproc} under a launcher that started {world} processes; leave --nproc out")
+    finish_if_orphaned()  # rank 0 of a `--nproc` run: finish gracefully should the launcher die
     data = DataConfig(dataset=preset.dataset, npz=args.data, n_train=args.n_train, n_val=args.n_val,
                       n_test=args.n_test, data_seed=args.data_seed, mnist_dir=args.mnist_dir)
     train = train_config_from(args, preset.dataset)
@@ -179,6 +180,8 @@ def check_nproc(nproc: int, device: str) -> None:
     from ..distributed import cpu_count
     from ..training import pick_device
 
+    if os.name != "posix":
+        raise UserError("--nproc needs a POSIX system (Linux, macOS); on Windows use torchrun (docs/jobs.md)")
     kind = pick_device(device).type
     if kind == "cuda" and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
