@@ -14,7 +14,8 @@ import pytest
 
 from waveviz import jobs
 from waveviz.cli import main
-from waveviz.jobs import HOST, JobError, JobSpec, JobStore, append_jsonl, read_jsonl, write_json
+from waveviz.checkpoint import read_checkpoint
+from waveviz.jobs import BEST, HOST, JobError, JobSpec, JobStore, append_jsonl, read_json, read_jsonl, write_json
 from waveviz.paths import find_checkpoints
 
 TINY = {"T": 8, "head": [16], "width": 4}  # a few thousand parameters: an epoch takes milliseconds
@@ -456,3 +457,18 @@ def test_page_reads_server_paths_only_under_uploads_and_data(home, npz, tmp_path
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     assert len(store.ids()) == 2 and store.spec(store.ids()[-1]).npz == npz
+
+
+@pytest.mark.slow
+def test_a_two_process_job_trains_data_parallel_and_a_sigterm_cancels_it_cleanly(home, npz):
+    # nproc 2 on a CPU: the worker starts its two ranks (distributed.launch_local); a SIGTERM to the
+    # worker (logout, `kill`) reaches rank 0, whose cancel stops both ranks at the same batch
+    store = JobStore()
+    job = store.submit(spec(npz, epochs=10_000, batch_size=2, nproc=2))
+    wait_for(store, job, lambda s: s["epoch"] >= 1, timeout=120)
+    launcher = read_json(store.path(job) / "launch.json", {})["pid"]
+    os.kill(launcher, signal.SIGTERM)
+    st = wait_for(store, job, lambda s: s["state"] != "running", timeout=60)
+    assert st["state"] == "canceled" and st["resumable"], (st, store.log_tail(job))
+    assert "Traceback" not in store.log_tail(job)
+    assert read_checkpoint(store.path(job) / BEST)["meta"]["world_size"] == 2

@@ -21,7 +21,8 @@ $WAVEVIZ_MAX_JOBS, or `settings.json` in the jobs folder; default 1): `schedule(
 queued jobs when slots are free. Submitting, resuming, a worker's end and every look from the app or
 the CLI call it, so a queue moves on even after a crash.
 
-The worker is `python -m waveviz.jobs run DIR` (under torchrun when `nproc` > 1), started in its own
+The worker is `python -m waveviz.jobs run DIR` (which starts `nproc` ranks of itself through
+`distributed.launch_local` when `nproc` > 1: a SIGTERM cancels all of them), started in its own
 session with no terminal, so neither a reload nor a stopped Streamlit server touches it. It stops at
 the next batch once `cancel` appears (canceled: the partial epoch is dropped, resumable), or once
 `finish` appears (finished: the epoch so far is validated and counts, as when a time budget ends it).
@@ -47,7 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterator
 
-from . import settings
+from . import distributed, settings
 from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
@@ -208,7 +209,7 @@ class JobSpec:
     n_test: int | None = None
     data_seed: int = 0
     overrides: dict = field(default_factory=dict)  # model config fields, e.g. {"T": 50}
-    nproc: int = 1  # training processes under torchrun (one per GPU)
+    nproc: int = 1  # data-parallel training processes (one per GPU or CPU core)
 
     # the training and data fields allow what TrainConfig and DataConfig do (`waveviz.validate`)
     RANGES: ClassVar[dict] = {**TrainConfig.RANGES, **DataConfig.RANGES, "preset": PRESETS, "readout": READOUTS,
@@ -268,8 +269,12 @@ class JobSpec:
         device = pick_device(self.device)
         if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
             raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
+        if self.nproc > 1 and device.type == "cpu" and self.nproc > distributed.cpu_count():
+            raise JobError(f"{self.nproc} processes are more than this machine's {distributed.cpu_count()} cores")
         if self.nproc > 1 and device.type not in ("cpu", "cuda"):
             raise JobError(f"several processes train on cpu or cuda, not {device.type}")
+        if self.nproc > 1 and os.name != "posix":
+            raise JobError("several processes need a POSIX system (Linux, macOS)")
         if self.readout:
             if p.readout is None:
                 raise JobError(f"preset {self.preset} is a baseline without a readout; leave the readout empty")
@@ -528,7 +533,7 @@ class JobStore:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
         try:
             with open(d / "log.txt", "ab") as log:
-                proc = subprocess.Popen(worker_command(d, spec.nproc), stdin=subprocess.DEVNULL, stdout=log,
+                proc = subprocess.Popen(worker_command(d), stdin=subprocess.DEVNULL, stdout=log,
                                         stderr=subprocess.STDOUT, cwd=d, env=env, start_new_session=True)
             write_json(d / "launch.json", {"pid": proc.pid, "host": HOST, "time": time.time()})
         except OSError as e:
@@ -644,12 +649,9 @@ def _inside(path: str, folder: str) -> bool:
         return False
 
 
-def worker_command(job_dir: Path, nproc: int = 1) -> list[str]:
-    """The worker's command line: one process, or `nproc` under torchrun on this machine."""
-    worker = ["-m", "waveviz.jobs", "run", str(job_dir)]
-    if nproc == 1:
-        return [sys.executable, *worker]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *worker]
+def worker_command(job_dir: Path) -> list[str]:
+    """The worker's command line (it starts the job's `nproc` ranks itself, `run_job`)."""
+    return [sys.executable, "-m", "waveviz.jobs", "run", str(job_dir)]
 
 
 # ------------------------------------------------------------------ the worker
@@ -823,12 +825,15 @@ def _outcome(e: BaseException | None, info: dict | None, monitor: JobMonitor, jo
 
 def run_job(job_dir: str | os.PathLike) -> int:
     """The worker: train the job in `job_dir` to its end, keeping status.json current → exit code
-    (0 finished or canceled, 1 failed). Under torchrun only rank 0 writes; the others just train."""
-    from . import distributed
+    (0 finished or canceled, 1 failed). With `nproc` > 1 it starts that many ranks of itself
+    (`distributed.launch_local`, which passes a SIGTERM to rank 0: a cancel for all) and returns
+    their status; only rank 0 writes, the others just train."""
     from .training import ProgressBar, TrainingCanceled, train_preset
 
     d = Path(job_dir).resolve()
     spec = JobSpec.from_dict(read_json(d / "config.json", {}))
+    if spec.nproc > 1 and not distributed.launch_env().distributed:
+        return distributed.launch_local(["-m", "waveviz.jobs", "run", str(d)], spec.nproc)
 
     def train(**callbacks):
         return train_preset(spec.preset, str(d / BEST), data=spec.data_config(), train=spec.train_config(),

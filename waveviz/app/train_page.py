@@ -147,7 +147,10 @@ def _launch_form(store: jobs.JobStore) -> None:
                               help="auto / fast: the reference's function, faster; fast-bf16: the per-pixel head in "
                                    "bfloat16, same accuracy, faster again on GPUs and CPUs with AVX-512 BF16 / AMX "
                                    "(elsewhere emulated: no faster); reference: the plain equations.")
-        nproc = st.number_input("Processes (data-parallel, one per GPU)", 1, 64, int(d["nproc"]), key="train_nproc")
+        nproc = st.number_input("Processes (data-parallel: one per GPU, or up to one per CPU core)", 1, 64,
+                                int(d["nproc"]), key="train_nproc",
+                                help="The global batch is split over them (the same run up to rounding); each "
+                                     "holds its own copy of the data. See docs/jobs.md.")
         if npz is None:
             n_train = st.number_input("Training images (0: the paper's)", 0, 1_000_000, int(d["n_train"] or 0),
                                       key="train_n_train")

@@ -49,7 +49,7 @@ def add_subparser(sub) -> None:
     s.add_argument("--n-test", type=nonneg_int)
     s.add_argument("--data-seed", type=nonneg_int, default=0)
     s.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a model config field, e.g. --set T=50")
-    s.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes under torchrun (one per GPU)")
+    s.add_argument("--nproc", type=positive_int, default=1, help="data-parallel processes: one per GPU, or on a CPU up to one per core")
     s.add_argument("--json", action="store_true", help='{"id": …, "state": …}')
     s.set_defaults(func=run_start)
 
