@@ -154,17 +154,31 @@ def test_launch_local_gives_each_rank_its_place_and_a_failing_rank_stops_the_oth
     assert distributed.launch_local(["-c", "pass"], 2) == 0
 
 
-def test_launch_local_leaves_an_ignored_sigint_ignored(tmp_path):
-    # a script's `waveviz train --nproc 2 &` ignores SIGINT: so do its ranks, and the launcher
-    # puts back the handlers it found
-    check = "import signal, sys; sys.exit(0 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN else 5)"
+def test_launch_local_leaves_signals_to_rank_zero_and_an_ignored_sigint_ignored(tmp_path):
+    # ranks above 0 ignore SIGINT and SIGTERM (rank 0 decides for all); a script's `waveviz train
+    # --nproc 2 &` ignores SIGINT: then so does rank 0; the launcher puts back the handlers it found
+    ignored = "import os, signal, sys; ign = signal.getsignal(signal.SIG{}) is signal.SIG_IGN; "
+    rank_ignores = ignored.format("INT") + "sys.exit(0 if ign == (os.environ['RANK'] != '0') else 5)"
+    assert distributed.launch_local(["-c", rank_ignores], 2) == 0
+    assert distributed.launch_local(["-c", rank_ignores.replace("SIGINT", "SIGTERM")], 2) == 0
+    all_ignore = ignored.format("INT") + "sys.exit(0 if ign else 5)"
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        assert distributed.launch_local(["-c", check], 2) == 0
+        assert distributed.launch_local(["-c", all_ignore], 2) == 0
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
-    assert distributed.launch_local(["-c", check], 1) == 5
+    assert signal.getsignal(signal.SIGINT) is before
+    assert distributed.launch_local(["-c", all_ignore], 1) == 5
+
+
+def test_outside_env_takes_the_launchers_variables_away(monkeypatch):
+    env = {"PATH": "/bin", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": "1234", "TORCHELASTIC_USE_AGENT_STORE": "True", distributed.LAUNCHED: "99",
+           "OMP_NUM_THREADS": "1", distributed.OMP_BEFORE: ""}
+    assert distributed.outside_env(env) == {"PATH": "/bin"}
+    assert distributed.outside_env({**env, distributed.OMP_BEFORE: "4"}) == {"PATH": "/bin", "OMP_NUM_THREADS": "4"}
+    assert distributed.outside_env({"OMP_NUM_THREADS": "3"}) == {"OMP_NUM_THREADS": "3"}  # set by the user
 
 
 def test_nproc_beyond_the_cores_is_one_line(capsys):

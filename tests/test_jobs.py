@@ -462,9 +462,11 @@ def test_page_reads_server_paths_only_under_uploads_and_data(home, npz, tmp_path
 @pytest.mark.slow
 def test_a_two_process_job_trains_data_parallel_and_a_sigterm_cancels_it_cleanly(home, npz):
     # nproc 2 on a CPU: the worker starts its two ranks (distributed.launch_local); a SIGTERM to the
-    # worker (logout, `kill`) reaches rank 0, whose cancel stops both ranks at the same batch
+    # worker (logout, `kill`) reaches rank 0, whose cancel stops both ranks at the same batch; the job
+    # queued behind it, started by rank 0, runs as one process (no rank variables handed down)
     store = JobStore()
     job = store.submit(spec(npz, epochs=10_000, batch_size=2, nproc=2))
+    queued = store.submit(spec(npz, epochs=1))
     wait_for(store, job, lambda s: s["epoch"] >= 1, timeout=120)
     launcher = read_json(store.path(job) / "launch.json", {})["pid"]
     os.kill(launcher, signal.SIGTERM)
@@ -472,3 +474,6 @@ def test_a_two_process_job_trains_data_parallel_and_a_sigterm_cancels_it_cleanly
     assert st["state"] == "canceled" and st["resumable"], (st, store.log_tail(job))
     assert "Traceback" not in store.log_tail(job)
     assert read_checkpoint(store.path(job) / BEST)["meta"]["world_size"] == 2
+    st = store.wait(queued, timeout=120)
+    assert st["state"] == "finished", (st, store.log_tail(queued))
+    assert read_checkpoint(store.path(queued) / BEST)["meta"]["world_size"] == 1

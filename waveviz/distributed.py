@@ -147,46 +147,57 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                  "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", LAUNCHED)
+OMP_BEFORE = "WAVEVIZ_OMP_BEFORE"  # OMP_NUM_THREADS as `launch_local` found it ("" when unset)
+SIGNALS_FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
     """Run `python ARGV` as `nproc` data-parallel processes on this machine and wait for them → the
     exit status (0 when every process ended with 0, else the first failure's; 128 + n for signal n).
 
-    What torchrun --standalone does, with the signals a long run wants. The first Ctrl-C, SIGTERM or
-    SIGHUP this process gets goes to rank 0 as SIGINT / SIGTERM, whose `training.FinishOnSignal`
-    finishes the run at the next batch with the epoch so far kept (the per-step all-reduce takes every
-    rank along), exactly as in one process; any later one goes to every rank and stops them at once.
-    torchrun forwards a signal to every rank and kills them 30 s later, while a graceful finish
-    validates and scores for minutes. The ranks run in their own session, so a terminal's Ctrl-C
-    reaches them only through here; a signal this process ignores (a script's `cmd &`) stays ignored
-    (the ranks inherit that). Rank 0 finishes by itself if this process dies (`finish_if_orphaned`),
-    and a rank that fails stops the others (SIGTERM, then SIGKILL after `grace_s`). The rendezvous
-    store lives here on a port the OS picked, so no port is guessed; each rank gets RANK, LOCAL_RANK,
-    WORLD_SIZE, MASTER_ADDR / MASTER_PORT and, unless set, OMP_NUM_THREADS = cores // nproc (≥ 1).
-    POSIX only (sessions and signals)."""
+    What torchrun --standalone does, with the signals a long run wants: every Ctrl-C, SIGTERM or
+    SIGHUP this process gets goes to rank 0 alone (as SIGINT or SIGTERM), and the other ranks ignore
+    those signals. A first one makes rank 0's `training.FinishOnSignal` finish the run at the next
+    batch with the epoch so far kept, the per-step all-reduce taking every rank along, exactly as in
+    one process; a second stops rank 0 at once and the others with it (a rank that fails stops the
+    rest: SIGTERM, then SIGKILL after `grace_s`). torchrun forwards a signal to every rank and kills
+    them 30 s later, while a graceful finish validates and scores for minutes. The ranks run in their
+    own session, so a terminal's Ctrl-C reaches them only through here; a signal this process ignores
+    (a script's `cmd &`) stays ignored. Rank 0 finishes by itself if this process dies
+    (`finish_if_orphaned`). The rendezvous store lives here on a port the OS picked, so no port is
+    guessed; each rank gets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR / MASTER_PORT and, unless set,
+    OMP_NUM_THREADS = cores // nproc (≥ 1); `outside_env` takes them away again for a process a rank
+    starts. POSIX only (sessions and signals)."""
     if nproc < 1:
         raise ValueError(f"need at least 1 process, got {nproc}")
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the ranks connect to it
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port), WORLD_SIZE=str(nproc),
-                TORCHELASTIC_USE_AGENT_STORE="True", **{LAUNCHED: str(os.getpid())})
+                TORCHELASTIC_USE_AGENT_STORE="True", **{LAUNCHED: str(os.getpid()),
+                                                        OMP_BEFORE: os.environ.get("OMP_NUM_THREADS", "")})
     base.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // nproc)))
     procs: list[subprocess.Popen] = []
-    seen = 0
 
     def forward(signum, frame) -> None:
-        nonlocal seen
-        seen += 1
-        sig = signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM
-        for p in procs[:1] if seen == 1 else procs:  # the first: rank 0 finishes for all; then: stop all
-            if p.poll() is None:
-                p.send_signal(sig)
+        if procs and procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
 
-    handled = [sig for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if signal.getsignal(sig) is not signal.SIG_IGN]
+    signals = [getattr(signal, name) for name in SIGNALS_FORWARDED]
+    handled = [sig for sig in signals if signal.getsignal(sig) is not signal.SIG_IGN]
     saved = {sig: signal.signal(sig, forward) for sig in handled}
     try:
         for rank in range(nproc):
             env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdin=subprocess.DEVNULL,
-                                          start_new_session=True))
+            if rank:  # rank > 0 starts with the signals ignored (inherited through exec): rank 0 decides
+                for sig in handled:
+                    signal.signal(sig, signal.SIG_IGN)
+            try:
+                procs.append(subprocess.Popen([sys.executable, *argv], env=env, stdin=subprocess.DEVNULL,
+                                              start_new_session=True))
+            finally:
+                for sig in handled:
+                    signal.signal(sig, forward)
         status = 0
         while None in [p.poll() for p in procs]:  # a list: poll every rank, not up to the first running one
             failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
@@ -204,6 +215,19 @@ def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
                 p.kill()
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def outside_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` without what a launcher (`launch_local` or torchrun) set for this rank, for a process a
+    rank starts on its own (a background job's next job): no rank, world or rendezvous, and the
+    OMP_NUM_THREADS the launcher found."""
+    out = {k: v for k, v in env.items() if k not in RANK_VARIABLES and not k.startswith("TORCHELASTIC_")}
+    if OMP_BEFORE in env:
+        out.pop("OMP_NUM_THREADS", None)
+        if env[OMP_BEFORE]:
+            out["OMP_NUM_THREADS"] = env[OMP_BEFORE]
+        del out[OMP_BEFORE]
+    return out
 
 
 def launched_by() -> int | None:

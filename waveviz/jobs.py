@@ -383,10 +383,14 @@ class JobStore:
         return st
 
     def _alive(self, d: Path, st: dict) -> bool:
-        launch = read_json(d / "launch.json", {}) or {}
-        for pid, host in ((st.get("pid"), st.get("host")), (launch.get("pid"), launch.get("host"))):
-            if pid and host == HOST and not pid_running(int(pid)):
-                return False
+        """The worker that writes status.json (rank 0 under several processes) runs, or, before it
+        has written its pid, the process launched; and its heartbeat is fresh."""
+        pid, host = st.get("pid"), st.get("host")
+        if not pid:
+            launch = read_json(d / "launch.json", {}) or {}
+            pid, host = launch.get("pid"), launch.get("host")
+        if pid and host == HOST and not pid_running(int(pid)):
+            return False
         return time.time() - float(st.get("heartbeat") or 0) <= self.stale_s
 
     def list(self) -> list[dict]:
@@ -528,7 +532,7 @@ class JobStore:
         st.update(state="running", pid=None, host=HOST, heartbeat=time.time(), started=time.time(),
                   attempt=int(st.get("attempt") or 0) + 1, message="starting")
         write_json(d / "status.json", st)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(distributed.outside_env(dict(os.environ)), PYTHONUNBUFFERED="1")  # a rank starts the next job
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_parent, env.get("PYTHONPATH")) if p)
         try:
@@ -833,6 +837,7 @@ def run_job(job_dir: str | os.PathLike) -> int:
     d = Path(job_dir).resolve()
     spec = JobSpec.from_dict(read_json(d / "config.json", {}))
     if spec.nproc > 1 and not distributed.launch_env().distributed:
+        StatusWriter(d).update(message=f"starting {spec.nproc} processes")  # a fresh heartbeat meanwhile
         return distributed.launch_local(["-m", "waveviz.jobs", "run", str(d)], spec.nproc)
 
     def train(**callbacks):
@@ -853,6 +858,7 @@ def run_job(job_dir: str | os.PathLike) -> int:
     monitor = JobMonitor(d, writer)
     # SIGTERM (logout, shutdown, `kill`): stop like a cancel, at the next batch
     signal.signal(signal.SIGTERM, lambda *_: (d / "cancel").touch())
+    distributed.finish_if_orphaned()  # rank 0 of several: its launcher gone (killed), cancel as on a SIGTERM
     log(f"job {d.name}: {spec.preset} on {spec.npz or 'generated data'}, attempt {writer.data.get('attempt')}, "
         f"pid {os.getpid()} on {HOST}")
     error, info = None, None
