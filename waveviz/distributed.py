@@ -139,14 +139,6 @@ def wrap(model: nn.Module, device: torch.device, env: DistEnv, probe: torch.Tens
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 RANK_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
                   "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", LAUNCHED)
 OMP_BEFORE = "WAVEVIZ_OMP_BEFORE"  # OMP_NUM_THREADS as `launch_local` found it ("" when unset)
@@ -170,13 +162,15 @@ def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
     guessed; each rank gets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR / MASTER_PORT and, unless set,
     OMP_NUM_THREADS = cores // nproc (≥ 1); `outside_env` takes them away again for a process a rank
     starts. POSIX only (sessions and signals)."""
+    from .engine import usable_cores
+
     if nproc < 1:
         raise ValueError(f"need at least 1 process, got {nproc}")
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)  # the ranks connect to it
     base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(store.port), WORLD_SIZE=str(nproc),
                 TORCHELASTIC_USE_AGENT_STORE="True", **{LAUNCHED: str(os.getpid()),
                                                         OMP_BEFORE: os.environ.get("OMP_NUM_THREADS", "")})
-    base.setdefault("OMP_NUM_THREADS", str(max(1, cpu_count() // nproc)))
+    base.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() // nproc)))
     procs: list[subprocess.Popen] = []
 
     def forward(signum, frame) -> None:

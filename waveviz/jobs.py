@@ -262,6 +262,7 @@ class JobSpec:
         import torch
 
         from .data import DATASETS, load_npz
+        from .engine import usable_cores
         from .training import pick_device
 
         p = PRESETS.get(self.preset)
@@ -269,8 +270,8 @@ class JobSpec:
         device = pick_device(self.device)
         if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
             raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
-        if self.nproc > 1 and device.type == "cpu" and self.nproc > distributed.cpu_count():
-            raise JobError(f"{self.nproc} processes are more than this machine's {distributed.cpu_count()} cores")
+        if self.nproc > 1 and device.type == "cpu" and self.nproc > usable_cores():
+            raise JobError(f"{self.nproc} processes are more than this machine's {usable_cores()} cores")
         if self.nproc > 1 and device.type not in ("cpu", "cuda"):
             raise JobError(f"several processes train on cpu or cuda, not {device.type}")
         if self.nproc > 1 and os.name != "posix":
@@ -526,7 +527,7 @@ class JobStore:
 
     def _launch(self, job_id: str) -> None:
         d = self.path(job_id)
-        spec = self.spec(job_id)
+        self.spec(job_id)  # a config.json that no longer reads is refused here, as before, not in the worker
         (d / "launch.json").unlink(missing_ok=True)  # the last attempt's process is not this one
         st = read_json(d / "status.json", {}) or {}
         st.update(state="running", pid=None, host=HOST, heartbeat=time.time(), started=time.time(),

@@ -177,7 +177,7 @@ def check_nproc(nproc: int, device: str) -> None:
     a CPU; other devices train in one process."""
     import torch
 
-    from ..distributed import cpu_count
+    from ..engine import usable_cores
     from ..training import pick_device
 
     if os.name != "posix":
@@ -185,8 +185,8 @@ def check_nproc(nproc: int, device: str) -> None:
     kind = pick_device(device).type
     if kind == "cuda" and nproc > torch.cuda.device_count():
         raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
-    if kind == "cpu" and nproc > cpu_count():
-        raise UserError(f"--nproc {nproc} is more processes than this machine's {cpu_count()} cores")
+    if kind == "cpu" and nproc > usable_cores():
+        raise UserError(f"--nproc {nproc} is more processes than this machine's {usable_cores()} cores")
     if kind not in ("cpu", "cuda"):
         raise UserError(f"--nproc trains on cpu or cuda, not {kind}: leave it out or add --device cpu")
 
