@@ -29,6 +29,8 @@ only stops what it concerns.
 | `WAVEVIZ_MNIST_DIR` | `mnist_dir` | a folder with the MNIST IDX files (None: fetched MNIST, else the digits shipped in the package) |
 | `WAVEVIZ_DATA` | `data_cache` | where `waveviz data fetch` caches data sets (`$XDG_CACHE_HOME/waveviz`, else `~/.cache/waveviz`) |
 | `WAVEVIZ_READ_PATHS` | `read_paths` | folders (os.pathsep-separated) the Train page may read besides uploads and `$WAVEVIZ_HOME/data` ("") |
+| `WAVEVIZ_LAUNCHED` | — | set by `waveviz train --nproc` in each rank it starts (the launcher's pid; not a setting) |
+| `WAVEVIZ_OMP_BEFORE` | — | set with it: OMP_NUM_THREADS as the launcher found it, restored for a process a rank starts |
 
 The on/off switches are off only at "0", as they always were. glibc's own `MALLOC_*` variables are
 not waveviz's: `engine.retain_freed_memory` looks at them itself, to leave a user's tuning alone.
