@@ -211,6 +211,25 @@ def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
             signal.signal(sig, handler)
 
 
+def nproc_problem(nproc: int, device_type: str) -> str | None:
+    """Why `nproc` data-parallel processes on `device_type` cannot run on this machine (completing
+    "--nproc N …" or "nproc N …"), or None when they can: one per GPU on cuda, at most one per core on
+    a CPU, cpu or cuda only, POSIX only (`launch_local`)."""
+    from .engine import usable_cores
+
+    if nproc <= 1:
+        return None
+    if os.name != "posix":
+        return "needs a POSIX system (Linux, macOS); on Windows use torchrun (docs/jobs.md)"
+    if device_type == "cuda" and nproc > torch.cuda.device_count():
+        return f"needs {nproc} GPUs; this machine has {torch.cuda.device_count()}"
+    if device_type == "cpu" and nproc > usable_cores():
+        return f"is more processes than this machine's {usable_cores()} cores"
+    if device_type not in ("cpu", "cuda"):
+        return f"trains on cpu or cuda, not {device_type}: leave it out or use device cpu"
+    return None
+
+
 def outside_env(env: dict[str, str]) -> dict[str, str]:
     """`env` without what a launcher (`launch_local` or torchrun) set for this rank, for a process a
     rank starts on its own (a background job's next job): no rank, world or rendezvous, and the

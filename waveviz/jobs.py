@@ -259,23 +259,15 @@ class JobSpec:
             raise JobError(_one_line(e)) from None
 
     def _validate(self) -> None:
-        import torch
-
         from .data import DATASETS, load_npz
-        from .engine import usable_cores
         from .training import pick_device
 
         p = PRESETS.get(self.preset)
         self.train_config().validate()
         device = pick_device(self.device)
-        if self.nproc > 1 and device.type == "cuda" and self.nproc > torch.cuda.device_count():
-            raise JobError(f"{self.nproc} processes need {self.nproc} GPUs; this machine has {torch.cuda.device_count()}")
-        if self.nproc > 1 and device.type == "cpu" and self.nproc > usable_cores():
-            raise JobError(f"{self.nproc} processes are more than this machine's {usable_cores()} cores")
-        if self.nproc > 1 and device.type not in ("cpu", "cuda"):
-            raise JobError(f"several processes train on cpu or cuda, not {device.type}")
-        if self.nproc > 1 and os.name != "posix":
-            raise JobError("several processes need a POSIX system (Linux, macOS)")
+        problem = distributed.nproc_problem(self.nproc, device.type)
+        if problem:
+            raise JobError(f"nproc {self.nproc} {problem}")
         if self.readout:
             if p.readout is None:
                 raise JobError(f"preset {self.preset} is a baseline without a readout; leave the readout empty")

@@ -174,8 +174,8 @@ class FinishOnSignal:
             train_preset(..., callbacks=[stopper, ...])
 
     Installs its handlers only in the main thread of a single process or of rank 0 under
-    `distributed.launch_local` (`waveviz train --nproc N`), which sends the first signal to rank 0
-    alone (the per-step all-reduce then finishes every rank at the same batch) and later ones to all;
+    `distributed.launch_local` (`waveviz train --nproc N`), which sends every signal to rank 0 alone
+    (the per-step all-reduce then finishes every rank at the same batch; the others ignore signals);
     under torchrun, which forwards a signal to every rank and kills them 30 s later, a signal stops
     every rank at once."""
 

@@ -141,9 +141,9 @@ def add_subparser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..distributed import finish_if_orphaned, launch_env, launch_local
+    from ..distributed import finish_if_orphaned, launch_env, launch_local, nproc_problem
     from ..presets import PRESETS
-    from ..training import DataConfig, FinishOnSignal, ProgressBar, train_preset
+    from ..training import DataConfig, FinishOnSignal, ProgressBar, pick_device, train_preset
 
     preset = PRESETS.get(args.preset)
     writable_target(args.out)
@@ -152,7 +152,9 @@ def run_train(args) -> int:
     world = launch_env().world_size
     if args.nproc > 1 and world == 1:  # start the ranks, each this same command under WORLD_SIZE = nproc
         train_config_from(args, preset.dataset)  # a bad setting: one line here, not one per rank
-        check_nproc(args.nproc, args.device)
+        problem = nproc_problem(args.nproc, pick_device(args.device).type)
+        if problem:
+            raise UserError(f"--nproc {args.nproc} {problem}")
         return launch_local(["-m", "waveviz", *args.argv], args.nproc)
     if args.nproc > 1 and args.nproc != world:
         raise UserError(f"--nproc {args.nproc} under a launcher that started {world} processes; leave --nproc out")
@@ -170,25 +172,6 @@ def run_train(args) -> int:
     print(f"wrote {args.out}: best epoch {info['best_epoch']}/{info['epochs']}, {which} FG-Acc {m['fg_acc']:.3f} "
           f"FG-IoU {m['fg_iou']:.3f} FG-Loss {m['fg_loss']:.3f} ({info['wall_time_s']:.0f}s on {info['hardware']})")
     return 0
-
-
-def check_nproc(nproc: int, device: str) -> None:
-    """`nproc` data-parallel processes fit this machine: one per GPU on cuda, at most one per core on
-    a CPU; other devices train in one process."""
-    import torch
-
-    from ..engine import usable_cores
-    from ..training import pick_device
-
-    if os.name != "posix":
-        raise UserError("--nproc needs a POSIX system (Linux, macOS); on Windows use torchrun (docs/jobs.md)")
-    kind = pick_device(device).type
-    if kind == "cuda" and nproc > torch.cuda.device_count():
-        raise UserError(f"--nproc {nproc} needs {nproc} GPUs; this machine has {torch.cuda.device_count()}")
-    if kind == "cpu" and nproc > usable_cores():
-        raise UserError(f"--nproc {nproc} is more processes than this machine's {usable_cores()} cores")
-    if kind not in ("cpu", "cuda"):
-        raise UserError(f"--nproc trains on cpu or cuda, not {kind}: leave it out or add --device cpu")
 
 
 def wave_share_probe(event, trainer, info) -> None:
