@@ -45,6 +45,8 @@ def test_refuses_corrupt_foreign_malicious_and_mismatched_files(tmp_path):
     text = tmp_path / "text.pt"
     text.write_text("hello")
     assert "not a readable checkpoint" in _refusal(text)
+    text.write_text("# a README\n")  # the unpickler's "Unsupported operand 35": still not a checkpoint
+    assert "not a readable checkpoint" in _refusal(text)
     foreign = tmp_path / "foreign.pt"
     torch.save(create_model("cnn2-mnist").state_dict(), foreign)
     assert "not a waveviz checkpoint" in _refusal(foreign)
@@ -57,7 +59,7 @@ def test_refuses_corrupt_foreign_malicious_and_mismatched_files(tmp_path):
 
     evil = tmp_path / "evil.pt"
     torch.save({"format": "waveviz-checkpoint", "payload": Evil()}, evil)
-    assert "refused" in _refusal(evil)
+    assert "refused" in _refusal(evil) and "asks for posix.system" in _refusal(evil).replace("nt.system", "posix.system")
     assert not marker.exists()
 
     ck = torch.load(good, weights_only=True)

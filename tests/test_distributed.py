@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from waveviz import distributed
+from waveviz.checkpoint import CheckpointError
 from waveviz.checkpoint import read_checkpoint
 from waveviz.registry import UnknownNameError
 from .test_jobs import tiny_npz
@@ -172,6 +173,18 @@ def test_launch_local_leaves_signals_to_rank_zero_and_an_ignored_sigint_ignored(
     assert distributed.launch_local(["-c", all_ignore], 1) == 5
 
 
+def test_ranks_run_the_launchers_waveviz_not_a_folder_of_that_name_in_the_current_directory(tmp_path, monkeypatch):
+    # another checkout's waveviz/ in the working directory: `python -m waveviz` would import it in
+    # the ranks; module_argv pins the ranks to the package this process runs, flags passed on
+    shadow = tmp_path / "waveviz"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit(7)\n")
+    (shadow / "__main__.py").write_text("raise SystemExit(7)\n")
+    monkeypatch.chdir(tmp_path)
+    assert distributed.launch_local(["-m", "waveviz", "--help"], 1) == 7  # what the plain relaunch did
+    assert distributed.launch_local(distributed.module_argv("waveviz", ["--help"]), 1) == 0
+
+
 def test_outside_env_takes_the_launchers_variables_away(monkeypatch):
     env = {"PATH": "/bin", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": "1234", "TORCHELASTIC_USE_AGENT_STORE": "True", distributed.LAUNCHED: "99",
@@ -187,6 +200,23 @@ def test_nproc_beyond_the_cores_is_one_line(capsys):
     assert main(["train", "nwm-linear-polygons", "--nproc", "999", "--device", "cpu", "--out", "x.pt"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--nproc 999 is more processes than this machine's" in err
+
+
+def test_a_bad_init_is_one_line_before_any_rank_starts(tmp_path, capsys):
+    # the launcher checks --init as the ranks would (once, not once per rank), before starting them
+    from waveviz import create_model, save_checkpoint
+    from waveviz.cli import main
+    from waveviz.training import TrainConfig, check_init
+
+    cnn = tmp_path / "cnn.pt"
+    save_checkpoint(cnn, create_model("cnn2-polygons"), "cnn2-polygons")
+    check_init("cnn2-polygons", str(cnn), TrainConfig())  # the same model: fine
+    with pytest.raises(CheckpointError, match="differs from this one .*num_classes"):
+        check_init("cnn2-mnist", str(cnn), TrainConfig())
+    for init, why in ((cnn, "a cnn model, and this preset trains a nwm"), (tmp_path / "no.pt", "no such file")):
+        assert main(["train", "nwm-linear-polygons", "--init", str(init), "--nproc", "999", "--out", "x.pt"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and why in err
 
 
 def nproc_run(tmp_path, log):

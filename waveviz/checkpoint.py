@@ -80,9 +80,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        m = re.search(r"(Unsupported (?:global|operand)[^.\n]*)", str(e))
-        why = f" ({m.group(1)[:160]})" if m else ""
-        raise CheckpointError(f"{path}: refused — it holds more than plain weights{why}; not loading it") from None
+        m = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.I)  # "… operand": a text file, say
+        if m:
+            raise CheckpointError(f"{path}: refused — it holds more than plain weights (it asks for "
+                                  f"{m.group(1)[:120]}); not loading it") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not made by torch.save)") from None
     except Exception:  # a damaged file can fail anywhere inside torch.load
         raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not made by torch.save)") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

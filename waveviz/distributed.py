@@ -211,6 +211,17 @@ def launch_local(argv: list[str], nproc: int, grace_s: float = 30.0) -> int:
             signal.signal(sig, handler)
 
 
+def module_argv(module: str, args: list[str]) -> list[str]:
+    """`python -m MODULE ARGS` for `launch_local`, run from the waveviz this process imported → the
+    interpreter's arguments. `-m` would look in the current directory first, so a `waveviz/` folder
+    there (another checkout) could give the ranks other code than the launcher's; this pins the
+    import path to this package's parent and passes this interpreter's flags (-W, -X …) on."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    flags = getattr(subprocess, "_args_from_interpreter_flags", list)()  # what multiprocessing passes on
+    code = f"import runpy, sys; sys.path[0] = {root!r}; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [*flags, "-c", code, *args]
+
+
 def nproc_problem(nproc: int, device_type: str) -> str | None:
     """Why `nproc` data-parallel processes on `device_type` cannot run on this machine (completing
     "--nproc N …" or "nproc N …"), or None when they can: one per GPU on cuda, at most one per core on

@@ -648,7 +648,7 @@ def _inside(path: str, folder: str) -> bool:
 
 def worker_command(job_dir: Path) -> list[str]:
     """The worker's command line (it starts the job's `nproc` ranks itself, `run_job`)."""
-    return [sys.executable, "-m", "waveviz.jobs", "run", str(job_dir)]
+    return [sys.executable, *distributed.module_argv("waveviz.jobs", ["run", str(job_dir)])]
 
 
 # ------------------------------------------------------------------ the worker
@@ -831,7 +831,7 @@ def run_job(job_dir: str | os.PathLike) -> int:
     spec = JobSpec.from_dict(read_json(d / "config.json", {}))
     if spec.nproc > 1 and not distributed.launch_env().distributed:
         StatusWriter(d).update(message=f"starting {spec.nproc} processes")  # a fresh heartbeat meanwhile
-        return distributed.launch_local(["-m", "waveviz.jobs", "run", str(d)], spec.nproc)
+        return distributed.launch_local(distributed.module_argv("waveviz.jobs", ["run", str(d)]), spec.nproc)
 
     def train(**callbacks):
         return train_preset(spec.preset, str(d / BEST), data=spec.data_config(), train=spec.train_config(),

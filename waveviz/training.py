@@ -659,13 +659,8 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     train = train or TrainConfig.from_recipe("fast", p.dataset)
     train.validate()
     data = data or DataConfig(dataset=p.dataset)
-    overrides = dict(overrides or {})
     begun = init or (out + ".last" if resume and os.path.exists(out + ".last") else None)
-    if begun is None:  # from scratch: the recipe's init
-        overrides = recipe_model_overrides(preset, train, overrides)
-    else:  # a fine-tune or a resumed run: the model config its weights began with
-        was = read_checkpoint(begun)["config"]
-        overrides.update({mf: was[mf] for mf in RECIPE_MODEL_FIELDS.values() if mf in was and mf not in overrides})
+    overrides = begin_overrides(preset, train, overrides, begun)
     splits = load_training_data(data)
     first = splits["train"]
     if data.npz and first.size[0] == first.size[1]:
@@ -682,6 +677,30 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
         return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks, init_info)
 
 
+def begin_overrides(preset: str, train: TrainConfig, overrides: dict | None, begun: str | None) -> dict:
+    """The model settings a run starts with: `overrides` plus, from scratch (`begun` None), the
+    recipe's initialisation, or, for a fine-tune or resumed run, the recipe fields of the config the
+    weights in `begun` were made with."""
+    overrides = dict(overrides or {})
+    if begun is None:
+        return recipe_model_overrides(preset, train, overrides)
+    was = read_checkpoint(begun)["config"]  # another family's fields are left for `init_weights` to name
+    known = set(asdict(PRESETS.get(preset).build_config()))
+    return {**overrides, **{mf: was[mf] for mf in RECIPE_MODEL_FIELDS.values()
+                            if mf in was and mf in known and mf not in overrides}}
+
+
+def check_init(preset: str, path: str, train: TrainConfig, overrides: dict | None = None,
+               image_size: int | None = None) -> None:
+    """Refuse (CheckpointError, one line) an `--init` checkpoint that `train_preset` would refuse,
+    without making any data: what `waveviz train --nproc` checks once before starting its ranks.
+    `image_size`: the size the training data will give the model (None: the preset's)."""
+    kw = begin_overrides(preset, train, overrides, path)
+    if image_size is not None:
+        kw.setdefault("image_size", image_size)
+    init_weights(create_model(preset, **kw), path)
+
+
 def init_weights(model: torch.nn.Module, path: str) -> dict:
     """Load a checkpoint's weights into `model` (strict keys; the checkpoint's model config must
     equal the model's) → what the metadata records about where the weights came from."""
@@ -690,10 +709,13 @@ def init_weights(model: torch.nn.Module, path: str) -> dict:
     # a field the checkpoint predates counts as its default (what loading that checkpoint gives)
     defaults = {f.name: f.default for f in fields(model.config) if f.default is not MISSING}
     theirs = {**{k: defaults[k] for k in mine if k in defaults}, **ckpt["config"]}
-    if ckpt["model"] != model.family or theirs != mine:
+    if ckpt["model"] != model.family:
+        raise CheckpointError(f"{path}: a {ckpt['model']} model, and this preset trains a {model.family}; "
+                              "--init needs the same model")
+    if theirs != mine:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         raise CheckpointError(f"{path}: a {ckpt['model']} model that differs from this one "
-                              f"({', '.join(diff) or 'family'}); --init needs the same model")
+                              f"({', '.join(diff)}); --init needs the same model")
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as e:

@@ -141,9 +141,10 @@ def add_subparser(sub) -> None:
 
 
 def run_train(args) -> int:
-    from ..distributed import finish_if_orphaned, launch_env, launch_local, nproc_problem
+    from ..checkpoint import read_checkpoint
+    from ..distributed import finish_if_orphaned, launch_env, launch_local, module_argv, nproc_problem
     from ..presets import PRESETS
-    from ..training import DataConfig, FinishOnSignal, ProgressBar, pick_device, train_preset
+    from ..training import DataConfig, FinishOnSignal, ProgressBar, check_init, pick_device, train_preset
 
     preset = PRESETS.get(args.preset)
     writable_target(args.out)
@@ -151,11 +152,14 @@ def run_train(args) -> int:
         raise UserError(f"{args.data}: no such file")
     world = launch_env().world_size
     if args.nproc > 1 and world == 1:  # start the ranks, each this same command under WORLD_SIZE = nproc
-        train_config_from(args, preset.dataset)  # a bad setting: one line here, not one per rank
+        train = train_config_from(args, preset.dataset)  # a bad setting: one line here, not one per rank
+        if args.init:  # likewise a missing, corrupt or foreign --init (--data's size is unknown here: its own)
+            size = read_checkpoint(args.init)["config"].get("image_size") if args.data else None
+            check_init(args.preset, args.init, train, parse_overrides(args.set), image_size=size)
         problem = nproc_problem(args.nproc, pick_device(args.device).type)
         if problem:
             raise UserError(f"--nproc {args.nproc} {problem}")
-        return launch_local(["-m", "waveviz", *args.argv], args.nproc)
+        return launch_local(module_argv("waveviz", args.argv), args.nproc)
     if args.nproc > 1 and args.nproc != world:
         raise UserError(f"--nproc {args.nproc} under a launcher that started {world} processes; leave --nproc out")
     finish_if_orphaned()  # rank 0 of a `--nproc` run: finish gracefully should the launcher die
