@@ -34,7 +34,7 @@ def epoch_seconds(preset: str, images: int, nproc: int, threads: int, out: Path)
     """One epoch of `preset` on `images` generated images → its training seconds."""
     cmd = [sys.executable, "-m", "waveviz", "train", preset, "--n-train", str(images), "--n-val", "32",
            "--n-test", "0", "--epochs", "1", "--batch-size", "16", "--max-minutes", "off", "--device", "cpu",
-           "--nproc", str(nproc), "--out", str(out)]
+           "--nproc", str(nproc), "--overwrite", "--out", str(out)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     found = EPOCH.search(res.stdout + res.stderr)

@@ -42,8 +42,7 @@ TINY_SETS = {"nwm": " --set T=4 --set head=(8,)", "lstm": " --set T=4 --set head
 
 def command(preset: str, flags: str, out: Path, device: str, max_minutes: float | None, resume: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "waveviz", "train", preset, *shlex.split(flags), "--device", device]
-    if resume:
-        cmd.append("--resume")
+    cmd.append("--resume" if resume else "--overwrite")
     if max_minutes:
         cmd += ["--max-minutes", f"{max_minutes:g}"]
     return cmd + ["--out", str(out / f"{preset}.pt")]

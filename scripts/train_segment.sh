@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One segment of a long training run under checkpoints/runs/: appends the command, the time and the
-# hardware to checkpoints/runs/PRESET.log, then runs `waveviz train PRESET ARGS... --out
-# checkpoints/runs/PRESET.pt` with its output appended to the same log.
+# hardware to checkpoints/runs/PRESET.log, then runs `waveviz train PRESET ARGS... --overwrite --out
+# checkpoints/runs/PRESET.pt` (a segment replaces the run's model) with its output appended to the same log.
 #   bash scripts/train_segment.sh nwm-linear-mnist --resume --max-minutes 60 --schedule-minutes 180
 # NPROC=2 runs it data-parallel, one process per core (`--nproc`: same global batch, so the same run as
 # one process up to rounding; `kill PID` on this script's process finishes it gracefully: docs/jobs.md).
@@ -15,4 +15,4 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
   echo "# segment $n, $(date -u +%Y-%m-%dT%H:%M:%SZ): waveviz train $preset $* --out checkpoints/runs/$preset.pt"
   echo "# hardware: ${cpu:-unknown CPU}, $(env -u OMP_NUM_THREADS nproc) cores, ${NPROC:-1} process(es), torch $(python -c 'import torch; print(torch.__version__)'), git $(git rev-parse --short HEAD)"
 } >> "$log"
-exec waveviz train "$preset" "$@" --nproc "${NPROC:-1}" --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1
+exec waveviz train "$preset" "$@" --nproc "${NPROC:-1}" --overwrite --out "checkpoints/runs/$preset.pt" >> "$log" 2>&1

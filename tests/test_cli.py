@@ -134,6 +134,7 @@ BAD = [
     (["train", "cnn2-tetrominoes", "--set", "bogus=1", "--data", "{d}/tet.npz", "--out", "{d}/x.pt"], "unknown setting"),
     (["train", "cnn2-tetrominoes", "--device", "cuda9x", "--data", "{d}/tet.npz", "--out", "{d}/x.pt"], "device"),
     (["train", "cnn2-tetrominoes", "--out", "/proc/nope/x.pt"], "does not exist"),
+    (["train", "cnn2-tetrominoes", "--data", "{d}/tet.npz", "--out", "{d}/tet.npz"], "tet.npz: exists; give another --out"),
     (["eval", "{d}/cnn.pt", "--data", "{d}/missing.npz"], "no such file"),
     (["eval", "{d}/missing.pt", "--data", "{d}/tet.npz"], "no such file"),
     (["eval", "{d}/junk.pt", "--data", "{d}/tet.npz"], "not a readable checkpoint"),

@@ -454,6 +454,12 @@ def test_waveviz_train_gives_the_trainer_the_recipe_for_the_presets_data_set(tmp
             main(["train", preset, "--out", str(tmp_path / "m.pt")])
     assert seen["nwm-linear-mnist"] == TrainConfig.from_recipe("fast", "mnist") != TrainConfig()
     assert seen["nwm-linear-tetrominoes"] == TrainConfig()
+    (tmp_path / "m.pt").write_bytes(b"a trained model")  # an existing --out: replaced only when asked
+    for ask in ("--overwrite", "--resume"):
+        seen.clear()
+        with pytest.raises(SystemExit):
+            main(["train", "nwm-linear-mnist", "--out", str(tmp_path / "m.pt"), ask])
+        assert "nwm-linear-mnist" in seen
 
 
 

@@ -27,9 +27,9 @@ from .figures import pixel_from_points
 
 CANVAS_PX = 320  # drawing canvas, screen pixels
 PREVIEW_PX = 160  # "what the model will see" beside the canvas
-GET_MORE = ("Train more with `waveviz train nwm-linear-tetrominoes --epochs 20 --n-train 2000 "
-            "--out checkpoints/nwm-linear-tetrominoes.pt` (any preset from `waveviz presets`), "
-            "or start a job on the **Train** page; jobs' best checkpoints appear here by themselves.")
+GET_MORE = ("Train your own on the **Train** page (a job's best checkpoint appears here by itself), or with "
+            "`waveviz train nwm-linear-tetrominoes --out checkpoints/my-nwm.pt` (about 10 minutes on a CPU; any "
+            "preset from `waveviz presets`; a model in `checkpoints/` is offered here).")
 SOURCES = ("Sample", "Draw", "Upload")  # also their URL values (?src=Draw)
 ERASER = "#000000"  # the eraser paints background black (see drawing.ink)
 

@@ -133,7 +133,8 @@ def add_subparser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set T=50")
     p.add_argument("--resume", action="store_true", help="continue from OUT.last when it exists")
     p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
-    p.add_argument("--out", required=True, help="CKPT.pt")
+    p.add_argument("--out", required=True, help="CKPT.pt (an existing file is refused unless --resume or --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out with this run's model")
     p.add_argument("--nproc", type=positive_int, default=1,
                    help="data-parallel processes on this machine: one per GPU, or on a CPU up to one per core "
                         "(same global batch; Ctrl-C still finishes gracefully)")
@@ -148,6 +149,9 @@ def run_train(args) -> int:
 
     preset = PRESETS.get(args.preset)
     writable_target(args.out)
+    if os.path.exists(args.out) and not (args.resume or args.overwrite):
+        raise UserError(f"{args.out}: exists; give another --out, --resume to continue its run, "
+                        "or --overwrite to replace it")
     if args.data and not os.path.isfile(args.data):
         raise UserError(f"{args.data}: no such file")
     world = launch_env().world_size
