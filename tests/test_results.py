@@ -66,7 +66,8 @@ def test_per_class_rows_worst_first_and_skip_what_is_malformed():
 
 def test_share_loss_correlation():
     hist = [{"epoch": e, "val_loss": 1.0 / e, "long_wavelength_share": 0.1 * e} for e in range(1, 6)]
-    assert share_loss_correlation({"history": hist}) > 0.8
+    r, n = share_loss_correlation({"history": hist})
+    assert r > 0.8 and n == 5
     assert share_loss_correlation({"history": hist[:2]}) is None
     assert share_loss_correlation({"history": [{"epoch": 1, "val_loss": 1.0}]}) is None
 
@@ -222,3 +223,17 @@ def test_the_hardest_class_line_reads_any_stored_rows_safely():
     assert entry({"n": 10 ** 400, "rows": huge}).hardest == "hardest class: 5 (FG-Acc 0.56 on its 800 pixels)"
     assert entry({"n": "many", "rows": rows[1:]}).hardest == \
         "hardest class: 5 (FG-Acc 0.56 on its 800 pixels; most often taken for 3, 18%)"
+
+
+def test_results_page_table_leads_with_the_paper_faithful_score():
+    # what README and the model pickers quote (cnn8-tetrominoes: 0.438, not its own old split's 0.737)
+    from waveviz.app.results_page import table_row
+
+    row = {"preset": "cnn8-tetrominoes", "n": 1000, "fg_acc": 0.832, "fg_iou": 0.737, "fg_loss": 0.302,
+           "faithful": {"fg_acc": 0.579, "fg_iou": 0.438, "fg_loss": 1.2}, "faithful_n": 300,
+           "paper": (0.74, 0.64, 0.70), "target": None, "meets_target": None, "epochs": 34, "hardware": "x"}
+    shown = table_row(row, fresh=False)
+    assert shown["FG-IoU"] == 0.438 and shown["test images"] == "300 paper-faithful"
+    shown = table_row(dict(row, faithful=None, faithful_n=0), fresh=False)
+    assert shown["FG-IoU"] == 0.737 and shown["test images"] == "1,000 own split (older data)"
+    assert table_row(dict(row, n=64), fresh=True)["test images"] == "64 fresh"

@@ -344,8 +344,10 @@ def history_arrays(meta: dict) -> dict[str, np.ndarray]:
     return {k: np.array([r.get(k, np.nan) for r in hist], float) for k in keys}
 
 
-def share_loss_correlation(meta: dict) -> float | None:
-    """Pearson r between the long-wavelength share and −validation loss over epochs (paper Fig. 10)."""
+def share_loss_correlation(meta: dict) -> tuple[float, int] | None:
+    """Pearson r between the long-wavelength share and −validation loss over the epochs the
+    checkpoint's history records (paper Fig. 10: r = 0.961 over a whole Polygons run) → (r, epochs);
+    None with fewer than 3 such epochs. A fine-tuned checkpoint's history holds its last segment only."""
     h = history_arrays(meta)
     share = h.get("long_wavelength_share")
     if share is None or "val_loss" not in h:
@@ -353,4 +355,4 @@ def share_loss_correlation(meta: dict) -> float | None:
     ok = np.isfinite(share) & np.isfinite(h["val_loss"])
     if ok.sum() < 3 or np.std(share[ok]) == 0:
         return None
-    return float(np.corrcoef(share[ok], -h["val_loss"][ok])[0, 1])
+    return float(np.corrcoef(share[ok], -h["val_loss"][ok])[0, 1]), int(ok.sum())
