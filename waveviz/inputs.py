@@ -244,7 +244,7 @@ def from_sample(dataset: str, seed: int, spec: InputSpec, *, split: str = "test"
     except (DataError, KeyError) as e:
         raise InputError(str(e).strip("'\"")) from None
     img, mask = data.images[0], data.masks[0]
-    steps = [f"drew {dataset} sample (seed {seed}, {split} split)"]
+    steps = [f"a generated {dataset} sample (seed {seed}, {split} split)"]
     out = prepare_image(img, spec, source=f"{dataset} #{seed}", invert=False, steps=steps)
     if mask.shape[0] != spec.size:
         mask = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((spec.size, spec.size), Image.Resampling.NEAREST))

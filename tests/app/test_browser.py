@@ -187,13 +187,13 @@ def test_switching_models_the_sample_follows(server, browser):
 
     d = browser
     d.get(f"{server}/Explore?model=nwm-linear-mnist")
-    _wait_for(d, lambda: "drew mnist sample" in _text(d), "an MNIST sample")
+    _wait_for(d, lambda: "a generated mnist sample" in _text(d), "an MNIST sample")
     box = _wait_for(d, lambda: d.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] [data-testid="stSelectbox"] input'),
                     "the model picker")[0]
     box.click()
     box.send_keys("nwm-fft-polygons")
     box.send_keys(Keys.ENTER)
-    _wait_for(d, lambda: "drew polygons sample" in _text(d) and "model=nwm-fft-polygons" in d.current_url,
+    _wait_for(d, lambda: "a generated polygons sample" in _text(d) and "model=nwm-fft-polygons" in d.current_url,
               "the sample to follow the model to Polygons", timeout=180)
     shown = _wait_for(d, lambda: d.execute_script(
         "return [...document.querySelectorAll('[data-testid=\"stMain\"] [data-testid=\"stSelectbox\"]')]"

@@ -82,7 +82,7 @@ def test_explore_opens_with_a_preloaded_example(app_home):
     assert any("hardest class: " in m.value and "of 4 test images" in m.value for m in at.markdown)  # the model card
     assert "tiny" not in at.markdown[0].value and len(at.markdown[0].value) > 100  # the lecturer's intro
     caps = _captions(at)
-    assert "Input: drew tetrominoes sample (seed 0" in caps
+    assert "Input: a generated tetrominoes sample (seed 0" in caps
     assert "model" in caps and "rendering" in caps and "total" in caps  # the timing line
     assert "on its own colour scale" in caps and "c0 ±" in caps  # the animation's scales, said
     assert any(m.value.startswith("The model reads: ") for m in at.markdown)
@@ -370,7 +370,8 @@ def test_compare_default_lineup_and_table(app_home):
     assert chosen == ["job-tiny-nwm", "job-tiny-nwmfft", "job-tiny-lstm", "job-tiny-cnn"]
     table = at.dataframe[0].value
     assert list(table["model"]) == ["NWM linear", "NWM fft", "LSTM linear", "CNN-2"]
-    assert {"FG-Acc", "FG-IoU", "FG-Loss", "test FG-IoU", "paper FG-IoU", "under-trained", "params"} <= set(table.columns)
+    assert {"FG-Acc", "FG-IoU", "FG-Loss", "held-out score", "paper", "under-trained", "params"} <= set(table.columns)
+    assert all(v == "–" or v.startswith(("FG-IoU ", "FG-Acc ")) for v in list(table["held-out score"]) + list(table["paper"]))
     assert [b.label for b in at.selectbox].count("Data set") == 1  # one data-set box: the sample is from that set
     assert all("test FG-IoU" in o for o in at.multiselect(key="models").options)
     waves = next(s for s in _charts(at) if s.get("frames"))

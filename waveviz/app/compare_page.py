@@ -11,12 +11,13 @@ import torch
 from ..data import DATASETS
 from ..metrics import segmentation_metrics
 from ..paths import find_checkpoints
-from . import common, figures
+from . import catalog, common, figures
 
 INTRO = """
 The paper's Table 1 asks which models can segment shapes they only see through local neurons:
 a wave model whose readout keeps the whole time series (linear, fft), one that keeps only the last
-step, a ConvLSTM and a deep CNN. Here they all get the same input, and one slider runs all their clocks at once.
+step, a ConvLSTM and a deep CNN (up to four at a time: add or swap them in the picker). Here they all get
+the same input, and one slider runs all their clocks at once.
 """
 
 MAX_MODELS = 4
@@ -151,8 +152,9 @@ def _table(picked: list[common.Picked], results: list[common.RunResult], truth: 
             m = segmentation_metrics(torch.from_numpy(r.logits)[None], torch.from_numpy(truth)[None])
             row.update({"FG-Acc": _r3(m["fg_acc"]), "FG-IoU": _r3(m["fg_iou"]), "FG-Loss": _r3(m["fg_loss"])})
         e = p.entry
-        row.update({"test FG-IoU": _r3((e.metrics or {}).get("fg_iou") if e else None),
-                    "paper FG-IoU": _r3(e.paper) if e and e.metric == "fg_iou" else None,
+        score = catalog.LABELS[e.metric] if e else ""  # FG-IoU, or FG-Acc where the paper gives only that
+        row.update({"held-out score": f"{score} {e.value:.3f}" if e and e.value is not None else "–",
+                    "paper": f"{score} {e.paper:.2f}" if e and e.paper else "–",
                     "under-trained": "⚠" if e and e.under_trained else "", "run (ms)": round(1000 * r.seconds)})
         rows.append(row)
     return rows
