@@ -104,6 +104,8 @@ def test_explore_every_view(app_home, view):
         assert "logit of class" in _captions(at)
     if view == "Phase & wavelength":
         assert {"long-wavelength share", "same, pixels shuffled"} <= {m.label for m in at.metric}
+        p = next(m for m in at.metric if m.label.startswith("p (shuffled"))
+        assert p.value.startswith("≤ 0.05") or 0.05 < float(p.value) <= 1  # 19 shuffles: never a bare "0.05"
 
 
 @pytest.mark.slow

@@ -284,7 +284,10 @@ def _view_phase(picked, mi, res, row, col, timings) -> None:
               "i.e. 1.5 × the grid's shortest (Nyquist) wavelength of 2 px")
     c2.metric("same, pixels shuffled", f"{ws.null.null_mean:.1%}", help=f"mean of {len(ws.null.null)} shuffles of "
               "the pixel positions (each pixel keeps its time series)")
-    c3.metric("p (shuffled ≥ model)", f"{ws.null.p_value:.2f}")
+    floor = 1 / (1 + len(ws.null.null))  # no shuffle reached the model: the least p this many can show
+    c3.metric("p (shuffled ≥ model)", f"≤ {floor:.2f}" if ws.null.p_value <= floor else f"{ws.null.p_value:.2f}",
+              help=f"one-sided, (1 + shuffles ≥ model) / (1 + {len(ws.null.null)}); {floor:.2f} is the least "
+                   f"{len(ws.null.null)} shuffles can show")
     t = int(st.slider("Step t", 1, T, T // 2, key="t", bind="query-params"))
     chans = _channel_picker(C)
     lam = np.log2(np.clip(ws.wavelength[t - 1], 1, 64))
