@@ -115,7 +115,12 @@ def files(tmp_path_factory):
     np.savez(d / "small.npz", images=np.zeros((2, 32, 32, 3), np.uint8), masks=np.zeros((2, 32, 32), np.uint8))
     np.savez(d / "other.npz", stuff=np.zeros(3))
     (d / "junk.npz").write_text("junk")
+    (d / "notes.txt").write_text("images, masks\n1, 2\n")
+    np.save(d / "array.npy", np.zeros((2, 64, 64), np.uint8))
     (d / "junk.pt").write_text("junk")
+    tet = make_dataset("tetrominoes", 2, seed=0)
+    np.savez(d / "background.npz", images=tet.images, masks=np.zeros_like(tet.masks))
+    (d / "no-checkpoints").mkdir()
     return d
 
 
@@ -139,7 +144,9 @@ BAD = [
     (["eval", "{d}/missing.pt", "--data", "{d}/tet.npz"], "no such file"),
     (["eval", "{d}/junk.pt", "--data", "{d}/tet.npz"], "not a readable checkpoint"),
     (["eval", "{d}/tet.npz", "--data", "{d}/tet.npz"], "not a readable checkpoint"),
-    (["eval", "{d}/cnn.pt", "--data", "{d}/junk.npz"], "not a readable .npz"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/junk.npz"], "junk.npz: not an .npz file"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/notes.txt"], "notes.txt: not an .npz file"),
+    (["eval", "{d}/cnn.pt", "--data", "{d}/array.npy"], "array.npy: a single .npy array, not an .npz file"),
     (["eval", "{d}/cnn.pt", "--data", "{d}/other.npz"], "not a waveviz data set"),
     (["eval", "{d}/cnn.pt", "--data", "{d}/mnist.npz"], "grey"),
     (["eval", "{d}/cnn.pt", "--data", "{d}/nomask.npz"], "no 'masks'"),
@@ -157,6 +164,10 @@ BAD = [
     (["data", "make", "polygons", "--n", "3", "--seed", "-1", "--out", "{d}/x.npz"], "must be ≥ 0"),
     (["data", "make", "mnist", "--n", "99999", "--out", "{d}/x.npz"], "at most"),
     (["frobnicate"], "invalid choice"),
+    ([], "required: {presets,data,train,eval,predict,results,drum,jobs,bench} (see `waveviz --help`)"),
+    (["data"], "required: {make,fetch,show} (see `waveviz data --help`)"),
+    (["jobs"], "required: {start,status,list,cancel,finish,resume,delete,wait,log,limit} (see `waveviz jobs --help`)"),
+    (["results", "--dir", "{d}/no-checkpoints"], "no-checkpoints: no checkpoints with metrics"),
     (["train", "cnn2-tetrominoes", "--schedule", "linear", "--out", "{d}/x.pt"], "invalid choice: 'linear'"),
     (["jobs", "start", "cnn2-tetrominoes", "--point-weights", "balanced"], "invalid choice: 'balanced'"),
 ]
@@ -169,7 +180,35 @@ def test_bad_input_is_one_line_never_a_traceback(argv, match, files, capsys):
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1, err
     assert lines[0].startswith("waveviz: error:") and match in lines[0], lines[0]
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "pickle" not in err
+
+
+def test_eval_json_is_strict_json_without_foreground(files, capsys):
+    """FG metrics are undefined on all-background masks: --json says null, never NaN, which
+    JavaScript's JSON.parse and other strict parsers reject."""
+    def strict(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    code, out, err = run(["eval", str(files / "cnn.pt"), "--data", str(files / "background.npz"), "--json"], capsys)
+    assert code == 0, err
+    m = json.loads(out, parse_constant=strict)
+    assert m["fg_acc"] is None and m["fg_iou"] is None and 0 <= m["acc"] <= 1
+
+
+def test_presets_table_has_a_header_row(capsys):
+    from waveviz.presets import list_presets
+
+    code, out, _ = run(["presets"], capsys)
+    header, *rows = out.splitlines()
+    assert code == 0 and header.split() == ["preset", "model", "dataset", "readout", "params"]
+    assert [r.split()[0] for r in rows] == list(list_presets())
+
+
+def test_data_make_help_says_where_mnist_digits_come_from(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "make", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "`waveviz data fetch mnist` once fetched, else the 5,000 embedded digits" in help_text
 
 
 def test_train_help_reads_each_recipes_values(monkeypatch, capsys):

@@ -194,8 +194,11 @@ def test_npz_round_trip_and_refusals(tmp_path):
             load_npz(tmp_path / name)
         assert name in str(e.value) and "\n" not in str(e.value)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="not a readable"):
+    with pytest.raises(DataError, match="junk.npz: not an .npz file"):
         load_npz(tmp_path / "junk.npz")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:200])  # a zip cut short
+    with pytest.raises(DataError, match="cut.npz: not a readable .npz file"):
+        load_npz(tmp_path / "cut.npz")
     with pytest.raises(DataError, match="no such file"):
         load_npz(tmp_path / "missing.npz")
 

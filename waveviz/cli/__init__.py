@@ -20,7 +20,7 @@ import warnings
 
 from .. import settings
 from . import bench, data, drum, evaluate, jobs, presets, results, train
-from .args import Parser, UserError, emit, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
+from .args import Parser, UserError, emit, name_commands, nonneg_int, parse_overrides, positive_float, positive_int, writable_target
 from .train import add_train_flags, train_config_from
 
 __all__ = ["main", "build_parser", "Parser", "UserError", "add_train_flags", "train_config_from", "emit",
@@ -38,6 +38,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     for command in COMMANDS:
         command.add_subparser(sub)
+    name_commands(sub)
     return parser
 
 

