@@ -207,3 +207,85 @@ def test_gate_activity_finds_a_dead_oscillator_channel():
     assert not model.training
     assert A.gate_activity(model, x, torch.zeros_like(masks)) is None
     assert A.gate_activity(waveviz.create_model("cnn2-tetrominoes"), x, masks) is None
+
+
+# ------------------------------------------------------------------------------ shape readings
+
+def _draw_piece(img: np.ndarray, mask: np.ndarray, kind: str, top: int, left: int, colour, rot: int = 0) -> None:
+    """One tetromino into img (H, W, 3) and its label into mask, as make_tetrominoes draws it."""
+    from waveviz.data.shapes import CELL, TETROMINOES, piece_cells, tetromino_tile
+
+    tile = tetromino_tile(np.array(colour, np.uint8))
+    grid = piece_cells(kind, rot, False)
+    for r, c in zip(*np.nonzero(grid)):
+        y, x = top + r * CELL, left + c * CELL
+        img[y: y + CELL, x: x + CELL] = tile
+        mask[y: y + CELL, x: x + CELL] = TETROMINOES[kind][1]
+
+
+def test_touching_tetrominoes_of_two_colours_read_as_two_shapes():
+    """An I lying on top of an O, edge to edge: two readings, each with its own share, not one shape
+    whose share mixes them. A ring wrapping to near-black ((172, 3, 4) → (2, 4, 6)) leaves the O's
+    squares apart in the image: still one piece."""
+    img = np.zeros((40, 40, 3), np.uint8)
+    truth = np.zeros((40, 40), np.int64)
+    _draw_piece(img, truth, "I", 5, 4, (200, 40, 90))  # rows 5–11, cols 4–31
+    _draw_piece(img, truth, "O", 12, 11, (30, 160, 220))  # rows 12–25, cols 11–24: touches the I
+    pred = truth.copy()
+    pred[12:19, 11:18] = 1  # one of the O's squares read as I: the O 75 %, the I still 100 %
+    r = A.shape_readings(img, pred)
+    assert [(x.label, x.share, x.pixels) for x in r] == [(1, 1.0, 196), (2, 0.75, 196)]
+    assert r[0].centre == (8.0, 17.5)
+
+    dark = np.zeros_like(img)
+    _draw_piece(dark, truth, "O", 10, 10, (172, 3, 4))
+    assert dark[10, 10].max() <= 8  # the ring is background at the app's ink level
+    assert [(x.label, x.pixels) for x in A.shape_readings(dark, truth)] == [(2, 100)]
+
+
+def test_touching_tetrominoes_of_one_colour_cannot_be_told_apart():
+    img = np.zeros((40, 40, 3), np.uint8)
+    truth = np.zeros((40, 40), np.int64)
+    _draw_piece(img, truth, "I", 5, 4, (200, 40, 90))
+    _draw_piece(img, truth, "O", 12, 11, (200, 40, 90))
+    assert [(x.label, x.share, x.pixels) for x in A.shape_readings(img, truth)] == [(1, 0.5, 392)]
+
+
+def test_generated_tetrominoes_read_one_shape_per_piece():
+    """A model that gets every pixel right reads 100 % on every piece, touching or not."""
+    from waveviz.data import make_dataset
+    from waveviz.drawing import tetromino_pieces
+    from scipy import ndimage
+
+    data = make_dataset("tetrominoes", 100, seed=3, split="val")
+    touching = 0
+    for img, mask in zip(data.images, data.masks):
+        r = A.shape_readings(img, mask)
+        pieces = tetromino_pieces(img, mask).max()
+        assert len(r) == pieces and all(x.share == 1.0 and x.pixels == 196 for x in r)
+        touching += ndimage.label(mask > 0)[1] < pieces
+    assert touching >= 10  # the draw holds images whose pieces touch
+
+
+@pytest.mark.parametrize("name, n, at_most", [("mnist", 20, 0.005), ("polygons", 20, 0.0),
+                                              ("multi_mnist", 10, 0.0), ("tetrominoes", 20, 0.0)])
+def test_readings_count_the_pixels_the_data_sets_mask_counts(name, n, at_most):
+    """The foreground of a reading is the data set's own: MNIST's mask is the upsampled value > 0.5,
+    not every pixel with some ink (a uint8 image stores a value of exactly 0.5 as 128, so a few
+    pixels in a thousand differ); the binary sets' and Tetrominoes' masks exactly."""
+    from waveviz.data import make_dataset
+
+    data = make_dataset(name, n, seed=0, split="test")
+    fg = np.array([A.shape_foreground(img) for img in data.images])
+    assert (fg != (data.masks > 0)).sum() <= at_most * (data.masks > 0).sum()
+
+
+def test_an_mnist_digit_read_right_reads_all_its_pixels():
+    """A prediction equal to the true mask reads ~100 % (it read about half when every pixel
+    brighter than 8/255 counted as the digit)."""
+    from waveviz.data import make_dataset
+
+    data = make_dataset("mnist", 5, seed=0, split="test")
+    for img, mask in zip(data.images, data.masks):
+        (r,) = A.shape_readings(img, mask)
+        assert r.label == mask.max() and r.share >= 0.99 and r.pixels == pytest.approx((mask > 0).sum(), abs=3)

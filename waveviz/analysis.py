@@ -27,6 +27,8 @@ import numpy as np
 import scipy.signal
 import torch
 
+from .data.mnist import MASK_LEVEL  # grey foreground: MNIST's mask level
+from .inputs import INK_LEVEL
 from .models import is_recurrent
 
 NYQUIST_WAVELENGTH_PX = 2.0  # the shortest wavelength a pixel grid carries along an axis
@@ -434,7 +436,8 @@ def focus_pixel(pred: np.ndarray) -> tuple[int, int]:
 @dataclass(frozen=True)
 class ShapeReading:
     """What a model made of one shape of the input: the commonest non-background class over the
-    shape's pixels (0 when all are background), its share of them, and where the shape is."""
+    shape's foreground pixels (0 when all are background), its share of them, how many there are,
+    and where the shape is."""
 
     label: int
     share: float
@@ -442,20 +445,102 @@ class ShapeReading:
     centre: tuple[float, float]  # (row, col)
 
 
-def shape_readings(image: np.ndarray, pred: np.ndarray, *, ink: int = 8, min_share: float = 0.05) -> list[ShapeReading]:
-    """One reading per shape of the input, top to bottom, left to right. image (H, W) or (H, W, 3)
-    uint8; pred (H, W) labels. Shapes are the 8-connected parts brighter than `ink`; parts under
-    `min_share` of all the bright pixels (specks) are left out."""
+def shape_foreground(image: np.ndarray) -> np.ndarray:
+    """The pixels a data set's true mask calls foreground, found from the image alone.
+
+    image (H, W) grey or (H, W, 3) RGB uint8 → (H, W) bool. Grey: brighter than MASK_LEVEL of full
+    scale, MNIST's mask (upsampled value > 0.5; the uint8 image stores a value of exactly 0.5 as 128,
+    so those few pixels, about 1 in 1,000 of a digit's, count here and not in the mask); Polygons
+    and Multi-MNIST images are binary 0 / 255, so the same test is their mask. RGB (Tetrominoes,
+    pieces on black): any channel brighter than `inputs.INK_LEVEL`, the app's ink level, which keeps
+    an uploaded JPEG's near-black halo out; it misses a piece's border ring that wraps to that dark
+    (about 1 image in 1,000; the piece still reads as one, `shape_parts`) and pieces that dark all
+    through (about 1 piece in 23,000).
+    """
+    if image.ndim == 2:
+        return image.astype(np.float32) / 255 > MASK_LEVEL
+    return image.max(axis=-1) > INK_LEVEL
+
+
+def _piece_colour_keys(image: np.ndarray, blobs: np.ndarray, min_pixels: float) -> np.ndarray:
+    """Tell touching pieces apart by colour: (H, W) int keys, equal within one piece.
+
+    image (H, W, 3) uint8; blobs (H, W) labels of the foreground's parts (0: background). A piece
+    colour fills some 3×3 patch (a 7-px Tetrominoes square's inside does, its 1-px border ring does
+    not) and covers at least `min_pixels` (a speck's colour is no piece). Each pixel of a blob holding
+    a piece colour takes the colour of the nearest piece-colour pixel of the blob (a ring pixel is
+    1 px from its own square's inside, at least 2 px from a touching piece's); a blob without one
+    (an upload's JPEG noise leaves no patch of one exact colour) keeps one key, −its label.
+    """
     from scipy import ndimage
 
-    level = image if image.ndim == 2 else image.max(axis=-1)
-    fg = level > ink
-    lab, k = ndimage.label(fg, structure=np.ones((3, 3)))
+    img = image.astype(np.int64)
+    code = (img[..., 0] << 16) | (img[..., 1] << 8) | img[..., 2]  # (H, W) one int per colour
+    H, W = code.shape
+    padded = np.pad(code, 1, constant_values=-1)
+    flat = np.ones((H, W), bool)  # the pixel's 3×3 neighbourhood is one colour
+    for dr in range(3):
+        for dc in range(3):
+            flat &= padded[dr: dr + H, dc: dc + W] == code
+    fg = blobs > 0
+    colours, counts = np.unique(code[fg], return_counts=True)
+    piece = colours[np.isin(colours, code[fg & flat]) & (counts >= min_pixels)]
+    seeds = fg & np.isin(code, piece)
+    keys = -blobs
+    for b, box in enumerate(ndimage.find_objects(blobs), start=1):
+        inside = blobs[box] == b
+        if not (seeds[box] & inside).any():
+            continue
+        _, (rr, cc) = ndimage.distance_transform_edt(~(seeds[box] & inside), return_indices=True)
+        keys[box][inside] = code[box][rr, cc][inside]
+    return keys
+
+
+def shape_parts(image: np.ndarray, min_pixels: float = 0.0) -> np.ndarray:
+    """The shapes of an input image: (H, W) int labels 1 … k, 0 between them.
+
+    Grey (H, W): the 8-connected parts of the ink (brighter than `inputs.INK_LEVEL`, so a faint
+    stroke between two bright parts of a digit keeps them one shape). RGB (H, W, 3): the 4-connected
+    parts of the foreground (a Tetromino's squares join edge to edge), split by colour where pieces
+    touch (`_piece_colour_keys`; colours covering under `min_pixels` are no piece); the parts of one
+    piece colour up to 2 px apart are one piece, since a Tetromino's border ring can wrap to black
+    between its squares. Touching shapes of one colour cannot be told apart from the image and make
+    one shape: touching Polygons and Multi-MNIST digits (all white; about 1 image in 12 of each) and
+    touching Tetrominoes of exactly the same colour (1 pair in 16 million).
+    """
+    from scipy import ndimage
+
+    box = np.ones((3, 3), bool)
+    if image.ndim == 2:
+        return ndimage.label(image > INK_LEVEL, structure=box)[0]
+    fg = shape_foreground(image)
+    blobs = ndimage.label(fg)[0]
+    keys = _piece_colour_keys(image, blobs, min_pixels)
+    parts, n = np.zeros(fg.shape, np.int64), 0
+    for key in np.unique(keys[fg]):
+        same = fg & (keys == key)
+        lab, k = ndimage.label(ndimage.binary_dilation(same, box))  # bridges gaps of ≤ 2 px
+        parts[same] = lab[same] + n
+        n += k
+    return parts
+
+
+def shape_readings(image: np.ndarray, pred: np.ndarray, *, min_share: float = 0.05) -> list[ShapeReading]:
+    """One reading per shape of the input (`shape_parts`), top to bottom, left to right. image
+    (H, W) grey or (H, W, 3) RGB uint8; pred (H, W) labels.
+
+    A shape's pixels are those its data set's mask would call foreground (`shape_foreground`), so
+    the share is over the pixels the model was trained to label. Shapes under `min_share` of all
+    the foreground pixels (specks) are left out.
+    """
+    fg = shape_foreground(image)
+    min_pixels = min_share * fg.sum()
+    parts = shape_parts(image, min_pixels)
     out = []
-    for p in range(1, k + 1):
-        part = lab == p
+    for p in range(1, int(parts.max()) + 1):
+        part = (parts == p) & fg
         n = int(part.sum())
-        if n < min_share * fg.sum():
+        if n == 0 or n < min_pixels:
             continue
         counts = np.bincount(pred[part].ravel(), minlength=2)
         counts[0] = 0

@@ -34,6 +34,7 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+MASK_LEVEL = 0.5  # a digit's mask: its upsampled pixels above this share of full scale
 
 
 @functools.lru_cache(maxsize=1)
@@ -142,7 +143,7 @@ def make_mnist(n: int, *, seed: int, split: str, mnist_dir: str | None = None, s
     pick = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(images))[:n]
     up = upsample(images[pick], size)
     img8 = np.round(up * 255).astype(np.uint8)
-    masks = np.where(up > 0.5, labels[pick, None, None] + 1, 0)
+    masks = np.where(up > MASK_LEVEL, labels[pick, None, None] + 1, 0)
     return SegmentationData(img8, masks.astype(np.int64))
 
 
