@@ -69,13 +69,30 @@ def test_block_notes_say_what_the_model_never_saw():
     colours = np.zeros((9, 9, 3), np.uint8)
     filled[1, 1:6] = True  # five cells in a row: not a tetromino
     colours[1, 1:6] = (100, 50, 50)
-    filled[2, 1:5] = True  # another piece right below, another colour: touching
+    filled[2, 1:5] = True  # another piece right below, another colour: touching, as in training
     colours[2, 1:5] = (50, 50, 100)
-    notes = drawing.piece_notes(filled, colours)
-    assert any("of 5 cells" in n for n in notes) and any("touch" in n for n in notes)
-    filled[2] = False
+    assert drawing.piece_notes(filled, colours) == ["1 piece of 5 cells: a tetromino has 4 (one colour per piece)"]
     filled[1, 5] = False
     assert drawing.piece_notes(filled, colours) == []
+
+
+def test_touching_pieces_are_no_departure_from_training():
+    """The generator keeps only a piece's bounding box clear, so pieces touch in training images
+    (about one in five): two touching pieces of different colours get no note."""
+    data = make_dataset("tetrominoes", 40, seed=0, split="train")
+    touching = 0
+    for img, mask in zip(data.images, data.masks):
+        lab = drawing.tetromino_pieces(img, mask)
+        others = [(ndimage.binary_dilation(lab == p) & (lab > 0) & (lab != p)).any() for p in range(1, lab.max() + 1)]
+        touching += any(others)
+    assert touching >= 4
+    im, draw = _canvas()
+    for r, c in ((2, 1), (2, 2), (2, 3), (2, 4)):  # an I…
+        _click(draw, r, c, (200, 100, 10, 255))
+    for r, c in ((3, 2), (3, 3), (4, 2), (4, 3)):  # …and an O right below it, touching
+        _click(draw, r, c, (42, 157, 143, 255))
+    drawn = drawing.render_blocks(np.asarray(im))
+    assert drawn.notes == []
 
 
 def test_a_redrawn_tetrominoes_sample_is_that_sample_on_the_grid():
@@ -90,27 +107,130 @@ def test_a_redrawn_tetrominoes_sample_is_that_sample_on_the_grid():
             assert any((img[mask == cls] == out[truth == cls][24]).all(axis=-1))
 
 
-def test_a_drawn_polygon_is_the_generators_polygon():
-    corners = np.array([(20.3, 10.2), (50.1, 18.7), (44.0, 50.5), (12.2, 40.4)])  # image pixels (x, y)
+def _vertex_canvas(*polygons) -> np.ndarray:
+    """The vertex tool's drawing of polygons given by their corners (x, y) in canvas pixels: filled
+    white with a 2-px outline (its brush)."""
     im, draw = _canvas()
-    draw.polygon([tuple(c * PX / 64) for c in corners], fill=(255, 255, 255, 255))
-    drawn = drawing.render_polygon(np.asarray(im), 64)
-    img = Image.new("L", (64, 64), 0)
-    ImageDraw.Draw(img).polygon([tuple(c) for c in corners], fill=255)  # as make_polygons draws
-    want = np.asarray(img) > 0
+    for corners in polygons:
+        draw.polygon([tuple(c) for c in corners], fill=(255, 255, 255, 255), outline=(255, 255, 255, 255), width=2)
+    return np.asarray(im)
+
+
+def _regular(k: int, radius: float, rot: float = -np.pi / 2, centre=(160.0, 160.0)) -> np.ndarray:
+    a = rot + 2 * np.pi / k * np.arange(k)
+    return np.stack([centre[0] + radius * np.cos(a), centre[1] + radius * np.sin(a)], 1)
+
+
+def test_a_drawn_polygon_is_the_generators_polygon():
+    """Corners clicked on a circle of a training radius come back as make_polygons draws them."""
+    jitter = np.array([0.1, -0.15, 0.05, 0.2, -0.1])
+    mask = polygon_mask(5, (30.0, 33.0), 17.0, 0.4, jitter, 64)  # image pixels
+    ang = 0.4 + 2 * np.pi / 5 * (np.arange(5) + jitter)
+    corners = np.stack([30 + 17 * np.cos(ang), 33 + 17 * np.sin(ang)], 1)
+    drawn = drawing.render_polygon(_vertex_canvas(corners * PX / 64), 64)  # PIL's coordinates, as the canvas's
     got = drawn.image > 0
-    assert set(np.unique(drawn.image)) == {0, 255}
-    assert (got & want).sum() / (got | want).sum() > 0.95
+    assert set(np.unique(drawn.image)) == {0, 255} and drawn.notes == []
+    assert (got & mask).sum() / (got | mask).sum() > 0.95
+    assert "×1.00" in drawn.steps[1]  # already the training size: not scaled
+
+
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_polygons_of_any_size_are_drawn_at_the_training_size(k):
+    """Regular k-gons clicked at radii 40–150 canvas px (8–30 image px) all come out at the training
+    size (corners on a circle of radius 15–20 image px, make_polygons): the small ones as the
+    generator draws a polygon of radius 16, the large ones of radius 19."""
+    lo, hi = drawing.POLYGON_RADII
+    for radius in (40, 60, 85, 120, 150):
+        drawn = drawing.render_polygon(_vertex_canvas(_regular(k, radius)), 64)
+        got = drawn.image > 0
+        assert ndimage.label(got)[1] == 1 and drawn.notes == []
+        rr, cc = np.nonzero(got)
+        extent = np.hypot(rr + 0.5 - 32, cc + 0.5 - 32).max()  # about the circumradius
+        assert 15 <= extent <= 20, (k, radius, extent)
+        want = polygon_mask(k, (32, 32), float(np.clip(radius * 64 / PX, lo, hi)), -np.pi / 2, np.zeros(k), 64)
+        assert (got & want).sum() / (got | want).sum() > 0.9, (k, radius)
+        assert any(f"radius {lo:g}–{hi:g} px" in s for s in drawn.steps)
+    assert "scaled to the training polygons'" in drawing.TOOLS.get("polygons").how
+
+
+def test_a_polygon_is_scaled_where_it_was_drawn_and_kept_inside():
+    small = drawing.render_polygon(_vertex_canvas(_regular(4, 30, 0.3, centre=(100, 200))), 64).image > 0
+    rr, cc = np.nonzero(small)
+    assert abs(cc.mean() - 19.5) < 1 and abs(rr.mean() - 39.5) < 1  # (100, 200) canvas px → (19.5, 39.5)
+    corner = drawing.render_polygon(_vertex_canvas(_regular(3, 25, 0.1, centre=(30, 30))), 64).image > 0
+    whole = polygon_mask(3, (32, 32), drawing.POLYGON_RADII[0], 0.1, np.zeros(3), 64)
+    rr, cc = np.nonzero(corner)
+    assert abs(corner.sum() - whole.sum()) < 0.05 * whole.sum()  # the whole triangle, not cut by the edge…
+    assert min(rr.mean(), cc.mean()) > 12  # …moved in so its circle fits the image, as the generator places them
+
+
+def test_a_picture_of_a_polygon_is_drawn_at_the_training_size():
+    """A black triangle on white (an upload's ink once inverted), at any resolution."""
+    paper = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(paper).polygon([(200, 40), (360, 340), (40, 340)], fill=0)
+    drawn = drawing.polygon_image((255 - np.asarray(paper, np.float32)) / 255, 64)
+    got = drawn.image > 0
+    rr, cc = np.nonzero(got)
+    assert ndimage.label(got)[1] == 1 and 15 <= np.hypot(rr - rr.mean(), cc - cc.mean()).max() <= 20
+    assert len(drawing.shape_corners(np.asarray(paper) < 128)) == 3
+
+
+@pytest.mark.slow
+def test_the_shipped_polygons_model_reads_drawn_polygons_at_any_size():
+    """The bug this tool fixed: with the shipped model, a triangle clicked at a radius of 120–150
+    canvas px read as a quadrilateral and a square at 40–60 px as a triangle."""
+    from waveviz import analysis
+    from waveviz.checkpoint import load_checkpoint
+    from waveviz.paths import shipped_checkpoints
+
+    path = shipped_checkpoints() / "nwm-fft-polygons.pt"
+    if not path.exists():
+        pytest.skip("no shipped Polygons checkpoint")
+    model, _ = load_checkpoint(path)
+    cases = [(k, r) for k in (3, 4, 5, 6) for r in (40, 85, 150)]
+    images = np.stack([drawing.render_polygon(_vertex_canvas(_regular(k, r, 0.3)), 64).image for k, r in cases])
+    with torch.inference_mode():
+        pred = model.eval().run(torch.from_numpy(images[:, None] / 255).float()).logits.argmax(1).numpy()
+    read = [analysis.shape_readings(img, p)[0].label for img, p in zip(images, pred)]
+    assert read == [k - 2 for k, _ in cases]
 
 
 def test_outlines_are_filled_and_many_shapes_noted():
     im, draw = _canvas()
     draw.rectangle((50, 50, 200, 200), outline=(255, 255, 255, 255), width=10)
-    for x in (230, 260, 290):
-        draw.ellipse((x, 260, x + 20, 280), fill=(255, 255, 255, 255))
+    for x in (215, 260):
+        draw.rectangle((x, 260, x + 40, 300), fill=(255, 255, 255, 255))
+    draw.ellipse((300, 10, 306, 16), fill=(255, 255, 255, 255))  # a speck: left out
     drawn = drawing.render_polygon(np.asarray(im), 64)
-    assert drawn.image[25, 25] == 255  # inside the outline
-    assert any("separate shapes" in n for n in drawn.notes)
+    assert drawn.image[30, 30] == 255  # inside the outline
+    assert ndimage.label(drawn.image > 0)[1] <= 3 and drawn.image[:10, 55:].max() == 0
+    assert any("3 separate shapes" in n for n in drawn.notes) and any("overlap" in n for n in drawn.notes)
+
+
+def test_polygon_notes_for_concave_and_empty_drawings():
+    arrow = _vertex_canvas([(60, 60), (260, 160), (60, 260), (130, 160)])
+    drawn = drawing.render_polygon(arrow, 64)
+    assert any("not convex" in n for n in drawn.notes)
+    touching = _vertex_canvas(_regular(4, 40, np.pi / 4, (100, 160)), _regular(3, 45, 0.0, (150.8, 160)))
+    drawn = drawing.render_polygon(touching, 64)  # one shape of two polygons: left as drawn, not scaled
+    assert any("not convex" in n for n in drawn.notes) and not any("scaled" in s for s in drawn.steps)
+    want = drawing.area_resize(drawing.ink(touching), 64) >= 0.5
+    assert ((drawn.image > 0) == want).mean() > 0.99
+    line = np.zeros((PX, PX, 4), np.uint8)
+    line[100, 50:250] = 255  # a one-pixel line: its pixels have no 2-D hull, their corners do
+    assert drawing.render_polygon(line, 64).image.max() == 255
+    assert drawing.render_polygon(_vertex_canvas(_regular(4, 70)), 64).notes == []
+    with pytest.raises(drawing.DrawingError, match="empty"):
+        drawing.render_polygon(np.zeros((PX, PX, 4), np.uint8), 64)
+
+
+def test_enclosing_circle():
+    pts = np.array([(0, 0), (4, 0), (2, 1), (2, -1)], float)
+    c, r = drawing.enclosing_circle(pts)
+    assert np.allclose(c, (2, 0)) and np.isclose(r, 2)
+    tri = _regular(3, 10.0, 0.2, centre=(5.0, -3.0))
+    c, r = drawing.enclosing_circle(np.concatenate([tri, tri.mean(0, keepdims=True)]))
+    assert np.allclose(c, (5, -3)) and np.isclose(r, 10)
 
 
 def test_polygon_corners_recover_a_generated_polygon():
@@ -123,11 +243,15 @@ def test_polygon_corners_recover_a_generated_polygon():
 
 
 def test_redrawn_polygons_cover_the_samples_polygons():
+    """Corners clicked on a sample give what the sample itself gives through the tool (each polygon
+    at the training size)."""
     data = make_dataset("polygons", 6, seed=10_000, split="test")
     for mask in data.masks:
         canvas, labels = drawing.redraw_polygons(mask)
-        got, want = drawing.render_polygon(canvas, 64).image > 0, mask > 0
-        assert (got & want).sum() / (got | want).sum() > 0.85 and len(labels) == ndimage.label(want)[1]
+        got = drawing.render_polygon(canvas, 64).image > 0
+        sample = np.repeat(np.repeat(np.where(mask > 0, 255, 0).astype(np.uint8), PX // 64, 0), PX // 64, 1)
+        want = drawing.polygon_image(sample / 255, 64).image > 0
+        assert (got & want).sum() / (got | want).sum() > 0.85 and len(labels) == ndimage.label(mask > 0)[1]
 
 
 def test_mnist_preprocessing_normalises_size_and_position():

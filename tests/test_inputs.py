@@ -150,3 +150,23 @@ def test_model_input_runs_through_a_model():
         out = model.run(mi.x)
     assert out.logits.shape == (1, 11, 56, 56)
     assert set(inputs.compatible_datasets(1)) == {"polygons", "mnist", "multi_mnist"}
+
+
+def test_an_uploaded_polygon_is_scaled_to_the_training_size_as_a_drawing_is():
+    # a large black triangle on white: for a Polygons model it goes through the drawing tool, so its
+    # corners land on a circle of the generator's radii (the shipped model misread it unscaled)
+    from PIL import ImageDraw
+
+    from waveviz import drawing
+
+    page = Image.new("L", (400, 400), 255)
+    ImageDraw.Draw(page).polygon([(200, 20), (380, 360), (20, 360)], fill=0)
+    grey64 = InputSpec(1, 64)
+    plain = inputs.from_upload(_png(np.asarray(page)), grey64, "tri.png")
+    mi = inputs.from_upload(_png(np.asarray(page)), grey64, "tri.png", dataset="polygons")
+    assert not any("scaled the polygon" in s for s in plain.steps)
+    assert any("scaled the polygon" in s for s in mi.steps) and set(np.unique(mi.image)) == {0, 255}
+    radius = drawing.enclosing_circle(drawing.shape_corners(mi.image > 0))[1]
+    assert drawing.POLYGON_RADII[0] - 1 <= radius <= drawing.POLYGON_RADII[1] + 1
+    assert len(drawing.shape_corners(mi.image > 0)) == 3
+    assert inputs.from_upload(_png(np.asarray(page)), grey64, "tri.png", dataset="mnist").steps == plain.steps

@@ -6,7 +6,8 @@ produces its look (SPEC §7):
 
   tetrominoes   blocks: clicks and drags fill the cells of a 7-px grid on the 64² image, each cell
                 a square of the stroke's colour with its 1-px border ring (`tetromino_tile`)
-  polygons      vertices: a closed polygon, filled white on black and binary, as the generator draws
+  polygons      vertices: a closed polygon, scaled about its centre so its corners lie on a circle of
+                the generator's radius, filled white on black and binary, as the generator draws
   mnist         a digit: the standard MNIST preprocessing (crop to the ink, fit into 20×20 keeping
                 the aspect ratio, place in 28×28 with the centre of mass at the centre), then as the
                 data set: bilinear 28² → 56² (align_corners False)
@@ -27,7 +28,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
-from scipy.spatial import ConvexHull
+from scipy.spatial import ConvexHull, QhullError
 
 from .data.mnist import upsample
 from .data.shapes import CELL, tetromino_tile
@@ -38,6 +39,14 @@ BLOCK_COVER = 0.2  # a cell is filled when ink covers this share of it (a click'
 MNIST_BOX, MNIST_SIDE, MNIST_CENTRE = 20, 28, 14.0  # fit into 20×20, place in 28×28, centre of mass at (14, 14)
 MULTI_DIGIT = 42  # Multi-MNIST digits: 28² upsampled to 42², thresholded at 0.5
 GROUP_GAP = 0.04  # strokes closer than this share of the canvas belong to one digit
+# Polygons' corners lie on circles of radius 15–20 px (data.shapes.make_polygons). A drawn polygon is
+# scaled into the middle of that range: the shipped model misreads polygons below 14 px and above 20,
+# and reads them less surely at the ends (15 px, 20 px) than in between. A range, not one radius: two
+# polygons drawn near each other, as the generator may place them, keep their layout.
+POLYGON_RADII = (16.0, 19.0)
+SPECK = 0.05  # a part with less than this share of the ink is a speck, not a polygon (as analysis.shape_readings)
+CORNER_AREA = 0.05  # see shape_corners
+CONVEX_SHARE = 0.97  # a shape filling less of its corners' polygon than this is not convex (a convex one fills ≥ 1)
 
 
 class DrawingError(ValueError):
@@ -66,6 +75,7 @@ class DrawTool:
     colour: bool = False  # whether strokes keep a colour the user picks (else white)
     eraser: bool = True  # whether the eraser (black freehand) makes sense
     grid: int | None = None  # image pixels per cell of a grid to show behind the canvas
+    picture: Callable[[np.ndarray, int], Drawn] | None = None  # (ink (h, h) in [0, 1], size) → Drawn: an upload's way in
 
 
 TOOLS: Registry[DrawTool] = Registry("drawing tool")  # keyed by data-set name
@@ -142,7 +152,8 @@ def blocks_image(filled: np.ndarray, colours: np.ndarray, size: int = 64, ring: 
 
 def piece_notes(filled: np.ndarray, colours: np.ndarray) -> list[str]:
     """One line per way the cells leave the Tetrominoes look: pieces (4-connected cells of one
-    colour) that are not 4 cells, and pieces of different colours that touch."""
+    colour) that are not 4 cells. Pieces of different colours may touch, as in training (the
+    generator only keeps a piece's bounding box clear of earlier pieces)."""
     notes = []
     packed = colours.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])
     packed[~filled] = -1
@@ -154,10 +165,6 @@ def piece_notes(filled: np.ndarray, colours: np.ndarray) -> list[str]:
     if odd:
         notes.append(f"{len(odd)} piece{'s' * (len(odd) > 1)} of {', '.join(map(str, odd))} cells: a tetromino has 4 "
                      "(one colour per piece)")
-    touch = ((packed[:, 1:] != packed[:, :-1]) & filled[:, 1:] & filled[:, :-1]).any() or \
-            ((packed[1:] != packed[:-1]) & filled[1:] & filled[:-1]).any()
-    if touch:
-        notes.append("pieces of different colours touch: in training there was always a gap between pieces")
     return notes
 
 
@@ -171,19 +178,125 @@ def render_blocks(rgba: np.ndarray, size: int = 64, *, ring: str = "wrap") -> Dr
 
 # ----------------------------------------------------------------------------- Polygons
 
-def render_polygon(rgba: np.ndarray, size: int = 64) -> Drawn:
-    """A filled shape → binary white on black at size × size: a pixel is white when the drawing
-    covers at least half of it; closed outlines are filled."""
-    _square(rgba)
-    cover = area_resize(ink(rgba), size)
-    shape = ndimage.binary_fill_holes(cover >= 0.5)
-    steps = [f"took the pixels the drawing covers at least half of, on a {size}×{size} grid", "filled closed outlines",
-             "white (255) on black, as the generator draws polygons"]
-    lab, k = ndimage.label(shape)
+def enclosing_circle(pts: np.ndarray) -> tuple[np.ndarray, float]:
+    """The smallest circle holding the points (n, 2) → (centre (2,), radius), by Welzl's incremental
+    algorithm. A generated polygon holds its circle's centre (its corners' angles are spread round
+    it), so its smallest enclosing circle is the circle its corners were put on."""
+    pts = np.asarray(pts, float)
+    pts = pts[np.random.default_rng(0).permutation(len(pts))]  # expected linear time in any order
+
+    def circle(*ps):
+        if len(ps) == 1:
+            return ps[0], 0.0
+        if len(ps) == 2:
+            c = (ps[0] + ps[1]) / 2
+            return c, float(np.hypot(*(ps[0] - c)))
+        (ax, ay), (bx, by), (cx, cy) = ps
+        d = 2 * (ax * (by - cy) + bx * (cy - ay) + cx * (ay - by))
+        if abs(d) < 1e-12:  # collinear: the circle on the two farthest apart
+            pairs = [(ps[0], ps[1]), (ps[0], ps[2]), (ps[1], ps[2])]
+            return circle(*max(pairs, key=lambda q: np.hypot(*(q[0] - q[1]))))
+        a2, b2, c2 = ax * ax + ay * ay, bx * bx + by * by, cx * cx + cy * cy
+        c = np.array([a2 * (by - cy) + b2 * (cy - ay) + c2 * (ay - by),
+                      a2 * (cx - bx) + b2 * (ax - cx) + c2 * (bx - ax)]) / d
+        return c, float(np.hypot(*(ps[0] - c)))
+
+    def out(p, c, r):
+        return np.hypot(*(p - c)) > r + 1e-9
+
+    c, r = circle(pts[0])
+    for i in range(1, len(pts)):
+        if out(pts[i], c, r):
+            c, r = circle(pts[i])
+            for j in range(i):
+                if out(pts[j], c, r):
+                    c, r = circle(pts[i], pts[j])
+                    for k in range(j):
+                        if out(pts[k], c, r):
+                            c, r = circle(pts[i], pts[j], pts[k])
+    return c, r
+
+
+def shape_corners(part: np.ndarray) -> np.ndarray:
+    """The corners (n, 2) (x, y) of a shape's convex outline, in PIL's and the canvas's coordinates
+    (pixel (r, c) spans [c, c + 1) × [r, r + 1)): the convex hull of its pixels' centres, thinned by
+    removing the corner that spans the smallest triangle while that triangle is under CORNER_AREA ×
+    the squared radius of the shape's enclosing circle (the hull's near-collinear steps go; a
+    training polygon's corners, ≥ ~0.24 r² each, stay)."""
+    rr, cc = np.nonzero(part & ~ndimage.binary_erosion(part))
+    pts = np.stack([cc, rr], 1) + 0.5
+    try:
+        hull = pts[ConvexHull(pts).vertices]
+    except QhullError:  # pixels in a line: their corners have a hull
+        pts = (pts[:, None] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]])).reshape(-1, 2)
+        hull = pts[ConvexHull(pts).vertices]
+    small = CORNER_AREA * enclosing_circle(hull)[1] ** 2
+    while len(hull) > 3:
+        a, b = np.roll(hull, 1, 0) - hull, np.roll(hull, -1, 0) - hull
+        area = np.abs(a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]) / 2
+        if area.min() >= small:
+            break
+        hull = np.delete(hull, area.argmin(), 0)
+    return hull
+
+
+def polygon_image(level: np.ndarray, size: int = 64) -> Drawn:
+    """Ink (h, h) float in [0, 1] (a canvas drawing's, or a picture's light on dark) → the Polygons
+    look at size × size. Closed outlines are filled; each convex shape becomes the polygon of its
+    corners (`shape_corners`), scaled about the centre of its enclosing circle so that circle's
+    radius lies in POLYGON_RADII (image px; moved in where that pushes it out of the image), and
+    drawn as `make_polygons` draws: PIL's filled polygon, white on black. A shape that is not convex
+    (two touching polygons, or no polygon) stays as drawn: white where it covers at least half a
+    pixel. Parts under SPECK of the ink are left out."""
+    h = _square(level)
+    lab, k = ndimage.label(ndimage.binary_fill_holes(level >= 0.5), structure=np.ones((3, 3)))
+    areas = np.bincount(lab.ravel(), minlength=k + 1)[1:]
+    shapes = [p + 1 for p in range(k) if areas[p] >= SPECK * areas.sum()]
+    if not shapes:
+        raise DrawingError("the drawing is empty: click the corners of a polygon first")
+    img = Image.new("L", (size, size), 0)
+    out = np.zeros((size, size), bool)
+    scales, overlap, concave = [], False, 0
+    for p in shapes:
+        part = lab == p
+        corners = shape_corners(part)
+        if areas[p - 1] < CONVEX_SHARE * ConvexHull(corners).volume:  # (a 2-D hull's volume is its area)
+            concave += 1
+            m = area_resize(part.astype(np.float32), size) >= 0.5
+        else:
+            corners = corners * size / h  # → image coordinates
+            centre, r = enclosing_circle(corners)
+            radius = float(np.clip(r, *POLYGON_RADII))
+            scales.append(radius / r)
+            moved = np.clip(centre, radius, size - radius)
+            img.paste(0, (0, 0, size, size))
+            ImageDraw.Draw(img).polygon([tuple(c) for c in moved + (corners - centre) * scales[-1]], fill=255)
+            m = np.asarray(img) > 0
+        overlap |= bool((m & out).any())
+        out |= m
+    lo, hi = POLYGON_RADII
+    steps = ["filled closed outlines"]
+    if scales:
+        which = "the polygon" if len(scales) == 1 else f"each of the {len(scales)} polygons"
+        steps.append(f"scaled {which} (×{', ×'.join(f'{s:.2f}' for s in scales)}) to the training size: "
+                     f"corners on a circle of radius {lo:g}–{hi:g} px")
+    steps.append(f"drew it on {size}×{size}, white (255) on black, as the generator draws polygons")
     notes = []
-    if k > 2:
-        notes.append(f"{k} separate shapes: the training images held 1 or 2 polygons")
-    return Drawn(np.where(shape, 255, 0).astype(np.uint8), steps, notes)
+    if len(shapes) > 2:
+        notes.append(f"{len(shapes)} separate shapes: the training images held 1 or 2 polygons")
+    if overlap:
+        notes.append("the polygons overlap once scaled to the training size (training polygons never do): "
+                     "draw them further apart")
+    if concave:
+        notes.append(f"{'a shape is' if concave == 1 else f'{concave} shapes are'} not convex (training polygons "
+                     "all are; two touching polygons are one shape): left at the size drawn")
+    return Drawn(np.where(out, 255, 0).astype(np.uint8), steps, notes)
+
+
+def render_polygon(rgba: np.ndarray, size: int = 64) -> Drawn:
+    """A canvas drawing → `polygon_image` of its ink."""
+    _square(rgba)
+    return polygon_image(ink(rgba), size)
 
 
 # -------------------------------------------------------------------------------- MNIST
@@ -285,8 +398,9 @@ TOOLS.register("tetrominoes", DrawTool(
     "Blocks", "click or drag over the grid to fill its 7-px squares; one colour per piece", "freedraw", 24,
     render_blocks, colour=True, grid=CELL))
 TOOLS.register("polygons", DrawTool(
-    "Vertices", "click the corners; click the first corner again to close and fill the polygon", "polygon", 2,
-    render_polygon, eraser=False))
+    "Vertices", "click the corners; click the first corner again to close and fill the polygon (any size: it is "
+    "scaled to the training polygons')", "polygon", 2,
+    render_polygon, eraser=False, picture=polygon_image))
 TOOLS.register("mnist", DrawTool(
     "Digit", "write one digit, as large as you like: it is sized and centred as MNIST's were", "freedraw", 26,
     render_digit))

@@ -199,8 +199,10 @@ def from_drawing(rgba: np.ndarray, spec: InputSpec, dataset: str | None, **optio
     return out
 
 
-def from_upload(data: bytes, spec: InputSpec, name: str = "upload") -> ModelInput:
-    """PNG / JPEG bytes → model input; anything else is a one-line InputError."""
+def from_upload(data: bytes, spec: InputSpec, name: str = "upload", dataset: str | None = None) -> ModelInput:
+    """PNG / JPEG bytes → model input; anything else is a one-line InputError. With a `dataset` whose
+    drawing tool reshapes pictures (`DrawTool.picture`: Polygons are scaled to the training size),
+    the prepared grey picture goes through it, as a drawing would."""
     if not data:
         raise InputError(f"{name}: the file is empty")
     if len(data) > MAX_UPLOAD_BYTES:
@@ -231,9 +233,26 @@ def from_upload(data: bytes, spec: InputSpec, name: str = "upload") -> ModelInpu
             img[..., :3] = 255
             steps.append("took the opaque strokes as white ink")
     try:
-        return prepare_image(img, spec, source=name, steps=steps)
+        out = prepare_image(img, spec, source=name, steps=steps)
+        return _through_tool(out, spec, dataset) if spec.in_channels == 1 else out
     except InputError as e:
         raise InputError(f"{name}: {e}") from None
+
+
+def _through_tool(prepared: ModelInput, spec: InputSpec, dataset: str | None) -> ModelInput:
+    """A prepared grey picture through its data set's `DrawTool.picture`, when that tool has one."""
+    from .drawing import TOOLS, DrawingError
+
+    tool = TOOLS.get(dataset) if dataset in TOOLS else None
+    if tool is None or tool.picture is None:
+        return prepared
+    try:
+        drawn = tool.picture(prepared.x[0, 0].numpy(), spec.size)
+    except DrawingError as e:
+        raise InputError(str(e)) from None
+    out = prepare_image(drawn.image, spec, source=prepared.source, invert=False, steps=prepared.steps + drawn.steps)
+    out.notes = drawn.notes
+    return out
 
 
 def from_sample(dataset: str, seed: int, spec: InputSpec, *, split: str = "test") -> ModelInput:

@@ -282,7 +282,7 @@ def input_picker(spec: inputs.InputSpec, model_dataset: str, *, key: str = "", w
         if up is None:
             where.info("Upload a picture: it is converted to what the model was trained on.")
             return None
-        return inputs.from_upload(up.getvalue(), spec, up.name)
+        return inputs.from_upload(up.getvalue(), spec, up.name, dataset=model_dataset)
     except inputs.InputError as e:
         where.warning(str(e))
         return None
