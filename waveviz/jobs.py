@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import secrets
@@ -53,7 +52,7 @@ from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
 from .training import RECIPES, DataConfig, TrainConfig
-from .validate import Range, check_fields, clip_repr
+from .validate import Range, check_fields, clip_repr, finite_or_null
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -80,23 +79,12 @@ def _one_line(e: BaseException) -> str:
 
 # ------------------------------------------------------------------ files
 
-def _finite(obj):
-    """JSON without NaN / Infinity (not JSON): non-finite floats become null."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def write_json(path: Path, obj) -> None:
     """Atomically: a reader sees the old file or the new one, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "w") as f:
-            json.dump(_finite(obj), f, indent=1)
+            json.dump(finite_or_null(obj), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -110,7 +98,7 @@ def append_jsonl(path: Path, obj) -> None:
     after a line a killed writer left torn, on a line of its own."""
     with open(path, "a+b") as f:
         torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
-        f.write((b"\n" if torn else b"") + json.dumps(_finite(obj)).encode() + b"\n")
+        f.write((b"\n" if torn else b"") + json.dumps(finite_or_null(obj)).encode() + b"\n")
 
 
 def read_jsonl(path: Path) -> list:

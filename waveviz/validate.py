@@ -146,6 +146,18 @@ def _describe(base: type, allowed, value) -> str:
     return f"one of {len(names)} {kind} names" + (f" (did you mean {', '.join(close)}?)" if close else "")
 
 
+def finite_or_null(obj):
+    """`obj` with every NaN or infinite float (nested in dicts, lists, tuples) as None: JSON for strict
+    parsers (JavaScript's JSON.parse, jq), which reject Python's NaN / Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_null(v) for v in obj]
+    return obj
+
+
 def clip_repr(v, width: int = 60) -> str:
     """repr(v), cut to `width` characters: a message stays one short line whatever was typed."""
     text = repr(v)

@@ -8,6 +8,8 @@ import math
 import os
 from typing import Callable
 
+from ..validate import finite_or_null
+
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line."""
@@ -80,18 +82,6 @@ def parse_overrides(items: list[str]) -> dict:
 def emit(obj, as_json: bool, text: str) -> None:
     """Print `text`, or with --json `obj` as strict JSON (NaN and ±inf as null: `finite_or_null`)."""
     print(json.dumps(finite_or_null(obj), indent=2, allow_nan=False) if as_json else text)
-
-
-def finite_or_null(obj):
-    """`obj` with every NaN or infinite float as None, so --json prints null where Python's json would print
-    NaN, which strict parsers (JavaScript's JSON.parse, jq) reject; FG metrics are NaN on data without foreground."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: finite_or_null(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [finite_or_null(v) for v in obj]
-    return obj
 
 
 def name_commands(sub: argparse._SubParsersAction) -> None:
