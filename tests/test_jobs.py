@@ -127,6 +127,11 @@ def test_lifecycle_queue_divergence_cancel_resume(home, npz, capsys, monkeypatch
     assert (out["id"], out["state"], out["epoch"], out["epochs"]) == (a, "finished", k + 1, k + 1)
     assert main(["jobs", "list", "--json"]) == 0
     assert [j["id"] for j in json.loads(capsys.readouterr().out)] == [b, a]  # newest first
+    assert main(["jobs", "list"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["job", "state", "preset", "epoch", "message"]
+    assert [r.split()[:2] for r in rows] == [[b, "failed"], [a, "finished"]]
+    assert all(r.index("finished" if r.startswith(a) else "failed") == header.index("state") for r in rows)
 
 
 @pytest.mark.slow

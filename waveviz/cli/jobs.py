@@ -25,8 +25,11 @@ def _store():
 
 def _line(st: dict) -> str:
     eta = f", ETA {st['eta_s']:.0f}s" if st.get("eta_s") else ""
-    return (f"{st['id']}  {st['state']:9s} {st.get('preset') or '?':28s} epoch {st.get('epoch') or 0}/"
-            f"{st.get('epochs') or '?'}{eta}  {st.get('message') or ''}")
+    progress = f"{st.get('epoch') or 0}/{st.get('epochs') or '?'}{eta}"
+    return f"{st['id']:21s}  {st['state']:9s} {st.get('preset') or '?':28s} {progress:18s} {st.get('message') or ''}"
+
+
+LIST_HEADER = f"{'job':21s}  {'state':9s} {'preset':28s} {'epoch':18s} message"
 
 
 def _with_id(p: argparse.ArgumentParser, func, json_help: str = "the job's status as JSON") -> None:
@@ -109,7 +112,7 @@ def run_list(args) -> int:
     store = _store()
     store.schedule()
     rows = store.list()
-    emit(rows, args.json, "\n".join(_line(st) for st in rows) or "no jobs")
+    emit(rows, args.json, "\n".join([LIST_HEADER] + [_line(st) for st in rows]) if rows else "no jobs")
     return 0
 
 
