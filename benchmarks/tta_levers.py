@@ -5,7 +5,8 @@
 
 Every variant trains the same freshly initialised `--preset` (same seed, same 10,000 paper-faithful
 training images) under the `fast` recipe with its TrainConfig changes (JSON) for `--minutes` of
-training time ("model": model config overrides), then is scored on held-out validation images that no run selects on (validation
+training time ("model": model config overrides; "transfer": a checkpoint of the same family to start from,
+`waveviz.training.transfer_weights`), then is scored on held-out validation images that no run selects on (validation
 images `val_images` … `val_images + held_out`: the recipe validates on the first `val_images`).
 Writes JSON and a Markdown table to `--out` (one row per variant, appended, with the hardware).
 Single runs on a shared machine: differences under ~0.03 are noise.
@@ -39,12 +40,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--held-out", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--probe-minutes", type=float, help="also score the held-out images every this many training minutes (the curve goes to the JSON)")
     ap.add_argument("--variant", action="append", required=True, help="NAME=JSON TrainConfig changes")
     ap.add_argument("--out", default="benchmarks/results")
     a = ap.parse_args()
     variants = [(v.split("=", 1)[0], json.loads(v.split("=", 1)[1])) for v in a.variant]
     for _, changes in variants:  # refuse a bad setting before any training
-        TrainConfig.from_recipe("fast", PRESETS.get(a.preset).dataset, **{k: v for k, v in changes.items() if k != "model"})
+        TrainConfig.from_recipe("fast", PRESETS.get(a.preset).dataset, **{k: v for k, v in changes.items() if k not in ("model", "transfer")})
         PRESETS.get(a.preset).build_config(**changes.get("model", {}))
     dev = pick_device("auto")
     splits = load_training_data(DataConfig(dataset=PRESETS.get(a.preset).dataset))
@@ -62,9 +64,10 @@ def main() -> None:
                       "| NWM gates alive at the end (ω; α: share of foreground pixels per channel) |\n"
                       "|---|---|---:|---:|---:|---:|---:|---|\n")
     for name, changes in variants:
-        train_changes = {k: v for k, v in changes.items() if k != "model"}
+        train_changes = {k: v for k, v in changes.items() if k not in ("model", "transfer")}
         r = run_recipe(a.preset, "fast", t["train"], t["val"], held, minutes=a.minutes, seed=a.seed,
-                       probe_s=a.minutes * 60 + 1, device=dev, changes=train_changes, overrides=changes.get("model"))
+                       probe_s=a.probe_minutes * 60 if a.probe_minutes else a.minutes * 60 + 1, device=dev,
+                       changes=train_changes, overrides=changes.get("model"), transfer=changes.get("transfer"))
         r["variant"], r["changes"] = name, changes
         with open(stem.with_suffix(".jsonl"), "a") as f:
             f.write(json.dumps(r) + "\n")

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 
+from waveviz.checkpoint import read_checkpoint
 from waveviz.cli import main
 
 from .test_models import PAPER_COUNTS
@@ -61,6 +62,15 @@ def test_make_train_eval_predict(tmp_path, capsys):
     assert run(["predict", ckpt, "--data", data, "--out", pred], capsys)[0] == 0
     with np.load(pred) as z:
         assert z["pred"].shape == (24, 64, 64) and z["pred"].max() < 6
+    # --transfer: the Tetrominoes NWM starts an MNIST one (grey input, 11 classes)
+    digits, moved = str(tmp_path / "digits.npz"), str(tmp_path / "mnist.pt")
+    assert run(["data", "make", "mnist", "--n", "8", "--out", digits], capsys)[0] == 0
+    code, out, err = run(["train", "nwm-linear-mnist", "--data", digits, "--epochs", "1", "--batch-size", "8",
+                          "--set", "T=6", "--set", "head=(16,)", "--transfer", ckpt, "--out", moved], capsys)
+    assert code == 0, err
+    init = read_checkpoint(moved)["meta"]["init"]
+    assert init["path"] == "m.pt" and init["preset"] == "nwm-linear-tetrominoes"
+    assert init["transfer"]["kept"] == ["head.net.2.weight", "head.net.2.bias"] and len(init["transfer"]["adapted"]) == 3
 
 
 @pytest.mark.slow
@@ -169,6 +179,12 @@ BAD = [
     (["jobs"], "required: {start,status,list,cancel,finish,resume,delete,wait,log,limit} (see `waveviz jobs --help`)"),
     (["results", "--dir", "{d}/no-checkpoints"], "no-checkpoints: no checkpoints with metrics"),
     (["train", "cnn2-tetrominoes", "--schedule", "linear", "--out", "{d}/x.pt"], "invalid choice: 'linear'"),
+    (["train", "nwm-linear-mnist", "--data", "{d}/mnist.npz", "--transfer", "{d}/cnn.pt", "--out", "{d}/x.pt"],
+     "cnn.pt: a cnn model, and this preset trains a nwm; transfer needs the same model family"),
+    (["train", "nwm-linear-mnist", "--transfer", "{d}/cnn.pt", "--init", "{d}/cnn.pt", "--out", "{d}/x.pt"],
+     "argument --init: not allowed with argument --transfer"),
+    (["train", "nwm-linear-mnist", "--transfer", "{d}/cnn.pt", "--resume", "--out", "{d}/x.pt"],
+     "--transfer starts a run and --resume continues one; give one of them"),
     (["jobs", "start", "cnn2-tetrominoes", "--point-weights", "balanced"], "invalid choice: 'balanced'"),
 ]
 

@@ -487,3 +487,37 @@ def test_init_starts_from_a_checkpoints_weights_and_says_so(tmp_path):
     with pytest.raises(CheckpointError, match="differs from this one .*head"):
         train_preset("cnn2-polygons", str(tmp_path / "x.pt"), train=TrainConfig(epochs=1, batch_size=8),
                      init=first, data=kw["data"], overrides={"head": (8,)})
+
+
+def test_transfer_starts_another_data_sets_model_from_a_checkpoint(tmp_path):
+    """Tetrominoes (RGB, 6 classes) → MNIST (grey, 11 classes): same-shaped tensors are copied, the
+    encoders' first layers summed over colour (a grey image sees what the source saw on that image
+    repeated on three channels), the classifier's last layer keeps its own init; another family is
+    refused in one line."""
+    from waveviz.checkpoint import CheckpointError, save_checkpoint
+    from waveviz.presets import create_model
+    from waveviz.training import transfer_weights
+
+    small = dict(T=4, width=4, head=(8,))
+    torch.manual_seed(0)
+    src = create_model("nwm-linear-tetrominoes", **small)
+    save_checkpoint(tmp_path / "src.pt", src, "nwm-linear-tetrominoes")
+    dst = create_model("nwm-linear-mnist", **small)
+    last_before = dst.state_dict()["head.net.2.weight"].clone()
+    info = transfer_weights(dst, str(tmp_path / "src.pt"))
+    t = info["transfer"]
+    assert set(t["adapted"]) == {"f_y.0.weight", "f_omega.0.weight", "f_alpha.0.weight"}
+    assert t["kept"] == ["head.net.2.weight", "head.net.2.bias"] and "rec.weight" in t["copied"]
+    assert torch.equal(dst.state_dict()["head.net.2.weight"], last_before)
+    assert torch.equal(dst.state_dict()["rec.weight"], src.state_dict()["rec.weight"])
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        for enc in ("f_y", "f_omega", "f_alpha"):
+            assert torch.allclose(getattr(dst, enc)(x), getattr(src, enc)(x.expand(-1, 3, -1, -1)), atol=1e-5)
+    assert info["preset"] == "nwm-linear-tetrominoes" and info["path"] == "src.pt"
+
+    save_checkpoint(tmp_path / "cnn.pt", create_model("cnn2-polygons", head=(8,)), "cnn2-polygons")
+    with pytest.raises(CheckpointError, match="a cnn model, and this preset trains a nwm; transfer needs the same model family"):
+        transfer_weights(dst, str(tmp_path / "cnn.pt"))
+    with pytest.raises(ValueError, match="give it without init or resume"):
+        train_preset("nwm-linear-mnist", str(tmp_path / "x.pt"), transfer=str(tmp_path / "src.pt"), resume=True)

@@ -22,19 +22,22 @@ from .analysis import gate_activity
 from .data import to_tensors
 from .presets import PRESETS, create_model
 from .training import (DataConfig, TrainConfig, Trainer, evaluate, hardware_name, load_training_data, pick_device,
-                       recipe_model_overrides)
+                       recipe_model_overrides, transfer_weights)
 
 
 def run_recipe(preset: str, recipe: str, train, val, held_out, *, minutes: float, seed: int, probe_s: float,
-               device: torch.device, changes: dict | None = None, overrides: dict | None = None) -> dict:
-    """Train `preset` (with model config `overrides`) under `recipe` as set for its data set
-    (`DATASET_CHANGES`), with TrainConfig `changes`, for `minutes`; → {"config", "curve": [{seconds,
-    images, fg_iou, …}], …}."""
+               device: torch.device, changes: dict | None = None, overrides: dict | None = None,
+               transfer: str | None = None) -> dict:
+    """Train `preset` (with model config `overrides`; started from checkpoint `transfer`'s weights by
+    `transfer_weights` when given) under `recipe` as set for its data set (`DATASET_CHANGES`), with
+    TrainConfig `changes`, for `minutes`; → {"config", "curve": [{seconds, images, fg_iou, …}], …}."""
     cfg = TrainConfig.from_recipe(recipe, PRESETS.get(preset).dataset, max_minutes=minutes, seed=seed,
                                   device=str(device), **(changes or {}))
     cfg.patience = None
     torch.manual_seed(seed)
     model = create_model(preset, **recipe_model_overrides(preset, cfg, overrides))
+    if transfer:
+        transfer_weights(model, transfer)
     curve: list[dict] = []
     next_probe = [probe_s]
 

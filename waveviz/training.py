@@ -646,14 +646,17 @@ def recipe_model_overrides(preset: str, train: TrainConfig, overrides: dict | No
 
 def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train: TrainConfig | None = None,
                  overrides: dict | None = None, resume: bool = False, callbacks: list[Callback] | None = None,
-                 init: str | None = None) -> dict:
+                 init: str | None = None, transfer: str | None = None) -> dict:
     """Train preset `preset` and write its best weights to `out` (and resume state to `out.last`).
     `init`: start from this checkpoint's weights (fine-tuning; its model config must be this one's),
-    recorded in the metadata as `init`.
+    recorded in the metadata as `init`. `transfer`: start from another data set's checkpoint of the
+    same family, whatever fits (`transfer_weights`), recorded the same way.
 
     Returns the checkpoint metadata (also stored in the file): preset, config, data, seed, epochs,
     metrics on the held-out test split, hardware, wall time, history.
     """
+    if transfer and (init or resume):
+        raise ValueError("transfer starts a run from another data set's model; give it without init or resume")
     p = PRESETS.get(preset)
     p.build_config(**(overrides or {}))  # refuse a bad setting before making any data
     train = train or TrainConfig.from_recipe("fast", p.dataset)
@@ -668,7 +671,7 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     torch.manual_seed(train.seed)
     model = create_model(preset, **overrides)
     cfg = model.config
-    init_info = init_weights(model, init) if init else None
+    init_info = init_weights(model, init) if init else transfer_weights(model, transfer) if transfer else None
     for name, split in splits.items():
         split.check_for(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size,
                         what=f"{data.npz or data.dataset} ({name})")
@@ -691,14 +694,14 @@ def begin_overrides(preset: str, train: TrainConfig, overrides: dict | None, beg
 
 
 def check_init(preset: str, path: str, train: TrainConfig, overrides: dict | None = None,
-               image_size: int | None = None) -> None:
-    """Refuse (CheckpointError, one line) an `--init` checkpoint that `train_preset` would refuse,
-    without making any data: what `waveviz train --nproc` checks once before starting its ranks.
-    `image_size`: the size the training data will give the model (None: the preset's)."""
-    kw = begin_overrides(preset, train, overrides, path)
+               image_size: int | None = None, transfer: bool = False) -> None:
+    """Refuse (CheckpointError, one line) an `--init` (`transfer`: `--transfer`) checkpoint that
+    `train_preset` would refuse, without making any data: what `waveviz train --nproc` checks once
+    before starting its ranks. `image_size`: the size the training data will give the model (None: the preset's)."""
+    kw = begin_overrides(preset, train, overrides, None if transfer else path)
     if image_size is not None:
         kw.setdefault("image_size", image_size)
-    init_weights(create_model(preset, **kw), path)
+    (transfer_weights if transfer else init_weights)(create_model(preset, **kw), path)
 
 
 def init_weights(model: torch.nn.Module, path: str) -> dict:
@@ -722,6 +725,41 @@ def init_weights(model: torch.nn.Module, path: str) -> dict:
         raise CheckpointError(f"{path}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
     meta = ckpt.get("meta", {})
     return {"path": os.path.basename(path), "preset": ckpt["preset"], "data_version": meta.get("data_version", 1),
+            "epochs": meta.get("epochs"), "images_seen": (meta.get("history") or [{}])[-1].get("images_seen"),
+            "wall_time_s": meta.get("wall_time_s"), "hardware": meta.get("hardware")}
+
+
+def transfer_weights(model: torch.nn.Module, path: str) -> dict:
+    """Start `model` from another data set's checkpoint of the same family (transfer learning): every
+    tensor of the same name and shape is copied; an input layer whose channel count differs is
+    adapted (RGB → grey: the weights summed over colour, what a grey image repeated on three channels
+    gives; grey → RGB: divided over the colours); the rest (e.g. the head's last layer, sized by the
+    classes) keeps the model's own initialisation. → what the metadata records, with the copied,
+    adapted and kept tensor names."""
+    ckpt = read_checkpoint(path)
+    if ckpt["model"] != model.family:
+        raise CheckpointError(f"{path}: a {ckpt['model']} model, and this preset trains a {model.family}; "
+                              "transfer needs the same model family")
+    theirs, mine = ckpt["state_dict"], model.state_dict()
+    copied, adapted, kept = [], [], []
+    with torch.no_grad():
+        for name, t in mine.items():
+            src = theirs.get(name)
+            if src is None or src.dim() != t.dim():
+                kept.append(name)
+            elif src.shape == t.shape:
+                t.copy_(src)
+                copied.append(name)
+            elif src.dim() == 4 and src.shape[0] == t.shape[0] and src.shape[2:] == t.shape[2:] and 1 in (src.shape[1], t.shape[1]):
+                t.copy_(src.sum(1, keepdim=True) if t.shape[1] == 1 else src.expand_as(t) / t.shape[1])
+                adapted.append(name)
+            else:
+                kept.append(name)
+    if not copied:
+        raise CheckpointError(f"{path}: none of its weights fit this model; transfer needs the same model family")
+    meta = ckpt.get("meta", {})
+    return {"path": os.path.basename(path), "preset": ckpt["preset"], "data_version": meta.get("data_version", 1),
+            "transfer": {"copied": copied, "adapted": adapted, "kept": kept},
             "epochs": meta.get("epochs"), "images_seen": (meta.get("history") or [{}])[-1].get("images_seen"),
             "wall_time_s": meta.get("wall_time_s"), "hardware": meta.get("hardware")}
 

@@ -132,7 +132,11 @@ def add_subparser(sub) -> None:
     p.add_argument("--mnist-dir")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set T=50")
     p.add_argument("--resume", action="store_true", help="continue from OUT.last when it exists")
-    p.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
+    start.add_argument("--transfer", metavar="CKPT", help="start from another data set's model of the same family "
+                                                          "(e.g. a Tetrominoes NWM for MNIST): the weights that fit, "
+                                                          "the input layer adapted, the class layer fresh")
     p.add_argument("--out", required=True, help="CKPT.pt (an existing file is refused unless --resume or --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out with this run's model")
     p.add_argument("--nproc", type=positive_int, default=1,
@@ -154,12 +158,16 @@ def run_train(args) -> int:
                         "or --overwrite to replace it")
     if args.data and not os.path.isfile(args.data):
         raise UserError(f"{args.data}: no such file")
+    if args.transfer and args.resume:
+        raise UserError("--transfer starts a run and --resume continues one; give one of them")
     world = launch_env().world_size
     if args.nproc > 1 and world == 1:  # start the ranks, each this same command under WORLD_SIZE = nproc
         train = train_config_from(args, preset.dataset)  # a bad setting: one line here, not one per rank
-        if args.init:  # likewise a missing, corrupt or foreign --init (--data's size is unknown here: its own)
-            size = read_checkpoint(args.init)["config"].get("image_size") if args.data else None
-            check_init(args.preset, args.init, train, parse_overrides(args.set), image_size=size)
+        start = args.init or args.transfer
+        if start:  # likewise a missing, corrupt or foreign --init (--data's size is unknown here: its own)
+            size = read_checkpoint(start)["config"].get("image_size") if args.data and args.init else None
+            check_init(args.preset, start, train, parse_overrides(args.set), image_size=size,
+                       transfer=bool(args.transfer))
         problem = nproc_problem(args.nproc, pick_device(args.device).type)
         if problem:
             raise UserError(f"--nproc {args.nproc} {problem}")
@@ -172,7 +180,8 @@ def run_train(args) -> int:
     train = train_config_from(args, preset.dataset)
     with FinishOnSignal() as stopper:  # Ctrl-C once: finish at the next batch and write what was learnt
         info = train_preset(args.preset, args.out, data=data, train=train, overrides=parse_overrides(args.set),
-                            resume=args.resume, callbacks=[stopper, ProgressBar(), wave_share_probe], init=args.init)
+                            resume=args.resume, callbacks=[stopper, ProgressBar(), wave_share_probe], init=args.init,
+                            transfer=args.transfer)
     if not launch_env().is_main:  # under torchrun only rank 0 reports
         return 0
     m = info.get("test_metrics") or info["val_metrics"]
