@@ -71,6 +71,13 @@ def test_make_train_eval_predict(tmp_path, capsys):
     init = read_checkpoint(moved)["meta"]["init"]
     assert init["path"] == "m.pt" and init["preset"] == "nwm-linear-tetrominoes"
     assert init["transfer"]["kept"] == ["head.net.2.weight", "head.net.2.bias"] and len(init["transfer"]["adapted"]) == 3
+    from waveviz.paths import shipped_checkpoints
+    from waveviz.results import how_made, provenance
+
+    assert how_made(provenance(read_checkpoint(moved)["meta"])).startswith(
+        "`fast` recipe, transferred from `nwm-linear-tetrominoes`, its data-v2 checkpoint (1 epochs")
+    assert ", fine-tuned from the data-v2 checkpoint" in how_made(provenance(read_checkpoint(
+        shipped_checkpoints() / "lstm-linear-mnist.pt")["meta"]))
 
 
 @pytest.mark.slow

@@ -314,6 +314,17 @@ def provenance(meta: dict) -> dict:
             "hardware": meta.get("hardware", ""), "epochs": meta.get("epochs", 0)}
 
 
+def how_made(p: dict) -> str:
+    """The table's "how" cell from `provenance(meta)`: the recipe, and where the weights started."""
+    how = f"`{p['recipe']}` recipe" if p["recipe"] else "before the recipes (see below)"
+    if p["init"]:
+        i = p["init"]
+        start = f"transferred from `{i.get('preset')}`, its" if i.get("transfer") else "fine-tuned from the"
+        how += f", {start} data-v{i['data_version']} checkpoint ({i.get('epochs')} epochs, " \
+               f"{(i.get('wall_time_s') or 0) / 60:.0f} min on {i.get('hardware')})"
+    return how
+
+
 def provenance_markdown(folder: str | Path | None = None) -> str:
     """checkpoints/README.md's table: each shipped checkpoint's paper-faithful score and how it was made."""
     lines = ["| file | paper-faithful test FG-Acc / FG-IoU / FG-Loss (images) | paper | trained on | how | "
@@ -325,11 +336,7 @@ def provenance_markdown(folder: str | Path | None = None) -> str:
         score = f"{f['fg_acc']:.3f} / {f['fg_iou']:.3f} / {f['fg_loss']:.3f} ({r.faithful_n:,})" if f else "not scored"
         paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
         data = "data v2 (paper-faithful)" if p["data_version"] >= 2 else "data v1 (rescored on v2)"
-        how = f"`{p['recipe']}` recipe" if p["recipe"] else "before the recipes (see below)"
-        if p["init"]:
-            i = p["init"]
-            how += f", fine-tuned from the data-v{i['data_version']} checkpoint ({i.get('epochs')} epochs, " \
-                   f"{(i.get('wall_time_s') or 0) / 60:.0f} min on {i.get('hardware')})"
+        how = how_made(p)
         seen = f"{p['images_seen']:,}" if p["images_seen"] else "?"
         lines.append(f"| `{Path(r.path).name}` | {score} | {paper} | {data} | {how} | {seen} images, "
                      f"{p['wall_time_s'] / 60:.0f} min, {p['hardware']} |")
