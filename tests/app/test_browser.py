@@ -1,7 +1,7 @@
 """A real browser against a real `streamlit run app.py`: deep links to the pages load; shapes drawn
 with the data sets' tools come back read as the class they are (a tetromino drawn with the block
 tool as J/L, a written 7 as digit 7, on the shipped models); the sample's data set follows the
-model; a job being cancelled says so at once.
+model; a click on the drum strikes there; a job being cancelled says so at once.
 
 Needs Debian's `chromium` and `chromium-driver` (or any Chrome + matching chromedriver on PATH) and
 the `selenium` package; skipped, saying which is missing, where they cannot be found.
@@ -252,6 +252,26 @@ def test_clicking_a_pixel_measures_it(server, browser):
         _wait_for(d, lambda: pixel() != before and "row=" in d.current_url, "the clicked pixel in the boxes and URL")
     assert f"pixel ({pixel()[0]}, {pixel()[1]}) over time" in d.execute_script(
         "return [...document.querySelectorAll('.gtitle')].map(t => t.textContent).join('|')")
+
+
+def test_clicking_the_drum_strikes_there(server, browser):
+    """A click on the drum (strike: clicked point) moves the strike there: the figure is not in a
+    box-select drag mode, where a click selects nothing."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(f"{server}/Drum")
+    choice = _wait_for(d, lambda: [e for e in d.find_elements(By.CSS_SELECTOR, '[data-testid="stRadio"] label')
+                                   if e.text.strip() == "clicked point"], "the strike choice")[0]
+    choice.click()
+    _wait_for(d, lambda: "Click a pixel of the drum" in _text(d), "the prompt to click")
+    heat = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[0].find_elements(By.CSS_SELECTOR, "image")[0]
+    ActionChains(d).move_to_element_with_offset(heat, 25, 20).pause(0.3).move_by_offset(2, 2).pause(0.3) \
+        .click().perform()
+    _wait_for(d, lambda: "Click a pixel of the drum" not in _text(d) and "Striking the drum" not in _text(d),
+              "the strike to move to the clicked pixel")
+    assert "Traceback" not in _text(d)
 
 
 def test_deep_link_to_compare(server, browser):
