@@ -629,7 +629,8 @@ def drum_strike_figure(mask: np.ndarray, strike: tuple[int, int]) -> go.Figure:
                              marker=dict(symbol="x", size=12, color="#b2182b")))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False)
     fig.update_xaxes(showticklabels=False)
-    fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), dragmode=False)  # "select": a click starts a box, selecting nothing
+    # not dragmode="select": there a click starts a box and selects nothing
+    fig.update_layout(height=340, margin=dict(l=0, r=0, t=10, b=0), dragmode=False)
     return fig
 
 
