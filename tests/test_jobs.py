@@ -331,6 +331,20 @@ def test_job_ids_are_checked_as_ids(home, capsys):
     assert store.ids() == []
 
 
+def test_the_final_scoring_says_so_with_its_own_eta(tmp_path):
+    """After training, scoring the best model (10,000 MNIST test digits: minutes on a CPU) is not
+    silence: the status names it, with an ETA at the last validation's pace per image."""
+    from types import SimpleNamespace
+
+    monitor = jobs.JobMonitor(tmp_path, jobs.StatusWriter(tmp_path))
+    trainer = SimpleNamespace(val_data=(np.zeros((4, 1)),), history=[{"val_seconds": 9.0}, {"val_seconds": 2.0}])
+    monitor("scoring", trainer, {"test": 10, "val": 6})
+    st = read_json(tmp_path / "status.json")
+    assert st["message"] == "scoring the best model on 10 test and 6 validation images"
+    assert st["eta_s"] == pytest.approx(16 * 2.0 / 4)  # the last epoch's 0.5 s an image
+    assert jobs.progress({**st, "state": "running", "epochs": 1, "epoch": 1})[1] > 0  # counted down, not 0
+
+
 def test_progress_and_series():
     assert jobs.progress({"state": "running", "epoch": 1, "epochs": 4, "step": 5, "steps": 10,
                           "eta_s": 30.0, "eta_at": time.time()})[0] == pytest.approx(1.5 / 4)

@@ -13,10 +13,16 @@ from waveviz.training import DataConfig, TrainConfig, Trainer, pick_device, reci
 
 @pytest.mark.slow
 def test_short_train_loss_falls_and_checkpoint_describes_itself(tmp_path):
+    from waveviz.training import ProgressBar
+
     out = str(tmp_path / "m.pt")
+    log = io.StringIO()
     info = train_preset("nwm-linear-tetrominoes", out,
                         data=DataConfig("tetrominoes", n_train=16, n_val=4, n_test=4),
-                        train=TrainConfig(epochs=4, batch_size=8, seed=1), overrides={"T": 8, "head": (32, 32)})
+                        train=TrainConfig(epochs=4, batch_size=8, seed=1), overrides={"T": 8, "head": (32, 32)},
+                        callbacks=[ProgressBar(stream=log)])
+    assert all(r["val_seconds"] > 0 for r in info["history"])  # the pace the final scoring's ETA goes by
+    assert "scoring the best model on 4 test and 4 validation images (~" in log.getvalue().splitlines()[-1]
     losses = [r["train_loss"] for r in info["history"]]
     assert losses[-1] < losses[0]
     assert info["epochs"] == 4 and len(info["history"]) == 4

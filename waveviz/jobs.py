@@ -775,6 +775,13 @@ class JobMonitor:
                            eta_s=self.eta(trainer, 0, 0), eta_at=time.time(),
                            message=f"epoch {trainer.epoch}: val loss {r['val_loss']:.4f}, FG-IoU {r['val_fg_iou']:.3f}")
 
+    def on_scoring(self, trainer, info) -> None:
+        from .training import scoring_seconds
+
+        self.writer.update(step=0, eta_s=scoring_seconds(trainer, info["test"] + info["val"]), eta_at=time.time(),
+                           message=f"scoring the best model on {info['test']:,} test and {info['val']:,} "
+                                   "validation images")
+
     def on_finished_early(self, trainer, info) -> None:
         self.finished_early = True
 

@@ -234,7 +234,8 @@ class TrainingCanceled(RuntimeError):
 
 class Trainer:
     """Fits `model` to (x, y) tensors; reports through callbacks ("batch", "epoch", "early_stop", "end";
-    `train_preset` adds "saved" after writing the checkpoints of an epoch).
+    `train_preset` adds "saved" after writing the checkpoints of an epoch and "scoring" before scoring
+    the best model on the test and validation images).
 
     x: (n, in_channels, H, W) float in [0, 1]; y: (n, H, W) long labels. Under torchrun each process
     holds all the data and trains on its share of every batch; callbacks run on rank 0 only.
@@ -473,12 +474,15 @@ class Trainer:
                 train_loss = self.train_epoch()
                 if self.out_of_time and math.isnan(train_loss):  # the deadline fell before its first step
                     break
+                v0 = time.perf_counter()
                 val = self.evaluate(self.val_data)
+                val_seconds = time.perf_counter() - v0
                 self.epoch += 1
                 durations.append(time.perf_counter() - t0 - (self.paused - paused0))
                 self.elapsed += durations[-1]
                 record = {"epoch": self.epoch, "train_loss": train_loss, **{f"val_{k}": v for k, v in val.items()},
-                          "seconds": durations[-1], "step": self.step, "images_seen": self.images_seen,
+                          "seconds": durations[-1], "val_seconds": val_seconds, "step": self.step,
+                          "images_seen": self.images_seen,
                           "lr": self.optimizer.param_groups[0]["lr"]}
                 if self.out_of_time:
                     record["partial"] = True
@@ -806,6 +810,7 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
     trainer.fit()
     model = trainer.best_model()
     info = meta("finished")
+    trainer.emit("scoring", test=len(tensors["test"][0]) if "test" in tensors else 0, val=len(tensors["val"][0]))
     if "test" in tensors:
         m = trainer.evaluate(tensors["test"], confusion=True)
         rows = class_report(m.pop("confusion"), class_names(data.dataset, model.config.num_classes))
@@ -815,6 +820,14 @@ def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, dat
     if trainer.dist.is_main:
         save_checkpoint(out, model, preset, info)
     return info
+
+
+def scoring_seconds(trainer, images: int) -> float | None:
+    """Seconds to score `images` with the trained model at its last validation's pace, or None when
+    no epoch recorded one."""
+    n_val = len(trainer.val_data[0]) if trainer.val_data is not None else 0
+    timed = [r["val_seconds"] for r in trainer.history if r.get("val_seconds")]
+    return images * timed[-1] / n_val if timed and n_val else None
 
 
 class ProgressBar:
@@ -854,6 +867,11 @@ class ProgressBar:
             self.stream.flush()
         elif event == "early_stop":
             self.stream.write(f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})\n")
+        elif event == "scoring":
+            eta = scoring_seconds(trainer, info["test"] + info["val"])
+            self.stream.write(f"scoring the best model on {info['test']:,} test and {info['val']:,} validation images"
+                              + (f" (~{eta:.0f}s)" if eta is not None else "") + "\n")
+            self.stream.flush()
         elif event == "finished_early":
             self.stream.write(("\n" if self.tty else "") + f"{info['reason']} after epoch {info['epoch']} "
                               f"(best {trainer.best_epoch})\n")

@@ -132,12 +132,16 @@ def test_choosing_the_paper_recipe_fills_in_its_settings_and_launches_them(home)
 def test_estimate_before_launch(home):
     spec = JobSpec(preset="nwm-linear-tetrominoes", epochs=10, n_train=1000, n_val=100, max_minutes=None)  # no budget: epochs decide
     speed = jobs_view.Speed(10.0, "test", per_epoch=True)
+    scoring = (1000 + 100) / 3 / 10.0  # then 1,000 test and 100 validation images, a third of a step each
     s, how = jobs_view.estimate_seconds(spec, speed)
-    assert s == pytest.approx(10 * 1000 / 10.0) and "10 epochs × 1,000 images at 10 images/s" in how
+    assert s == pytest.approx(10 * 1000 / 10.0 + scoring) and "10 epochs × 1,000 images at 10 images/s" in how
+    assert "to score 1,000 test and 100 validation images at the end" in how
     s, how = jobs_view.estimate_seconds(dataclasses.replace(spec, max_minutes=5.0), speed)
-    assert s == 300 and how.startswith("the time budget")  # the budget caps it
+    assert s == pytest.approx(300 + scoring) and how.startswith("the time budget")  # the budget caps training
     s, _ = jobs_view.estimate_seconds(spec, jobs_view.Speed(10.0, "test"))  # a bare step speed: validation added
-    assert s == pytest.approx(10 * (1000 + 100 / 3) / 10.0)  # 100 validation images cost a third each
+    assert s == pytest.approx(10 * (1000 + 100 / 3) / 10.0 + scoring)  # 100 validation images cost a third each
+    s, how = jobs_view.estimate_seconds(dataclasses.replace(spec, max_minutes=5.0), None)
+    assert s == 300 and "not counted" in how  # only the budget to go on: it says scoring is left out
     assert jobs_view.estimate_seconds(spec, None)[0] is None  # nothing to go on: says to measure
 
     at = _page().run()

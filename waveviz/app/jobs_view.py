@@ -83,12 +83,12 @@ class Speed:
     per_epoch: bool = False
 
 
-def split_sizes(spec: jobs.JobSpec) -> tuple[int, int] | None:
-    """(training, validation) images per epoch of a generated-data job; None for an .npz job."""
+def split_sizes(spec: jobs.JobSpec) -> tuple[int, int, int] | None:
+    """(training, validation, test) images of a generated-data job; None for an .npz job."""
     if spec.npz:
         return None
     paper = DATASETS.get(PRESETS.get(spec.preset).dataset).paper_splits
-    return spec.n_train or paper[0], spec.n_val or paper[1]
+    return spec.n_train or paper[0], spec.n_val or paper[1], paper[2] if spec.n_test is None else spec.n_test
 
 
 def recorded_speed(preset: str, device: str = "cpu") -> Speed | None:
@@ -135,22 +135,25 @@ def measure_speed(spec: jobs.JobSpec, batch: int = 8, steps: int = 2) -> Speed:
 
 
 def estimate_seconds(spec: jobs.JobSpec, speed: Speed | None) -> tuple[float | None, str]:
-    """(seconds the run will take at most, how that was worked out). The time budget caps it; early
-    stopping can end a run sooner. None when there is neither a budget nor a speed to go on."""
+    """(seconds the run will take at most, how that was worked out): training, which the time budget
+    caps, then scoring the best model on the test and validation images. Early stopping can end a
+    run sooner. None when there is neither a budget nor a speed to go on."""
     budget = spec.max_minutes * 60 if spec.max_minutes else None
     sizes = split_sizes(spec)
     if speed is None or sizes is None:
         if budget:
-            return budget, "the time budget"
+            return budget, "the time budget, then scoring the best model (not counted: measure the speed to include it)"
         return None, "no speed known for this preset on this machine yet: measure it"
-    n_train, n_val = sizes
+    n_train, n_val, n_test = sizes
     per_epoch = n_train / speed.images_per_s * (1 if speed.per_epoch else 1 + VAL_COST * n_val / n_train)
     total = spec.epochs * per_epoch
+    scoring = VAL_COST * (n_test + n_val) / speed.images_per_s
+    score = f"{fmt_seconds(scoring)} to score {n_test:,} test and {n_val:,} validation images at the end"
     how = (f"{spec.epochs} epochs × {n_train:,} images at {speed.images_per_s:.3g} images/s "
            f"({fmt_seconds(per_epoch)} an epoch; {speed.source})")
     if budget and budget < total:
-        return budget, f"the time budget (the epochs alone would take {fmt_seconds(total)}: {how})"
-    return total, how
+        return budget + scoring, f"the time budget and {score} (the epochs alone would take {fmt_seconds(total)}: {how})"
+    return total + scoring, f"{how}, and {score}"
 
 
 def fmt_seconds(s: float | None) -> str:
