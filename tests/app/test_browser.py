@@ -229,6 +229,8 @@ def test_cancelling_a_job_says_so_at_once(server, browser, tiny_home, tmp_path):
                   "cancelling…", timeout=30)
         assert time.time() - t0 < 10  # (it took ~12 s to change before; ~1 s on an idle machine)
         _wait_for(d, lambda: store.status(job)["state"] == "canceled", "the job to stop", timeout=120)
+        _wait_for(d, lambda: f"{job} — nwm-linear-polygons — canceled" in _text(d) and "cancelling…" not in _text(d),
+                  "the page to follow the job to its end without a reload", timeout=30)
     finally:
         if store.status(job)["state"] in ("queued", "running"):
             store.cancel(job)

@@ -173,7 +173,8 @@ def test_cancel_reads_cancelling_at_once(home):
     assert "cancelling…" in at.markdown[-1].value  # before the worker has noticed
     assert store.status(job)["state"] == "running" and store.status(job)["cancelling"]
     assert not [b for b in at.button if b.key == f"train_cancel_{job}"]  # no second Cancel
-    assert "cancelling…" in at.selectbox(key="train_job").options[0]
+    assert "cancelling…" in at.dataframe[0].value["state"][0]  # the table, which the browser redraws
+    assert at.selectbox(key="train_job").options[0] == f"{job} · nwm-linear-polygons"  # no state to go stale
 
 
 def test_finish_now_reads_finishing_at_once(home):

@@ -242,15 +242,13 @@ def _actions(store: jobs.JobStore, status: dict) -> None:
         st.error(str(e))
 
 
-def _live(store: jobs.JobStore, job_id: str, was_active: bool) -> None:
-    """One job: progress, curves, log, controls. Runs as a self-refreshing fragment while active."""
+def _live(store: jobs.JobStore, job_id: str) -> None:
+    """One job: progress, curves, log, controls."""
     try:
         status = store.status(job_id)
     except jobs.JobError as e:
         st.warning(str(e))
         return
-    if was_active and status["state"] not in jobs.ACTIVE:
-        st.rerun(scope="app")  # it just ended: refresh the list and stop refreshing
     state = status["state"]
     label = jobs_view.state_label(status)
     st.markdown(f"**{STATE_ICONS.get(label, STATE_ICONS.get(state, ''))} {job_id}** — {status.get('preset', '?')} — **{label}**")
@@ -282,6 +280,18 @@ def _jobs(store: jobs.JobStore) -> None:
     if not rows:
         st.info("No jobs yet: launch one on the left.")
         return
+    if any(r["state"] in jobs.ACTIVE for r in rows):  # the table, the picker and the job redrawn live
+        st.fragment(_job_panel, run_every=REFRESH_S)(store, True)
+    else:
+        _job_panel(store, False, rows)
+
+
+def _job_panel(store: jobs.JobStore, live: bool, rows: list[dict] | None = None) -> None:
+    """The jobs table, the job picker and the picked job (`_live`); `live`: a self-refreshing fragment,
+    which reruns the whole page once no job is queued or running (to stop refreshing)."""
+    rows = store.list() if rows is None else rows
+    if live and not any(r["state"] in jobs.ACTIVE for r in rows):
+        st.rerun(scope="app")
     st.dataframe([{"id": r["id"], "state": f"{STATE_ICONS.get(jobs_view.state_label(r), STATE_ICONS.get(r['state'], ''))} "
                    f"{jobs_view.state_label(r)}",
                    "preset": r.get("preset"), "epoch": f"{r['epoch']}/{r.get('epochs') or '?'}",
@@ -291,13 +301,10 @@ def _jobs(store: jobs.JobStore) -> None:
     if st.session_state.get("train_job") not in ids:
         st.session_state["train_job"] = ids[0]
     by_id = {r["id"]: r for r in rows}
-    job_id = st.selectbox("Job", ids, key="train_job",
-                          format_func=lambda i: f"{i} · {by_id[i].get('preset', '?')} · {jobs_view.state_label(by_id[i])}")
-    active = by_id[job_id]["state"] in jobs.ACTIVE
-    if active:
-        st.fragment(_live, run_every=REFRESH_S)(store, job_id, True)
-    else:
-        _live(store, job_id, False)
+    # the state is not in the label: a browser keeps showing a keyed selectbox's old label when only its
+    # format_func output changes (streamlit PR #13788), so "running" would stay after the job finished
+    job_id = st.selectbox("Job", ids, key="train_job", format_func=lambda i: f"{i} · {by_id[i].get('preset', '?')}")
+    _live(store, job_id)
 
 
 def render() -> None:
