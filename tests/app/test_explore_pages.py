@@ -332,6 +332,29 @@ def test_explore_url_round_trip(app_home):
 
 
 @pytest.mark.slow
+def test_a_link_to_a_model_not_here_says_so_in_one_line(app_home):
+    at = _app(EXPLORE, model="nosuch")
+    assert not at.exception
+    shown = at.selectbox(key="model").value
+    assert [w.value for w in at.warning if "nosuch" in w.value] == [
+        f"No model 'nosuch' here (see the list for the ones there are); showing {shown}."]
+    at.selectbox(key="model").set_value("job-tiny-lstm" if shown != "job-tiny-lstm" else "job-tiny-nwm").run()
+    assert not any("nosuch" in w.value for w in at.warning)  # the user moved on: said no more
+
+    at = _app(COMPARE, models=["job-tiny-nwm", "nosuch"])
+    assert not at.exception
+    assert at.multiselect(key="models").value == ["job-tiny-nwm"]
+    assert any("No model 'nosuch' here" in w.value for w in at.warning)
+
+
+def test_switching_the_compare_data_set_is_not_a_bad_link(mixed_home):
+    at = _app(COMPARE)
+    assert at.selectbox(key="data").value == "tetrominoes"
+    at.selectbox(key="data").set_value("mnist").run()  # the URL still names the Tetrominoes models
+    assert not at.exception
+    assert not [w.value for w in at.warning if "No model" in w.value]
+
+
 def test_explore_many_channels_animates_a_chosen_few(monkeypatch, tmp_path):
     import torch
 

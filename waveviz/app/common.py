@@ -6,6 +6,7 @@ the parameter name), so a link reproduces model, data set, seed and view setting
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from contextlib import contextmanager
@@ -156,15 +157,29 @@ def url_state(key: str, ids: list[str], default, *, many: bool = False) -> None:
     Streamlit's own URL binding would then put that label, not the id, in the URL; so pickers bind
     by hand: this on the way in, `st.query_params[key] = …` on the way out."""
     if key not in st.session_state:
+        asked = st.query_params.get_all(key)
         if many:
-            st.session_state[key] = [v for v in st.query_params.get_all(key) if v in ids] or list(default)
+            st.session_state[key] = [v for v in asked if v in ids] or list(default)
         else:
-            v = st.query_params.get(key)
-            st.session_state[key] = v if v in ids else default
+            st.session_state[key] = asked[0] if asked and asked[0] in ids else default
+        unknown = [v for v in asked if v not in ids][: 1 if not many else None]
+        if unknown:  # said by `url_problem` until the picker changes
+            st.session_state[f"_{key}_unknown"] = (unknown, copy.copy(st.session_state[key]))
     elif many:
         st.session_state[key] = [v for v in st.session_state[key] if v in ids]
     elif st.session_state[key] not in ids:
         st.session_state[key] = default
+
+
+def url_problem(key: str) -> str | None:
+    """One line on the ids in the URL that `url_state` could not find, while the picker still shows
+    what it chose instead; else None."""
+    unknown, chosen = st.session_state.get(f"_{key}_unknown") or (None, None)
+    if not unknown or st.session_state.get(key) != chosen:
+        return None
+    names = ", ".join(f"'{v}'" for v in unknown)
+    shown = ", ".join(chosen) if isinstance(chosen, list) else chosen
+    return f"No model {names} here (see the list for the ones there are); showing {shown}."
 
 
 def no_checkpoints_message() -> None:
@@ -193,6 +208,9 @@ def pick_checkpoint(entries: dict[str, catalog.ModelEntry], *, key: str = "model
                                f"{catalog.UNDER_TRAINED:.0%} of the paper's. Shipped checkpoints/*.pt and the best "
                                "model of each finished or running training job. " + GET_MORE)
     st.query_params[key] = cid
+    problem = url_problem(key)
+    if problem:
+        where.warning(problem)
     try:
         return load_picked(entries[cid])
     except CheckpointError as e:

@@ -60,11 +60,15 @@ def _render() -> None:
         ids = list(by_ds[ds])
         if st.session_state.get("_models_ds") != ds:  # another data set: its own line-up
             st.session_state.pop("models", None)
+            if st.session_state.get("_models_ds") is not None:  # a switch, not a deep link: the URL's are the old set's
+                st.query_params.pop("models", None)
             st.session_state["_models_ds"] = ds
         common.url_state("models", ids, default_lineup(by_ds[ds]), many=True)
         chosen = st.multiselect("Models (2–4)", ids, key="models", max_selections=MAX_MODELS,
                                 format_func=lambda c: entries[c].label if c in entries else c)
         st.query_params["models"] = chosen
+        if common.url_problem("models"):
+            st.warning(common.url_problem("models"))
         st.caption(common.GET_MORE)
     if len(ids) < 2:
         st.info(f"Only one {ds} model so far ({ids[0]}); a comparison needs two. " + common.GET_MORE)
