@@ -286,7 +286,7 @@ def test_page_hears_a_drawn_drum(app):
     expected = drum.mask_from_drawing(blob_drawing(outline=True)[..., 3], 64).sum()
     assert f"{expected} free pixels on a 64×64 grid." in [c.value for c in app.caption]
     spectrum = next(c.value for c in app.caption if c.value.startswith("Red dashed"))
-    worst = float(spectrum.split("Worst excited-mode error ")[1].split("%")[0])
+    worst = float(spectrum.split("Worst scored error ")[1].split("%")[0])
     assert worst < 1.0
 
 

@@ -112,13 +112,15 @@ def _spectrum_tab(lab: drum.LabResult) -> None:
         "c√λ/2π": lab.modes.continuum_hz(lab.config.c).round(6),
         "leapfrog f": lab.mode_hz.round(6),
         "amplitude at the strike": lab.weights.round(6),
-        "nearest peak error": ["not excited" if e is None else f"{e:.3%}" for e in errors],
+        "nearest peak error": ["weak: not scored" if e is None else f"{e:.3%}" for e in errors],
     }, hide_index=True)
     measured = [e for e in errors if e is not None]
     worst = max(measured) if measured else float("nan")
-    st.caption(f"Red dashed: eigenfrequencies of modes the strike excites; grey: modes it does not (a node, or "
-               f"a symmetry, at the strike: silent there, so no peak to match). Worst excited-mode error "
-               f"{worst:.3%}; FFT bin {1 / (lab.config.steps * lab.config.dt):.2g}.")
+    st.caption(f"Red dashed: eigenfrequencies of the modes the strike excites strongly, scored against the "
+               f"nearest measured peak; grey: modes with under {lab.config.rel_weight:.0%} of the strongest "
+               f"one's amplitude at the strike (none at all at a node or by symmetry), not scored: a small peak "
+               f"can still show there. Worst scored error {worst:.3%}; FFT bin "
+               f"{1 / (lab.config.steps * lab.config.dt):.2g}.")
 
 
 def _modes_tab(lab: drum.LabResult) -> None:

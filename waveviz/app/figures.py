@@ -636,7 +636,7 @@ def drum_strike_figure(mask: np.ndarray, strike: tuple[int, int]) -> go.Figure:
 
 def drum_spectrum_figure(lab) -> go.Figure:
     """|FFT| of the struck pixel's u(t) (log scale) up to 1.15 × the highest mode, the eigenfrequencies
-    as dashed lines (red: modes the strike excites, grey: silent ones) and the measured peaks."""
+    as dashed lines (red: modes the strike excites strongly, grey: weakly or not at all) and the measured peaks."""
     fmax = 1.15 * lab.mode_hz.max()
     keep = lab.freqs <= fmax
     fig = go.Figure(go.Scatter(x=lab.freqs[keep], y=lab.magnitude[keep], name="|FFT| of u(strike, t)",
