@@ -157,6 +157,7 @@ def test_learning_curves_of_a_checkpoint_history():
     fig = learning_curves_figure(hist)
     assert [t.name for t in fig.data] == ["train loss", "val loss", "val FG-IoU"]
     assert list(fig.data[0].x) == [1.0, 2.0, 3.0] and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
+    assert fig.layout.yaxis.type == "log"  # the loss: a spike of 10⁴ leaves the rest of the curve readable
     assert learning_curves_figure([]) is None
 
 
@@ -237,3 +238,4 @@ def test_results_page_table_leads_with_the_paper_faithful_score():
     shown = table_row(dict(row, faithful=None, faithful_n=0), fresh=False)
     assert shown["FG-IoU"] == 0.737 and shown["test images"] == "1,000 own split (older data)"
     assert table_row(dict(row, n=64), fresh=True)["test images"] == "64 fresh"
+    assert table_row(dict(row, target=("fg_iou", 0.97)), fresh=False)["target"] == "FG-IoU ≥ 0.97"  # not fg_iou

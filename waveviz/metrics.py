@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 METRIC_NAMES = ("fg_acc", "fg_iou", "fg_loss", "acc", "iou", "loss")
+METRIC_LABELS = {"fg_acc": "FG-Acc", "fg_iou": "FG-IoU", "fg_loss": "FG-Loss", "acc": "Acc", "iou": "IoU", "loss": "Loss"}
 
 
 @torch.no_grad()

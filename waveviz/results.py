@@ -22,7 +22,7 @@ import torch
 from .checkpoint import (CheckpointError, checkpoint_dict, load_checkpoint, read_checkpoint, save_checkpoint,
                          trained_dataset, trained_with_amp)
 from .data import DATA_VERSION, DATASETS, class_names, make_dataset, to_tensors
-from .metrics import class_report
+from .metrics import METRIC_LABELS, class_report
 from .paths import shipped_checkpoints
 
 # (dataset, model, readout or width) → paper FG-Acc / FG-IoU / FG-Loss, mean over seeds (SPEC §9).
@@ -261,7 +261,7 @@ def markdown(rows: list[ResultRow]) -> str:
     for r in rows:
         paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
         mark = {True: "✓", False: "✗", None: "?"}[r.meets_target]
-        target = f"{r.target[0]} ≥ {r.target[1]} {mark}" if r.target else "–"
+        target = f"{METRIC_LABELS[r.target[0]]} ≥ {r.target[1]} {mark}" if r.target else "–"
         faithful = f"{r.faithful_n}, {r.faithful['fg_acc']:.3f} / {r.faithful['fg_iou']:.3f}" if r.faithful else "not scored"
         lines.append(f"| {r.preset} | {r.n} | {r.fg_acc:.3f} | {r.fg_iou:.3f} | {r.fg_loss:.3f} | {faithful} | {paper} | "
                      f"{target} | {r.epochs} | {r.hardware} |")
@@ -276,7 +276,7 @@ def summary_markdown(rows: list[ResultRow]) -> str:
     for r in rows:
         metric = r.target[0] if r.target else "fg_iou"
         i = {"fg_acc": 0, "fg_iou": 1}[metric]
-        name = {"fg_acc": "FG-Acc", "fg_iou": "FG-IoU"}[metric]
+        name = METRIC_LABELS[metric]
         ours = f"{name} {r.faithful[metric]:.3f} ({r.faithful_n:,})" if r.faithful else "not scored"
         paper = f"{r.paper[i]:.2f}" if r.paper and r.paper[i] is not None else "–"
         level = {True: "yes", False: "not yet", None: "baseline"}[r.meets_target] if r.target else "baseline"

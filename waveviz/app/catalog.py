@@ -16,13 +16,13 @@ from typing import Callable
 from .. import jobs
 from ..checkpoint import CheckpointError, read_checkpoint, trained_dataset
 from ..data import DATASETS
+from ..metrics import METRIC_LABELS as LABELS
 from ..models import is_recurrent
 from ..paths import find_checkpoints, shipped_checkpoints
 from ..results import PAPER, finite_number, stored_class_rows, stored_metrics
 
 UNDER_TRAINED = 0.9  # below this share of the paper's number a model is marked under-trained
 HIDDEN_JOB_STATES = ("canceled", "failed", "crashed")  # their best.pt is not offered
-LABELS = {"fg_iou": "FG-IoU", "fg_acc": "FG-Acc"}
 
 
 @dataclass(frozen=True)

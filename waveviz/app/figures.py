@@ -598,6 +598,7 @@ def learning_curves_figure(records: Sequence[dict], curve: Sequence[dict] = ()) 
         fig.add_trace(go.Scatter(x=s["epoch_min"], y=s["long_wavelength_share"], name="long-wavelength share",
                                  mode="lines+markers"), row=1, col=3)
     fig.update_xaxes(title_text="training minutes")
+    fig.update_yaxes(type="log", row=1, col=1)  # one exploded batch (a loss of 10⁴) would flatten the rest
     fig.update_yaxes(range=[0, 1], row=1, col=2)
     fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), legend=dict(orientation="h", y=-0.3))
     return fig

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from .. import paths
+from ..metrics import METRIC_LABELS
 from ..results import checkpoint_class_spectra, per_class_rows, results_table, share_loss_correlation
 from . import catalog, common
 from .figures import CHART_CONFIG, class_spectra_figure, learning_curves_figure
@@ -76,7 +77,7 @@ def table_row(r: dict, fresh: bool) -> dict:
     return {"preset": r["preset"], "FG-Acc": round(m["fg_acc"], 3), "FG-IoU": round(m["fg_iou"], 3),
             "FG-Loss": round(m["fg_loss"], 3), "test images": f"{n:,} {on}",
             "paper Acc / IoU / Loss": " / ".join("–" if v is None else f"{v:.2f}" for v in r["paper"]) if r["paper"] else "–",
-            "target": f"{r['target'][0]} ≥ {r['target'][1]}" if r["target"] else "–",
+            "target": f"{METRIC_LABELS[r['target'][0]]} ≥ {r['target'][1]}" if r["target"] else "–",
             "met": {True: "✓", False: "✗", None: ""}[r["meets_target"]], "epochs": r["epochs"], "hardware": r["hardware"]}
 
 
