@@ -3,6 +3,7 @@
     python benchmarks/bench_app_browser.py                       # this checkout, 3 repeats
     python benchmarks/bench_app_browser.py --root /tmp/old-copy  # another checkout of the app (before/after)
     python benchmarks/bench_app_browser.py --reeval              # also Results' "re-evaluate" (minutes)
+    python benchmarks/bench_app_browser.py --only click          # one measurement (or several, comma-separated)
 
 Each measurement starts at a user action (mouse-up, Enter, a click) timed in the page
 (`performance.now()`), and ends when the page shows the answer (the segmentation figure's
@@ -12,6 +13,7 @@ says nothing is running). Warm: every measurement is repeated after a first, dis
   draw       Explore: a stroke on the canvas (and, where the page has one, a click on its Run
              button straight after mouse-up) → the new segmentation
   sample     Explore: a new sample seed (Enter) → the new segmentation
+  click      Explore: a click on a pixel of the segmentation → that pixel's time series (its title)
   to_compare sidebar click Explore → Compare: the comparison's heading; settled
   compare    Compare: a new sample seed → settled
   to_results sidebar click → Results: the table; settled (the first, cold load is reported too)
@@ -182,6 +184,30 @@ def set_number(d, label: str, value: int, title: str = "prediction") -> None:
     box.send_keys(Keys.ENTER)
 
 
+# The pixel boxes changed from BEFORE and the time-series figure is titled with them → performance.now().
+PIXEL_SHOWN = """
+const v = [...document.querySelectorAll('input[type=number]')].map(i => i.value).slice(-2);
+if (v.join(',') === BEFORE) return null;
+const t = [...document.querySelectorAll('.gtitle')].map(t => t.textContent).join('|');
+return t.includes(`pixel (${v[0]}, ${v[1]}) over time`) ? performance.now() : null;
+"""
+PIXEL = "return [...document.querySelectorAll('input[type=number]')].map(i => i.value).slice(-2).join(',')"
+
+
+def click_pixel(d, i: int) -> str:
+    """Click a pixel of the segmentation panel (a different one each time) → the boxes' "row,col" before."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    before = d.execute_script(PIXEL)
+    panel = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[0].find_elements(By.CSS_SELECTOR, "image")[1]
+    dx, dy = ((-30, -30), (25, 10), (-10, 30), (30, -25), (5, -5))[i % 5]
+    ActionChains(d).move_to_element_with_offset(panel, dx, dy).pause(0.3).move_by_offset(2, 2).pause(0.3).perform()
+    watch(d)
+    ActionChains(d).click().perform()
+    return before
+
+
 def nav(d, label: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -214,9 +240,12 @@ def _measure(d, rows: list[dict], repeats: int, act: Callable[[int], None], show
             then(i)
 
 
-def measure(base: str, repeats: int, reeval: bool) -> dict[str, list[dict]]:
+MEASUREMENTS = ("draw", "sample", "click", "to_compare", "compare", "to_results", "reeval")
+
+
+def measure(base: str, repeats: int, reeval: bool, only: tuple[str, ...] = MEASUREMENTS) -> dict[str, list[dict]]:
     d = browser()
-    out: dict[str, list[dict]] = {k: [] for k in ("draw", "sample", "to_compare", "compare", "to_results", "reeval")}
+    out: dict[str, list[dict]] = {k: [] for k in MEASUREMENTS if k in only}
     now = lambda: d.execute_script("return performance.now()")  # noqa: E731
 
     def back_to_explore(_i: int) -> None:
@@ -229,25 +258,37 @@ def measure(base: str, repeats: int, reeval: bool) -> dict[str, list[dict]]:
         stroke(d, i)
 
     try:
-        d.get(f"{base}/Explore?model={MODEL}&src=Draw")
-        wait(d, lambda: d.execute_script(FIND_CANVAS), "the canvas", timeout=900)  # cold: imports, kernels
-        idle(d)
-        _measure(d, out["draw"], repeats, draw, lambda: seg_changed(d), "a new segmentation", timeout=120)
+        if "draw" in only:
+            d.get(f"{base}/Explore?model={MODEL}&src=Draw")
+            wait(d, lambda: d.execute_script(FIND_CANVAS), "the canvas", timeout=900)  # cold: imports, kernels
+            idle(d)
+            _measure(d, out["draw"], repeats, draw, lambda: seg_changed(d), "a new segmentation", timeout=120)
 
         d.get(f"{base}/Explore?model={MODEL}&src=Sample")
-        wait(d, lambda: "prediction" in text(d), "the segmentation")
+        wait(d, lambda: "prediction" in text(d) and "Timings:" in text(d), "the segmentation", timeout=900)
         idle(d)
-        _measure(d, out["sample"], repeats, lambda i: set_number(d, "Sample (seed)", 10 + i),
-                 lambda: seg_changed(d), "a new sample's segmentation", timeout=120)
+        if "sample" in only:
+            _measure(d, out["sample"], repeats, lambda i: set_number(d, "Sample (seed)", 10 + i),
+                     lambda: seg_changed(d), "a new sample's segmentation", timeout=120)
+        if "click" in only:
+            before = {}
+            _measure(d, out["click"], repeats, lambda i: before.update(v=click_pixel(d, i)),
+                     lambda: d.execute_script(PIXEL_SHOWN.replace("BEFORE", json.dumps(before["v"]))),
+                     "the clicked pixel's time series", timeout=120)
+        if not {"to_compare", "compare", "to_results", "reeval"} & set(only):
+            return out
 
-        _measure(d, out["to_compare"], repeats, lambda i: nav(d, "Compare"),
-                 lambda: "Their hidden states" in text(d) and now(), "the comparison", then=back_to_explore)
-        _measure(d, out["compare"], repeats, lambda i: set_number(d, "Sample (seed)", 20 + i, title=""),
-                 lambda: seg_changed(d), "a new comparison", timeout=120)
-        _measure(d, out["to_results"], repeats, lambda i: nav(d, "Results"),
-                 lambda: d.execute_script(RESULTS_SHOWN), "the results table",
-                 then=back_to_explore, keep_first=True)
-        if reeval:
+        if "to_compare" in out or "compare" in out:  # (the comparison's seed is set on Compare)
+            _measure(d, out.setdefault("to_compare", []), repeats, lambda i: nav(d, "Compare"),
+                     lambda: "Their hidden states" in text(d) and now(), "the comparison", then=back_to_explore)
+        if "compare" in out:
+            _measure(d, out["compare"], repeats, lambda i: set_number(d, "Sample (seed)", 20 + i, title=""),
+                     lambda: seg_changed(d), "a new comparison", timeout=120)
+        if "to_results" in out or "reeval" in out:
+            _measure(d, out.setdefault("to_results", []), repeats, lambda i: nav(d, "Results"),
+                     lambda: d.execute_script(RESULTS_SHOWN), "the results table",
+                     then=back_to_explore, keep_first=True)
+        if reeval and "reeval" in out:
             from selenium.webdriver.common.by import By
 
             toggle = next(e for e in d.find_elements(By.CSS_SELECTOR, "label") if "Re-evaluate" in e.text)
@@ -278,12 +319,18 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=ROOT, help="the checkout whose app.py to serve")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reeval", action="store_true", help="also time Results' re-evaluation (minutes)")
+    ap.add_argument("--only", default=",".join(MEASUREMENTS),
+                    help=f"comma-separated measurements to take (default: all of {', '.join(MEASUREMENTS)})")
     ap.add_argument("--out", type=Path, help="write the raw timings and the summary as JSON here")
     a = ap.parse_args()
+    only = tuple(m.strip() for m in a.only.split(","))
+    if set(only) - set(MEASUREMENTS):
+        ap.error(f"--only: no measurement {', '.join(sorted(set(only) - set(MEASUREMENTS)))}; "
+                 f"there are {', '.join(MEASUREMENTS)}")
     home = Path(tempfile.mkdtemp(prefix="bench-home-"))
     root = a.root.resolve()
     with serve(root, dict(os.environ, WAVEVIZ_HOME=str(home), PYTHONPATH=str(root)), timeout=90) as base:
-        results = measure(base, a.repeats, a.reeval)
+        results = measure(base, a.repeats, a.reeval, only)
     report = {"root": str(a.root), "load_average": os.getloadavg(), "summary": summary(results), "raw": results}
     print(json.dumps(report["summary"], indent=1))
     if a.out:

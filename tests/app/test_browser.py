@@ -256,6 +256,33 @@ def test_clicking_a_pixel_measures_it(server, browser):
         "return [...document.querySelectorAll('.gtitle')].map(t => t.textContent).join('|')")
 
 
+def test_clicking_back_and_forth_between_the_figures(server, browser):
+    """A pixel clicked on the animation, then another on the segmentation, then the first again on
+    the animation (which is not redrawn by a click, so it still holds that selection): each counts."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(f"{server}/Explore?model=job-tiny-nwm&row=2&col=2")
+    pixel = lambda: [e.get_attribute("value") for e in d.find_elements(By.CSS_SELECTOR, "input[type=number]")][-2:]  # noqa: E731
+    _wait_for(d, lambda: pixel() == ["2", "2"] and len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot image")) >= 3,
+              "the figures")
+
+    def click(figure: int, image: int, dx: int, dy: int) -> list[str]:
+        before = pixel()
+        target = d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[figure].find_elements(By.CSS_SELECTOR, "image")[image]
+        ActionChains(d).move_to_element_with_offset(target, dx, dy).pause(0.3).move_by_offset(2, 2).pause(0.3) \
+            .click().perform()
+        _wait_for(d, lambda: pixel() != before, f"the click on figure {figure} to count")
+        time.sleep(1.0)
+        return pixel()
+
+    first = click(1, 0, -20, -20)  # the animation: its first channel tile
+    second = click(0, 1, 25, 10)  # the segmentation panel
+    assert click(1, 0, -20, -20) == first
+    assert click(0, 1, 25, 10) == second
+
+
 def test_clicking_the_drum_strikes_there(server, browser):
     """A click on the drum (strike: clicked point) moves the strike there: the figure is not in a
     box-select drag mode, where a click selects nothing."""

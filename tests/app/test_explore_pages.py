@@ -275,14 +275,8 @@ def test_digit_polygon_and_digits_tools(mixed_home, monkeypatch):
 
 
 def test_explore_faked_pixel_click(app_home, monkeypatch):
-    real = common.clickable_chart
     clicks = {"seg_click": (5, 7)}
-
-    def fake(fig, key, **kw):  # a click on the prediction panel, in the first run only
-        real(fig, key, **kw)
-        return clicks.pop(key, None)
-
-    monkeypatch.setattr(common, "clickable_chart", fake)
+    monkeypatch.setattr(common, "take_click", lambda key: clicks.pop(key, None))  # on the prediction panel, once
     at = _app(EXPLORE)
     _ok(at)
     assert (at.number_input(key="row").value, at.number_input(key="col").value) == (5, 7)

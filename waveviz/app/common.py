@@ -475,11 +475,24 @@ def clickable_chart(fig, key: str, **kwargs) -> tuple[int, int] | None:
 
     A selection persists across reruns, so only a selection different from the last one handled
     counts as a click (otherwise it would undo every later edit of the pixel boxes). A page that
-    redraws the figure after a click (say, to mark the pixel) should `st.rerun()` at once: Streamlit
-    drops a click made on a figure that has changed since it was drawn.
+    redraws the figure after a click (say, to mark the pixel) should take the click with
+    `take_click` before drawing (one run), or `st.rerun()` at once: Streamlit drops a click made on
+    a figure that has changed since it was drawn.
     """
     event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points",
                             config={"displayModeBar": False}, **kwargs)
+    return _new_click(key, event)
+
+
+def take_click(key: str) -> tuple[int, int] | None:
+    """A new click on the clickable chart `key` (drawn by `clickable_chart` in the last run), read
+    from its widget state before anything is drawn → (row, col), else None. Taking it at the top of
+    the run lets that same run draw every figure marking the new pixel: no second run, which costs
+    a redraw of every changed figure in the browser (seconds for a 100-frame animation)."""
+    return _new_click(key, st.session_state.get(key))
+
+
+def _new_click(key: str, event) -> tuple[int, int] | None:
     points = []
     if event is not None:
         sel = event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})

@@ -55,12 +55,22 @@ def _render() -> None:
     names = DATASETS.get(picked.dataset).class_names
     truth = mi.mask if mi.dataset == picked.dataset else None  # another set's labels mean other classes
     H, W = res.pred.shape
+    wave_key = f"wave_click_{st.session_state.get('_wave_gen', 0)}"
+    for key in ("seg_click", wave_key):  # a click since the last run: this run draws its pixel
+        clicked = common.take_click(key)
+        if clicked is not None and 0 <= clicked[0] < H and 0 <= clicked[1] < W:
+            st.session_state["row"], st.session_state["col"] = clicked
     row, col = _pixel_state(res.pred)
+    if st.session_state.get(f"_{wave_key}_seen") not in (None, (row, col)):
+        # The animation is not redrawn by a click (see below), so it keeps its selection: a click on that
+        # pixel again would only clear it. Once the pixel is set elsewhere, a fresh chart (a new key).
+        st.session_state["_wave_gen"] = st.session_state.get("_wave_gen", 0) + 1
+        wave_key = f"wave_click_{st.session_state['_wave_gen']}"
 
     with right:
         with timings.stage("rendering"):
             fig = figures.segmentation_figure(mi.image, res.pred, truth, names, pixel=(row, col))
-        clicked = common.clickable_chart(fig, key="seg_click")
+        common.clickable_chart(fig, key="seg_click")  # its clicks: `take_click` above, in the next run
         st.markdown(reading_line(mi.image, res.pred, names))
         _metrics(res, truth)
     if res.hidden is None:
@@ -70,7 +80,7 @@ def _render() -> None:
         st.subheader("The waves")
         c1, c2 = st.columns([3, 1])
         c1.caption(f"The hidden channels (c0 … c{res.hidden.shape[1] - 1}) over {res.hidden.shape[0]} steps "
-                   f"(blue −, white 0, red +). Click any pixel to measure it.")
+                   f"(blue −, white 0, red +). Click any pixel to measure it: the segmentation above marks it.")
         demean = c2.toggle("Subtract each pixel's mean", key="demean", bind="query-params",
                            help="Show y_t − mean over t: hides a constant offset so the travelling part stands out.")
         C = res.hidden.shape[1]
@@ -80,18 +90,16 @@ def _render() -> None:
                                          max_selections=8, bind="query-params") or [0])
         with timings.stage("rendering"):
             frames = _frames(picked.key, mi.key, res, demean, shown)
-            anim = figures.animation_figure(frames, pixel=(row, col), title=f"{picked.short}: y_t")
-        clicked = common.clickable_chart(anim, key="wave_click") or clicked
+            # no pixel marker here: it would change this 100-frame figure with every click, and redrawing
+            # it is most of a click's wait (5–6.6 s → 2.7–2.9 s under load,
+            # benchmarks/results/app-browser-click-2026-12-04.md)
+            anim = figures.animation_figure(frames, title=f"{picked.short}: y_t")
+        common.clickable_chart(anim, key=wave_key)
         st.caption(f"Each channel on its own colour scale, ± the {figures.SCALE_PERCENTILE:g}th percentile of its "
                    f"|y| over all steps and pixels (a few extreme pixels saturate instead of washing the rest out): "
                    f"{frames.scale_note}.")
         st.download_button("Download the animation (GIF)", data=lambda: figures.gif_bytes(frames),
                            file_name=f"waves-{picked.id.replace('/', '_')}.gif", mime="image/gif")
-    if clicked is not None:
-        # Rerun at once, so the charts are redrawn marking the new pixel before the next click:
-        # a click on a chart whose figure has changed since is dropped by Streamlit.
-        st.session_state["row"], st.session_state["col"] = clicked
-        st.rerun()
     c1, c2, _ = st.columns([1, 1, 4])
     row = int(c1.number_input("Pixel row", 0, H - 1, key="row", bind="query-params"))
     col = int(c2.number_input("Pixel column", 0, W - 1, key="col", bind="query-params"))
