@@ -244,6 +244,35 @@ def test_invalid_settings_are_refused_before_launch(home, npz, change, says):
     assert store.ids() == []
 
 
+def test_a_job_can_start_from_a_checkpoint(home, npz, tmp_path):
+    """init: a fine-tune of the same model, recorded in the new checkpoint; a missing, foreign or
+    doubled start is refused in one line before anything is queued."""
+    import waveviz
+
+    store = JobStore()
+    with pytest.raises(JobError, match="no such file"):
+        store.submit(spec(npz, init=str(tmp_path / "none.pt")))
+    cnn = tmp_path / "cnn.pt"
+    waveviz.save_checkpoint(cnn, waveviz.create_model("cnn2-polygons"), "cnn2-polygons", {"dataset": "polygons"})
+    with pytest.raises(JobError, match="a cnn model, and this preset trains a nwm") as e:
+        store.submit(spec(npz, init=str(cnn)))
+    assert "\n" not in str(e.value)
+    with pytest.raises(JobError, match="not both"):
+        store.submit(spec(npz, init=str(cnn), transfer=str(cnn)))
+    assert store.ids() == []
+
+    first = store.submit(spec(npz, epochs=1))
+    assert store.wait(first, timeout=60)["state"] == "finished"
+    start = store.status(first)["checkpoint"]
+    job = store.submit(spec(npz, epochs=1, init=start))
+    st = store.wait(job, timeout=60)
+    assert st["state"] == "finished", st["message"]
+    assert read_checkpoint(st["checkpoint"])["meta"]["init"]["path"] == os.path.basename(start)
+    assert jobs.JobSpec.from_dict(read_json(store.root / job / "config.json")).start_args(store.root / job) == \
+        {"resume": True}  # a resumed job continues from its own last state, not from the start again
+    assert spec(npz, transfer=start).start_args(tmp_path) == {"transfer": start}  # a first run: from the start
+
+
 def test_cli_refuses_in_one_line(home, npz, capsys):
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--lr", "0"]) == 2
     assert main(["jobs", "start", "nwm-linear-polygons", "--data", npz, "--set", "T=0"]) == 1

@@ -52,7 +52,7 @@ from .paths import jobs_dir, page_readable_dirs, uploads_dir
 from .presets import PRESETS
 from .readouts import READOUTS
 from .training import RECIPES, DataConfig, TrainConfig
-from .validate import Range, check_fields, clip_repr, finite_or_null
+from .validate import PATH, Range, check_fields, clip_repr, finite_or_null
 
 STATES = ("queued", "running", "finished", "failed", "canceled", "crashed")
 ACTIVE = ("queued", "running")
@@ -167,6 +167,8 @@ class JobSpec:
     preset: str  # name in PRESETS
     npz: str | None = None  # train on this file (90 / 10 train / val) instead of generated images
     readout: str | None = None  # replace the preset's readout (recurrent presets only)
+    init: str | None = None  # start from this checkpoint's weights (a fine-tune: the same model)
+    transfer: str | None = None  # start from another data set's model of the same family (`training.transfer_weights`)
     # the training settings: TrainConfig's fields; one not given takes `TrainConfig.from_recipe(recipe,
     # the preset's data set)`'s value (so `JobSpec("nwm-linear-mnist")` trains at MNIST's 2e-3 and
     # `JobSpec(p, recipe="paper")` is SPEC §8), see waveviz.training
@@ -201,7 +203,7 @@ class JobSpec:
 
     # the training and data fields allow what TrainConfig and DataConfig do (`waveviz.validate`)
     RANGES: ClassVar[dict] = {**TrainConfig.RANGES, **DataConfig.RANGES, "preset": PRESETS, "readout": READOUTS,
-                              "nproc": Range(1, 1024)}
+                              "nproc": Range(1, 1024), "init": PATH, "transfer": PATH}
 
     def __post_init__(self) -> None:
         self._fill_from_recipe()
@@ -229,6 +231,35 @@ class JobSpec:
         return DataConfig(dataset=PRESETS.get(self.preset).dataset, npz=self.npz, n_train=self.n_train,
                           n_val=self.n_val, n_test=self.n_test, data_seed=self.data_seed)
 
+    def _check_start(self) -> None:
+        """Refuse a missing, corrupt or foreign `init` / `transfer` checkpoint in one line, without
+        making any data (what `train_preset` would refuse when the worker starts)."""
+        from .checkpoint import CheckpointError, read_checkpoint
+        from .training import check_init
+
+        if self.init and self.transfer:
+            raise JobError("give init (a fine-tune of the same model) or transfer (from another data set), not both")
+        start = self.init or self.transfer
+        if not start:
+            return
+        if not os.path.isfile(start):
+            raise JobError(f"{start}: no such file")
+        try:  # an .npz's size is unknown here: a fine-tune keeps the checkpoint's
+            size = read_checkpoint(start)["config"].get("image_size") if self.npz and self.init else None
+            check_init(self.preset, start, self.train_config(), self.model_overrides(), image_size=size,
+                       transfer=bool(self.transfer))
+        except CheckpointError as e:
+            raise JobError(_one_line(e)) from None
+
+    def start_args(self, job_dir: Path) -> dict:
+        """`train_preset`'s start: the `init` or `transfer` checkpoint on a job's first run; a resumed
+        job (one with a last state) continues from that instead."""
+        if (job_dir / LAST).exists():
+            return {"resume": True}
+        if self.transfer:
+            return {"transfer": self.transfer}
+        return {"resume": True, "init": self.init}
+
     @staticmethod
     def train_fields() -> tuple[str, ...]:
         """The fields a job shares with TrainConfig (all of TrainConfig's)."""
@@ -252,6 +283,7 @@ class JobSpec:
 
         p = PRESETS.get(self.preset)
         self.train_config().validate()
+        self._check_start()
         device = pick_device(self.device)
         problem = distributed.nproc_problem(self.nproc, device.type)
         if problem:
@@ -457,8 +489,9 @@ class JobStore:
 
     def submit(self, spec: JobSpec) -> str:
         """Check `spec`, make the job folder, queue it and start it when a slot is free → job id."""
-        if spec.npz:
-            spec = dataclasses.replace(spec, npz=os.path.abspath(spec.npz))
+        paths = {k: os.path.abspath(getattr(spec, k)) for k in ("npz", "init", "transfer") if getattr(spec, k)}
+        if paths:  # the worker runs elsewhere: absolute paths
+            spec = dataclasses.replace(spec, **paths)
         spec.validate()
         self._ensure_root()
         try:
@@ -830,7 +863,7 @@ def run_job(job_dir: str | os.PathLike) -> int:
 
     def train(**callbacks):
         return train_preset(spec.preset, str(d / BEST), data=spec.data_config(), train=spec.train_config(),
-                            overrides=spec.model_overrides(), resume=True, **callbacks)
+                            overrides=spec.model_overrides(), **spec.start_args(d), **callbacks)
 
     if not distributed.launch_env().is_main:
         try:

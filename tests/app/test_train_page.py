@@ -293,3 +293,29 @@ def test_point_weights_adam_beta2_and_coupling_lr_reach_the_job(home):
     at = at.button(key="train_launch").click().run()
     assert not at.exception and not at.error
     assert store.spec(store.ids()[-1]).coupling_lr == 1.0
+
+
+def test_a_job_can_start_from_a_fine_tune_or_a_transfer(home, tmp_path):
+    """"Start from" offers the checkpoints of the chosen preset (a fine-tune) and of its model family
+    on other data sets (a transfer); the choice reaches the job."""
+    import waveviz
+
+    shipped = tmp_path / "no-shipped-checkpoints"  # the folder the fixture names: now with two models
+    shipped.mkdir()
+    for preset, dataset in (("nwm-linear-tetrominoes", "tetrominoes"), ("nwm-linear-mnist", "mnist")):
+        waveviz.save_checkpoint(shipped / f"{preset}.pt", waveviz.create_model(preset), preset, {"dataset": dataset})
+    store = JobStore()
+    fake_job(store, "running", pid=os.getpid(), host=HOST)  # holds the only slot: nothing trains
+    at = _page().run()
+    assert at.selectbox(key="train_preset").value == "nwm-linear-tetrominoes"
+    assert at.selectbox(key="train_start").options == [
+        jobs_view.SCRATCH, "fine-tune nwm-linear-tetrominoes", "transfer from nwm-linear-mnist (mnist)"]
+    for choice, field in (("fine-tune nwm-linear-tetrominoes", "init"), ("transfer from nwm-linear-mnist (mnist)", "transfer")):
+        at = at.selectbox(key="train_start").select(choice).run()
+        at = at.button(key="train_launch").click().run()
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        spec = store.spec(store.ids()[-1])
+        assert getattr(spec, field).endswith(choice.split()[-2 if field == "transfer" else -1] + ".pt")
+        assert (spec.init, spec.transfer).count(None) == 1
+    at = at.selectbox(key="train_preset").select("cnn8-tetrominoes").run()  # no such model here: scratch only
+    assert at.selectbox(key="train_start").options == [jobs_view.SCRATCH]

@@ -39,6 +39,24 @@ def spec_from_form(preset: str, values: dict) -> jobs.JobSpec:
     return jobs.JobSpec.from_dict({**form_defaults(values.get("recipe", "fast"), dataset), **values, "preset": preset})
 
 
+SCRATCH = "scratch (the recipe's initialisation)"
+
+
+def start_choices(preset: str, entries: dict) -> dict[str, dict]:
+    """The form's "Start from" options for `preset` from the model catalog (id → `catalog.ModelEntry`)
+    → label: the JobSpec fields it sets. Scratch first; then fine-tunes of the checkpoints of this
+    very preset; then transfers from the same model family trained on another data set."""
+    p = PRESETS.get(preset)
+    out: dict[str, dict] = {SCRATCH: {}}
+    for e in entries.values():
+        if e.preset == preset:
+            out[f"fine-tune {e.id}"] = {"init": str(e.path)}
+    for e in entries.values():
+        if e.family == p.model and e.dataset != p.dataset:
+            out[f"transfer from {e.id} ({e.dataset})"] = {"transfer": str(e.path)}
+    return out
+
+
 # The form's widgets for recipe-set training fields: field → (widget key, value in the widget → in the
 # spec, value in the spec → in the widget). 0 in a widget means "off" (None) where the field allows it.
 RECIPE_WIDGETS: dict[str, tuple[str, object, object]] = {

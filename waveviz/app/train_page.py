@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from waveviz import jobs
-from waveviz.app import jobs_view
+from waveviz.app import common, jobs_view
 from waveviz.app.figures import CHART_CONFIG, learning_curves_figure
 from waveviz.engine import ENGINES, default_engine
 from waveviz.data import DATASETS
@@ -102,6 +102,11 @@ def _launch_form(store: jobs.JobStore) -> None:
     if p.readout is not None:
         options = READOUTS.names()
         readout = st.selectbox("Readout", options, index=options.index(p.readout), key="train_readout")
+    starts = jobs_view.start_choices(preset, common.model_catalog())
+    start = st.selectbox("Start from", list(starts), key="train_start",
+                         help="Scratch; a fine-tune of a model of this preset (its weights, a fresh schedule: "
+                              "lower the learning rate); or a transfer from the same kind of model trained on "
+                              "another data set (the weights that fit; the class layer starts fresh).")
     c1, c2 = st.columns(2)
     epochs = c1.number_input("Epochs", 1, 100_000, key="train_epochs",
                              help="The most epochs to train; early stopping and the time budget can end it sooner.")
@@ -167,7 +172,7 @@ def _launch_form(store: jobs.JobStore) -> None:
             npz=npz, readout=readout if readout != p.readout else None, recipe=recipe, seed=int(seed), device=device,
             amp=amp, engine=engine, point_weights=point_weights, beta2=float(beta2),
             coupling_lr=float(coupling_lr) if coupled else 1.0, n_train=int(n_train) or None, n_val=int(n_val) or None,
-            overrides={"T": int(T)} if T else {}, nproc=int(nproc), **trained))
+            overrides={"T": int(T)} if T else {}, nproc=int(nproc), **starts[start], **trained))
     except (jobs.JobError, ValueError) as e:  # a setting the validator refuses: one line, nothing queued
         st.error(str(e))
         return

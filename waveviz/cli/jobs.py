@@ -46,6 +46,10 @@ def add_subparser(sub) -> None:
     s.add_argument("preset")
     s.add_argument("--data", help="train on this .npz (90 / 10 train / val) instead of generated images")
     s.add_argument("--readout", help="replace the preset's readout: last | mean | max | fft | linear")
+    start = s.add_mutually_exclusive_group()
+    start.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tune; same model)")
+    start.add_argument("--transfer", metavar="CKPT", help="start from another data set's model of the same family "
+                                                          "(the weights that fit; see `waveviz train --help`)")
     add_train_flags(s)
     s.add_argument("--n-train", type=positive_int)
     s.add_argument("--n-val", type=positive_int)
@@ -87,7 +91,8 @@ def run_start(args) -> int:
 
     dataset = PRESETS.get(args.preset).dataset if args.preset in PRESETS else None  # (JobSpec refuses a bad name)
     train = dataclasses.asdict(train_config_from(args, dataset))  # every TrainConfig field is a JobSpec one
-    spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, n_train=args.n_train, n_val=args.n_val,
+    spec = JobSpec(preset=args.preset, npz=args.data, readout=args.readout, init=args.init, transfer=args.transfer,
+                   n_train=args.n_train, n_val=args.n_val,
                    n_test=args.n_test, data_seed=args.data_seed, overrides=parse_overrides(args.set),
                    nproc=args.nproc, **train)
     store = _store()
