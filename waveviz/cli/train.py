@@ -149,7 +149,8 @@ def run_train(args) -> int:
     from ..checkpoint import read_checkpoint
     from ..distributed import finish_if_orphaned, launch_env, launch_local, module_argv, nproc_problem
     from ..presets import PRESETS
-    from ..training import DataConfig, FinishOnSignal, ProgressBar, check_init, pick_device, train_preset
+    from ..training import (DataConfig, FinishOnSignal, ProgressBar, check_init, digit_notes, pick_device,
+                            train_preset)
 
     preset = PRESETS.get(args.preset)
     writable_target(args.out)
@@ -168,6 +169,9 @@ def run_train(args) -> int:
             size = read_checkpoint(start)["config"].get("image_size") if args.data and args.init else None
             check_init(args.preset, start, train, parse_overrides(args.set), image_size=size,
                        transfer=bool(args.transfer))
+        if args.resume and os.path.exists(args.out + ".last"):  # digits that changed under the run: one line
+            digit_notes(DataConfig(dataset=preset.dataset, npz=args.data, mnist_dir=args.mnist_dir),
+                        args.out + ".last", resumed=True)
         problem = nproc_problem(args.nproc, pick_device(args.device).type)
         if problem:
             raise UserError(f"--nproc {args.nproc} {problem}")
