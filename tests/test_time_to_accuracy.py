@@ -31,7 +31,7 @@ def test_a_run_takes_the_recipe_as_set_for_the_presets_data_set():
     x, y = torch.rand(4, 1, 56, 56), torch.randint(0, 11, (4, 56, 56))
     small = {"T": 4, "head": (8,)}
     for changes, lr in (({}, TrainConfig.from_recipe("fast", "mnist").lr), ({"lr": 1e-2}, 1e-2)):
-        r = run_recipe("nwm-linear-mnist", "fast", (x, y), (x, y), (x, y), minutes=0.005, seed=0, probe_s=60,
+        r = run_recipe("nwm-linear-mnist", "fast", (x, y), (x, y), (x, y), minutes=0.02, seed=0, probe_s=60,
                        device=torch.device("cpu"), changes=changes, overrides=small)
         assert r["config"]["lr"] == lr and r["steps"] >= 1
         assert set(r["gates"]) == {"omega", "alpha"} and len(r["gates"]["omega"]) == 2  # C = 2 channels
