@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared call on a lent GPU machine: continue, at once, the paper-faithful runs a 2-core CPU
 # cannot finish — on 2026-12-04 the Multi-MNIST NWM (FG-IoU 0.084, the fg/bg plateau; ~40 s a 16-image
-# step on one CPU core) and the MNIST ConvLSTM (0.684; +0.004 per two-hour CPU segment by then) — until a
+# step on one CPU core) and the MNIST ConvLSTM (0.686; +0.002 to +0.004 per CPU segment by then) — until a
 # deadline. Every other shipped checkpoint has met its target (checkpoints/README.md). The Multi-MNIST NWM
 # starts from the MNIST NWM (`--transfer`: the tensors of equal shape, 27 % of its weights — not W_rec, whose
 # C differs), as a transfer from Tetrominoes got the MNIST NWM past that plateau at once (docs/training.md);
