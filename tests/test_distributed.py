@@ -219,7 +219,6 @@ def test_a_bad_init_is_one_line_before_any_rank_starts(tmp_path, capsys):
         assert err.count("\n") == 0 and why in err
 
 
-
 def test_a_resume_on_other_digits_is_one_line_before_any_rank_starts(tmp_path, capsys):
     # a full-MNIST run continued on a machine without the fetched digits: refused once, in one line,
     # and `waveviz train` without --nproc prints the fallback note
@@ -236,6 +235,7 @@ def test_a_resume_on_other_digits_is_one_line_before_any_rank_starts(tmp_path, c
     assert main(["train", "cnn2-mnist", *tiny, "--epochs", "2", "--resume", "--nproc", "999", "--out", out]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "cannot continue that run: run `waveviz data fetch mnist` first" in err
+
 
 def nproc_run(tmp_path, log):
     """`waveviz train --nproc 2` on 400 tiny images, batch 2 (an epoch of 180 steps), its output in

@@ -140,7 +140,6 @@ def test_rescore_stores_paper_faithful_metrics_for_older_checkpoints(ckpt_dir, t
     assert "not scored" not in markdown(results_table(tmp_path))
 
 
-
 def test_a_checkpoint_made_on_the_embedded_digits_is_not_its_own_faithful_score():
     """Version-2 data on the 5,000 embedded MNIST digits (a machine without `waveviz data fetch mnist`)
     is not the paper's splits: such a checkpoint needs a rescore, and the table says what it trained on."""
@@ -155,6 +154,7 @@ def test_a_checkpoint_made_on_the_embedded_digits_is_not_its_own_faithful_score(
     assert not trained_faithfully(embedded) and faithful_metrics(embedded) == (None, 0)
     f = {"fg_acc": 0.5, "fg_iou": 0.4, "fg_loss": 1.0}
     assert faithful_metrics({**embedded, "faithful_test_metrics": f, "faithful_test": {"n": 300}}) == (f, 300)
+
 
 def test_readme_table_of_shipped_models_is_the_checkpoints_own():
     """The README's table of shipped models is what their metadata says (regenerate it with

